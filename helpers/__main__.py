@@ -61,6 +61,57 @@ def cmd_pipeline(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from .convert import convert_file
+    instruction = None
+    if args.instruction:
+        try:
+            instruction = json.loads(args.instruction)
+        except ValueError:
+            instruction = args.instruction
+    pool = None
+    if instruction is None:
+        from .catalog import load_instructions
+        pool = load_instructions()
+    try:
+        report = convert_file(args.input, args.output, args.to, instruction, pool)
+    except OSError as e:
+        print(f'error: cannot read {args.input}: {e}', file=sys.stderr)
+        return 2
+    if args.report:
+        with open(args.report, 'w', encoding='utf-8') as f:
+            json.dump(report.to_dict(), f, ensure_ascii=False, indent=2)
+    s = report.summary()
+    print(f"read {s['read']}, converted {s['converted']}, rejected {s['rejected']}, "
+          f"wrote {s['samples_written']} samples to {args.output}", file=sys.stderr)
+    for r in report.rejected[:10]:
+        print(f"  rejected line {r['line']} ({r['id']}): {r['reason']}", file=sys.stderr)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .synth import Generator, SynthConfig
+    cfg = SynthConfig(langs=tuple(args.langs), max_tools=args.max_tools)
+    gen = Generator(cfg, args.seed)
+    counts = dict(zip(('train', 'val', 'test'), _split_counts(args.n, cfg.split_ratios)))
+    if args.split != 'all':
+        counts = {args.split: args.n}
+    n = 0
+    with open(args.out, 'w', encoding='utf-8') as f:
+        for split, k in counts.items():
+            for conv in gen.conversations(split, k):
+                f.write(json.dumps(conv.to_dict(), ensure_ascii=False) + '\n')
+                n += 1
+    print(f'wrote {n} conversations to {args.out} ({counts})', file=sys.stderr)
+    return 0
+
+
+def _split_counts(n: int, ratios) -> list[int]:
+    counts = [int(n * r) for r in ratios]
+    counts[0] += n - sum(counts)
+    return counts
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m helpers', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -74,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('prepare-model', help='build, dequantize or download a model; prints its folder')
     p.add_argument('model', help='tiny-qwen2 | smollm2-135m | qwen2.5-7b-instruct | qwen-7b-chat | a folder')
     p.set_defaults(func=cmd_prepare_model)
+    p = sub.add_parser('convert', help='raw ms_agent JSONL -> AgentFabric training samples')
+    p.add_argument('--input', required=True, help='RAW.jsonl in the ms_agent "conversations" format')
+    p.add_argument('--output', required=True, help='OUT.jsonl, one sample per RolePlay request')
+    p.add_argument('--to', choices=['messages', 'agentfabric'], default='messages',
+                   help='messages: ms-swift messages; agentfabric: from/value conversations')
+    p.add_argument('--report', help='REPORT.json with counts and every rejected line')
+    p.add_argument('--instruction', help='role instruction (text or JSON role config); default: a stable pick '
+                                         'from data/instructions.json')
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser('synth', help='generate AgentFabric conversations from the bundled tool catalog')
+    p.add_argument('--n', type=int, required=True, help='number of conversations')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', required=True, help='FILE.jsonl of conversations (meta.split says the split)')
+    p.add_argument('--split', choices=['all', 'train', 'val', 'test'], default='all',
+                   help='all: 80/10/10 over train/val/test')
+    p.add_argument('--langs', nargs='+', choices=['zh', 'en'], default=['zh', 'en'])
+    p.add_argument('--max-tools', type=int, default=4)
+    p.set_defaults(func=cmd_synth)
+
     p = sub.add_parser('pipeline', help='run the notebooks in order with papermill into one run directory')
     p.add_argument('--profile', default='auto', help='auto | tiny | cpu | gpu')
     p.add_argument('--run-dir', help='run directory (default: runs/<time>-<profile>)')

@@ -294,7 +294,8 @@ def format_call(name: str, arguments: Mapping[str, Any]) -> str:
 class EvalCase:
     """One evaluation case (one JSON line); the contract shared by the prompt CLI, data and evaluation.
 
-    ``history`` is optional: earlier turns as AgentFabric keeps them (user query, assistant transcript).
+    ``history`` is optional: earlier turns as AgentFabric keeps them (user query, assistant transcript);
+    ``meta`` is optional too: labels used only for breakdowns.
     """
     id: str
     lang: Lang
@@ -305,6 +306,7 @@ class EvalCase:
     observation: str
     reference_answer: str
     history: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # optional labels (split, kind, tool, holdout …) for breakdowns
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> 'EvalCase':
@@ -337,7 +339,8 @@ class EvalCase:
             raise CaseError(f'case {cid}: "query" must be a non-empty string')
         return cls(id=cid, lang=_check_lang(d['lang']), instruction=check_instruction(d['instruction']),
                    tools=tools, query=d['query'], expected_call=call, observation=str(d.get('observation', '')),
-                   reference_answer=str(d.get('reference_answer', '')), history=[dict(m) for m in history])
+                   reference_answer=str(d.get('reference_answer', '')), history=[dict(m) for m in history],
+                   meta=dict(d.get('meta') or {}))
 
     def to_dict(self) -> dict:
         d = {'id': self.id, 'lang': self.lang, 'instruction': self.instruction,
@@ -346,6 +349,8 @@ class EvalCase:
              'reference_answer': self.reference_answer}
         if self.history:
             d['history'] = self.history
+        if self.meta:
+            d['meta'] = self.meta
         return d
 
     def messages(self, model_output: str | None = None, observation: Any = None) -> list[dict]:
@@ -378,3 +383,101 @@ def write_jsonl(path, rows) -> int:
             f.write(json.dumps(row, ensure_ascii=False) + '\n')
             n += 1
     return n
+
+
+def detect_lang(query: str, history: Sequence[Mapping[str, str]] = ()) -> Lang:
+    """The language AgentFabric runs a turn in: Chinese as soon as the query or the kept history
+    (which starts with the first turn's system prompt) contains Chinese characters."""
+    return 'zh' if has_chinese(query) or has_chinese([m.get('content', '') for m in history]) else 'en'
+
+
+@dataclass
+class Call:
+    name: str
+    arguments: dict
+    observation: str
+
+
+@dataclass
+class Turn:
+    """One user turn: the query, the tool calls made in order, and the final answer."""
+    query: str
+    calls: list[Call]
+    answer: str
+
+
+@dataclass
+class Conversation:
+    """An AgentFabric conversation, from converted ms_agent data or from the generator.
+
+    ``lang`` None means: decide per turn as AgentFabric does (:func:`detect_lang`).
+    """
+    id: str
+    instruction: Instruction
+    tools: list[Tool]
+    turns: list[Turn]
+    lang: Lang | None = None
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {'id': self.id, 'lang': self.lang, 'instruction': self.instruction,
+                'tools': [t.to_dict() for t in self.tools],
+                'turns': [{'query': t.query, 'calls': [vars(c) for c in t.calls], 'answer': t.answer}
+                          for t in self.turns], 'meta': self.meta}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> 'Conversation':
+        return cls(id=str(d['id']), instruction=check_instruction(d['instruction']),
+                   tools=[Tool.from_dict(t) for t in d['tools']],
+                   turns=[Turn(t['query'], [Call(**c) for c in t.get('calls', [])], t['answer'])
+                          for t in d['turns']],
+                   lang=d.get('lang'), meta=dict(d.get('meta') or {}))
+
+
+@dataclass
+class Sample:
+    """One LLM call of RolePlay as a training sample: the exact request messages and the target reply."""
+    messages: list[dict]
+    target: str
+    kind: str  # 'call' (writes Action/Action Input), 'answer' (after an observation), 'direct' (no tool)
+    meta: dict = field(default_factory=dict)
+
+    def to_messages(self) -> dict:
+        """ms-swift ``messages`` format; earlier assistant turns carry ``"loss": false``."""
+        msgs = [dict(m, loss=False) if m['role'] == 'assistant' else dict(m) for m in self.messages]
+        return {'messages': msgs + [{'role': 'assistant', 'content': self.target}]}
+
+    def to_conversations(self, sample_id: str) -> dict:
+        """The ``conversations`` layout of ms_agent / ms_agent_for_agentfabric (from/value)."""
+        turns = [{'from': m['role'], 'value': m['content']} for m in self.messages]
+        return {'id': sample_id, 'conversations': turns + [{'from': 'assistant', 'value': self.target}]}
+
+
+def render(conv: Conversation) -> list[Sample]:
+    """Every request RolePlay makes in this conversation, each paired with the reply the model must give.
+
+    A call's target is ``format_call`` (one-line JSON, then the model ends its turn: the text RolePlay
+    sees is the same as when it stops at ``Observation:``); after an observation the target is the answer.
+    Later turns carry the earlier ones as AgentFabric keeps them (query, full transcript).
+    """
+    samples: list[Sample] = []
+    history: list[dict] = []
+    first_system = None
+    for k, turn in enumerate(conv.turns):
+        kept = ([{'role': 'system', 'content': first_system}] if first_system else []) + history
+        lang = conv.lang or detect_lang(turn.query, kept)
+        msgs = first_turn(conv.tools, conv.instruction, turn.query, lang, history)
+        first_system = first_system or msgs[0]['content']
+        outputs = []
+        base = {'conversation': conv.id, 'turn': k, 'lang': lang, 'n_tools': len(conv.tools), **conv.meta}
+        for call in turn.calls:
+            out = format_call(call.name, call.arguments)
+            samples.append(Sample(msgs, out, 'call', {**base, 'tool': call.name}))
+            msgs = next_turn(msgs, out, call.observation)
+            outputs.append(out)
+        kind = 'answer' if turn.calls else 'direct'
+        samples.append(Sample(msgs, turn.answer, kind, {**base, 'tool': turn.calls[-1].name if turn.calls else None}))
+        history += [{'role': 'user', 'content': turn.query},
+                    {'role': 'assistant', 'content': transcript(outputs + [turn.answer],
+                                                                [c.observation for c in turn.calls])}]
+    return samples

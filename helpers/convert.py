@@ -1,0 +1,269 @@
+"""Conversion: raw ``ms_agent`` records → AgentFabric training samples whose prompts are what RolePlay sends.
+
+A raw record is ``{"id", "conversations": [{"from": "system", "value": "Answer the following questions
+… You have access to the following APIs:\\n1. name: … Parameters: [{…}]\\n\\n2. …"}, {"from": "user", …},
+{"from": "assistant", "value": "Action: …\\nAction Input: {…}\\nObservation: …\\nThought: …\\nFinal Answer: …"},
+…]}``. Parsing gives a :class:`~helpers.agentfabric.Conversation` (tools with full JSON-schema parameters,
+calls with their observations, final answers), and :func:`~helpers.agentfabric.render` turns it into one
+sample per request RolePlay would make. Unlike the published script this keeps every parameter and the
+right ``required`` list, numbers any count of APIs, and writes arguments as valid one-line JSON.
+
+Nothing is dropped silently: a record that cannot be converted goes to the report with its line number
+and reason, and ``read == converted + rejected``.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import json5
+
+from .agentfabric import Call, CaseError, Conversation, Instruction, Tool, Turn, check_instruction, has_chinese, render
+
+FORMATS = ('messages', 'agentfabric')
+_API_HEADER = re.compile(r'You have access to the following (?:APIs|tools):\s*\n', re.I)
+_API_FOOTER = re.compile(r'\n\s*Use the following format', re.I)
+_API_ENTRY = re.compile(r'(?:^|\n)\s*(\d+)\.\s+(?=\S+?:)')
+_USEFUL = re.compile(r'Call this tool to interact with the (.*?) API\.\s*What is the .*? API useful for\?\s*(.*)', re.S)
+_INTERACT = re.compile(r'Call this tool to interact with the (.*?) API\.\s*(.*)', re.S)
+_BLOCK_KEYS = re.compile(r'^(Thought|Action|Action Input|Observation|Final Answer):[ \t]?', re.M)
+
+
+class ConversionError(ValueError):
+    """Why one record cannot be converted (goes to the report)."""
+
+
+def _parse_literal(text: str) -> Any:
+    """JSON, then a Python literal (ms_agent often writes single quotes), then JSON5."""
+    text = text.strip()
+    for parse in (json.loads, ast.literal_eval, json5.loads):
+        try:
+            return parse(text)
+        except Exception:
+            continue
+    raise ConversionError(f'not JSON: {text[:80]!r}')
+
+
+def _bracketed(text: str, start: int) -> str:
+    """The balanced ``[...]`` or ``{...}`` starting at ``text[start]`` (quotes respected)."""
+    open_ch = text[start]
+    close_ch = {'[': ']', '{': '}'}[open_ch]
+    depth, quote, i = 0, None, start
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == '\\':
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in '"\'':
+            quote = ch
+        elif ch in '[{':
+            depth += 1
+        elif ch in ']}':
+            depth -= 1
+            if depth == 0:
+                if ch != close_ch:
+                    break
+                return text[start:i + 1]
+        i += 1
+    raise ConversionError(f'unbalanced parameter list: {text[start:start + 80]!r}')
+
+
+def parse_api(entry: str) -> Tool:
+    """One numbered API line of an ms_agent system prompt → a :class:`Tool` with a JSON schema."""
+    name, sep, rest = entry.partition(':')
+    name = name.strip()
+    if not sep or not name or re.search(r'[\s,\[\]]', name):
+        raise ConversionError(f'API entry without a usable name: {entry[:80]!r}')
+    pos = rest.find('Parameters:')
+    if pos == -1:
+        desc_text, params = rest, []
+    else:
+        desc_text = rest[:pos]
+        after = rest[pos + len('Parameters:'):]
+        m = re.search(r'[\[{]', after)
+        if not m:
+            raise ConversionError(f'{name}: "Parameters:" is not followed by a list')
+        params = _parse_literal(_bracketed(after, m.start()))
+    desc_text = desc_text.strip()
+    m = _USEFUL.match(desc_text) or _INTERACT.match(desc_text)
+    description = (m.group(2) if m else desc_text).strip().strip('.').strip()
+    if not description and m:
+        description = f'Interact with the {m.group(1)} API'
+    try:
+        if isinstance(params, dict):
+            return Tool.from_openai({'name': name, 'description': description, 'parameters': params})
+        if not isinstance(params, list):
+            raise ConversionError(f'{name}: parameters are neither a list nor a JSON schema')
+        return Tool.from_dict({'name': name, 'description': description, 'parameters': params})
+    except CaseError as e:
+        raise ConversionError(f'{name}: {e}') from e
+
+
+def parse_system(system: str) -> list[Tool]:
+    """All APIs of an ms_agent system prompt, in order, however many there are."""
+    head = _API_HEADER.search(system)
+    if not head:
+        raise ConversionError('system prompt lists no APIs ("You have access to the following APIs:" missing)')
+    body = system[head.end():]
+    foot = _API_FOOTER.search(body)
+    body = body[:foot.start()] if foot else body
+    marks = list(_API_ENTRY.finditer(body))
+    if not marks:
+        raise ConversionError('no numbered API entries found in the system prompt')
+    tools = []
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(body)
+        tools.append(parse_api(body[m.end():end].strip()))
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise ConversionError(f'duplicate API names {names}')
+    return tools
+
+
+def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
+    """An ms_agent assistant reply → its calls (with observations) and the final answer."""
+    parts = [(m.group(1), m.end(), m.start()) for m in _BLOCK_KEYS.finditer(text)]
+    if not parts:
+        return [], text.strip()
+    blocks = [(key, text[end:(parts[i + 1][2] if i + 1 < len(parts) else len(text))])
+              for i, (key, end, _) in enumerate(parts)]
+    lead = text[:parts[0][2]].strip()
+    calls: list[Call] = []
+    final: str | None = None
+    after_calls: list[str] = []  # thoughts after the last observation, when there is no Final Answer
+    pending: dict | None = None
+    for key, value in blocks:
+        if key == 'Action':
+            if pending:
+                raise ConversionError(f'Action {pending["name"]!r} has no Action Input/Observation')
+            pending = {'name': value.strip()}
+        elif key == 'Action Input':
+            if not pending or 'arguments' in pending:
+                raise ConversionError('Action Input without a preceding Action')
+            try:
+                args = _parse_literal(value)
+            except ConversionError as e:
+                raise ConversionError(f'Action Input of {pending["name"]!r} is {e}') from e
+            if not isinstance(args, dict):
+                raise ConversionError(f'Action Input of {pending["name"]!r} is not a JSON object')
+            pending['arguments'] = args
+        elif key == 'Observation':
+            if not pending or 'arguments' not in pending:
+                raise ConversionError('Observation without a preceding Action/Action Input')
+            if pending['name'] not in tool_names:
+                raise ConversionError(f'calls {pending["name"]!r}, which is not among the APIs {sorted(tool_names)}')
+            obs = value.strip()
+            obs = obs[len('<result>'):-len('</result>')] if obs.startswith('<result>') and obs.endswith('</result>') else obs
+            calls.append(Call(pending['name'], pending['arguments'], obs))
+            pending = None
+            after_calls = []
+        elif key == 'Final Answer':
+            final = value.strip()
+        elif key == 'Thought' and value.strip() and 'final answer' not in value.lower():
+            after_calls.append(value.strip())
+    if pending:
+        raise ConversionError(f'Action {pending["name"]!r} is not followed by an Observation')
+    answer = final if final is not None else '\n'.join(after_calls if calls else [lead, *after_calls]).strip()
+    if not answer:
+        raise ConversionError('assistant reply has no final answer')
+    return calls, answer
+
+
+def parse_record(record: Any, rid: str) -> tuple[list[Tool], list[Turn]]:
+    if not isinstance(record, dict) or not isinstance(record.get('conversations'), list):
+        raise ConversionError('record has no "conversations" list')
+    conv = record['conversations']
+    if any(not isinstance(m, dict) or not isinstance(m.get('value'), str) for m in conv):
+        raise ConversionError('every message needs "from" and a string "value"')
+    roles = [m.get('from') for m in conv]
+    if not roles or roles[0] != 'system':
+        raise ConversionError('first message is not the system prompt')
+    rest = roles[1:]
+    if len(rest) < 2 or rest[::2] != ['user'] * len(rest[::2]) or rest[1::2] != ['assistant'] * len(rest[1::2]) \
+            or len(rest) % 2:
+        raise ConversionError(f'messages after the system prompt must alternate user/assistant, got {roles}')
+    tools = parse_system(conv[0]['value'])
+    names = {t.name for t in tools}
+    turns = []
+    for user, assistant in zip(conv[1::2], conv[2::2]):
+        if not user['value'].strip():
+            raise ConversionError('empty user message')
+        calls, answer = parse_assistant(assistant['value'], names)
+        turns.append(Turn(user['value'], calls, answer))
+    return tools, turns
+
+
+def pick_instruction(pool: dict[str, list], rid: str, lang: str) -> Instruction:
+    """A stable pick from an instruction pool (the same record always gets the same role)."""
+    options = pool.get(lang) or pool.get('en') or ['']
+    digest = int(hashlib.sha256(rid.encode()).hexdigest(), 16)
+    return check_instruction(options[digest % len(options)])
+
+
+@dataclass
+class ConversionReport:
+    read: int = 0
+    converted: int = 0
+    written: int = 0  # samples (one per RolePlay request)
+    rejected: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {'read': self.read, 'converted': self.converted, 'rejected': len(self.rejected),
+                'samples_written': self.written}
+
+    def to_dict(self) -> dict:
+        return {**self.summary(), 'rejects': self.rejected}
+
+
+def convert_lines(lines: Iterable[str], instruction: Instruction | None = None, pool: dict | None = None,
+                  report: ConversionReport | None = None) -> Iterator[Conversation]:
+    """Parse raw JSONL lines into conversations; bad ones are recorded in ``report``."""
+    report = report if report is not None else ConversionReport()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        report.read += 1
+        rid = f'line{n}'
+        try:
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise ConversionError(f'not JSON: {e}') from e
+            if isinstance(record, dict) and record.get('id') is not None:
+                rid = str(record['id'])
+            tools, turns = parse_record(record, rid)
+        except ConversionError as e:
+            report.rejected.append({'line': n, 'id': rid, 'reason': str(e)})
+            continue
+        lang = 'zh' if has_chinese(turns[0].query) else 'en'
+        instr = instruction if instruction is not None else pick_instruction(pool or {}, rid, lang)
+        report.converted += 1
+        yield Conversation(id=rid, instruction=instr, tools=tools, turns=turns, lang=None,
+                           meta={'source': 'ms_agent'})
+
+
+def sample_rows(conversations: Iterable[Conversation], fmt: str = 'messages') -> Iterator[dict]:
+    """Training rows in ms-swift ``messages`` form or the ``conversations`` (agentfabric) form."""
+    if fmt not in FORMATS:
+        raise ValueError(f'unknown format {fmt!r}: use one of {FORMATS}')
+    for conv in conversations:
+        for i, s in enumerate(render(conv)):
+            yield s.to_messages() if fmt == 'messages' else s.to_conversations(f'{conv.id}#{i}')
+
+
+def convert_file(input_path: str | Path, output_path: str | Path, fmt: str = 'messages',
+                 instruction: Instruction | None = None, pool: dict | None = None) -> ConversionReport:
+    """Convert a raw ms_agent JSONL file; raises OSError only when the input cannot be read at all."""
+    report = ConversionReport()
+    with open(input_path, encoding='utf-8') as src, open(output_path, 'w', encoding='utf-8') as out:
+        for row in sample_rows(convert_lines(src, instruction, pool, report), fmt):
+            out.write(json.dumps(row, ensure_ascii=False) + '\n')
+            report.written += 1
+    return report

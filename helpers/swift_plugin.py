@@ -1,0 +1,63 @@
+"""ms-swift plugin (``--external_plugins helpers/swift_plugin.py``): our loss scale and a rank checksum callback.
+
+Swift imports this file in every training process, so it depends on swift alone, not on ``helpers``.
+
+* ``--loss_scale agentfabric``: samples are pre-rendered RolePlay requests whose last assistant message is
+  either a call (``Action: name\\nAction Input: {json}\\n``) or an answer. The prompt, the observation (it
+  sits in the user message, where RolePlay puts it) and earlier turns (``"loss": false``) are already
+  masked; this scale additionally weights the tool name and the argument JSON by ``AFT_ARGS_WEIGHT``
+  (default 2.0): those few tokens decide whether a call is right, and a small model otherwise learns the
+  fixed ``Action:`` scaffolding long before it learns to copy argument values.
+* ``--callbacks aft_rank_checksum``: at the end of training each rank writes a checksum of its trainable
+  weights to ``<output_dir>/rank_checksums/rank<N>.json``, so a multi-process run can prove that every
+  rank ended with identical weights (real gradient synchronisation).
+"""
+import hashlib
+import json
+import os
+
+from swift.callbacks.base import TrainerCallback
+from swift.callbacks.mapping import callbacks_map
+from swift.loss_scale.base import LossScale
+from swift.loss_scale.mapping import loss_scale_map
+
+
+class AgentFabricLossScale(LossScale):
+    is_binary = False
+
+    def __init__(self, base_strategy='default'):
+        super().__init__(base_strategy)
+        self.weight = float(os.environ.get('AFT_ARGS_WEIGHT', '2.0'))
+
+    def get_loss_scale(self, context, **kwargs):
+        if not isinstance(context, str) or 'Action Input: ' not in context or not context.startswith('Action: '):
+            return [context], [1.0]
+        head, rest = context[len('Action: '):].split('\nAction Input: ', 1)
+        args, newline, tail = rest.partition('\n')
+        parts = [('Action: ', 1.0), (head, self.weight), ('\nAction Input: ', 1.0), (args, self.weight),
+                 (newline + tail, 1.0)]
+        parts = [(text, w) for text, w in parts if text]
+        return [p[0] for p in parts], [p[1] for p in parts]
+
+
+class RankChecksumCallback(TrainerCallback):
+
+    def on_train_end(self, args, state, control, **kwargs):
+        model = kwargs.get('model') or self.trainer.model
+        digest = hashlib.sha256()
+        n = 0
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            if p.requires_grad:
+                digest.update(name.encode())
+                digest.update(p.detach().float().cpu().numpy().tobytes())
+                n += p.numel()
+        rank = int(os.environ.get('RANK', '0'))
+        out = os.path.join(args.output_dir, 'rank_checksums')
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, f'rank{rank}.json'), 'w') as f:
+            json.dump({'rank': rank, 'world_size': int(os.environ.get('WORLD_SIZE', '1')),
+                       'trainable_params': n, 'sha256': digest.hexdigest(), 'global_step': state.global_step}, f)
+
+
+loss_scale_map['agentfabric'] = AgentFabricLossScale
+callbacks_map['aft_rank_checksum'] = RankChecksumCallback

@@ -1,0 +1,297 @@
+"""Synthetic data: a deterministic generator of AgentFabric conversations from the bundled tool catalog.
+
+What a small model needs to learn, and what the generator therefore varies:
+
+* Chinese and English; one to several tools offered, with **distractors that share a parameter
+  name** with the right tool (``location``, ``text``, ``date`` …), so the name must be read, not guessed;
+* single calls, **multi-turn** conversations (a follow-up that changes one argument, a second tool,
+  a thank-you), and conversations where **no tool** should be called;
+* varied role instructions; optional parameters **given and left out**; argument values that must be
+  **copied verbatim** (multi-word spans, codes, numbers, non-ASCII), typed values (numbers, booleans).
+
+Splits never share a (tool, query template) pair; string slot values, role instructions and
+no-call queries are split as well, and a few *holdout* tools appear only in the test split, so the
+test set measures generalisation to new phrasings, new values and new tools.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .agentfabric import Call, Conversation, EvalCase, Turn, check_instruction, render, transcript, format_call
+from .catalog import CatalogTool, load_catalog, load_instructions, load_no_call, load_slot_values
+
+SPLITS = ('train', 'val', 'test')
+FOLLOW_UPS = {  # generic follow-ups that change the primary argument; split like the query templates
+    'zh': ['那{value}呢？', '换成{value}再查一次', '{value}的情况呢？', '再帮我看看{value}', '如果是{value}呢？',
+           '同样的，{value}怎么样？', '那改成{value}吧'],
+    'en': ['What about {value}?', 'And for {value}?', 'Same again, but for {value}.', 'Now try {value}.',
+           'How about {value} instead?', 'Could you do {value} too?', 'Switch it to {value}, please.'],
+}
+THANKS = {
+    'zh': [('谢谢！', '不客气，有需要随时找我。'), ('好的，明白了', '好的，还有其他需要请告诉我。'), ('太好了，谢谢你', '很高兴能帮到你！'),
+           ('收到', '好的，祝你一切顺利！'), ('辛苦了', '不辛苦，随时为你服务。'), ('谢啦', '不用谢！')],
+    'en': [('Thanks!', "You're welcome — ask me anytime."), ('Great, got it.', 'Glad it helps. Anything else?'),
+           ('Perfect, thank you', 'Happy to help!'), ('OK, noted.', 'Sure. Let me know if you need more.'),
+           ('Cheers', 'Any time!'), ('That is all, thanks.', "You're welcome, have a good day!")],
+}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """How conversations are drawn. Shares are of all conversations of a split."""
+    langs: tuple[str, ...] = ('zh', 'en')
+    max_tools: int = 4  # tools offered: 1 … max_tools
+    p_no_call: float = 0.15
+    p_multi_turn: float = 0.15
+    p_shared_slot_distractor: float = 0.7  # distractors chosen among tools sharing a parameter name
+    p_holdout_tool: float = 0.25  # test split only: share of call conversations using a holdout tool
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+
+def _rng(*parts) -> random.Random:
+    """A random stream keyed by strings, stable across runs and Python versions."""
+    return random.Random(int(hashlib.sha256('|'.join(map(str, parts)).encode()).hexdigest()[:16], 16))
+
+
+def _split_items(items: list, key: str, ratios=(0.7, 0.15, 0.15), min_each: int = 1) -> dict[str, list]:
+    """Deterministically partition ``items`` into train/val/test (each non-empty when possible)."""
+    items = list(items)
+    _rng('split', key).shuffle(items)
+    n = len(items)
+    if n < 3:
+        return {s: items for s in SPLITS}  # too few to split: shared (only enums and small numbers)
+    n_val = max(min_each, round(n * ratios[1]))
+    n_test = max(min_each, round(n * ratios[2]))
+    return {'test': items[:n_test], 'val': items[n_test:n_test + n_val], 'train': items[n_test + n_val:]}
+
+
+@dataclass
+class Resources:
+    """The catalog and pools, partitioned once into splits."""
+    tools: list[CatalogTool]
+    templates: dict  # (tool, lang) -> split -> [QueryTemplate]
+    slots: dict  # slot -> lang -> split -> [values]
+    no_call: dict  # lang -> split -> [items]
+    instructions: dict  # lang -> split -> [instruction]
+    follow_ups: dict  # lang -> split -> [text]
+
+    @classmethod
+    def load(cls) -> 'Resources':
+        tools = load_catalog()
+        slot_values = load_slot_values()
+        templates = {}
+        for t in tools:
+            for lang, temps in t.queries.items():
+                templates[(t.name, lang)] = ({s: temps for s in SPLITS} if t.holdout else
+                                             _split_items(temps, f'{t.name}.{lang}', ratios=(0.7, 0.15, 0.15)))
+        enum_slots = {p.slot for t in tools for p in t.parameters if p.enum}
+        slots = {}
+        for slot, by_lang in slot_values.items():
+            slots[slot] = {}
+            for lang, values in by_lang.items():
+                splittable = slot not in enum_slots and all(isinstance(v, str) for v in values) and len(values) >= 9
+                slots[slot][lang] = _split_items(values, f'slot.{slot}.{lang}') if splittable else \
+                    {s: values for s in SPLITS}
+        return cls(tools=tools, templates=templates, slots=slots,
+                   no_call={lang: _split_items(v, f'nocall.{lang}') for lang, v in load_no_call().items()},
+                   instructions={lang: _split_items(v, f'instr.{lang}') for lang, v in load_instructions().items()},
+                   follow_ups={lang: _split_items(v, f'follow.{lang}') for lang, v in FOLLOW_UPS.items()})
+
+    def eligible(self, split: str, lang: str, holdout: bool) -> list[CatalogTool]:
+        return [t for t in self.tools if t.holdout == holdout and self.templates.get((t.name, lang), {}).get(split)]
+
+
+class Generator:
+    """``Generator(config, seed).conversations(split, n)``: the same arguments give the same data."""
+
+    def __init__(self, config: SynthConfig = SynthConfig(), seed: int = 0, resources: Resources | None = None):
+        self.cfg = config
+        self.seed = seed
+        self.res = resources or Resources.load()
+
+    # -- pieces
+    def _fill(self, rng, tool: CatalogTool, template, lang: str, split: str) -> tuple[str, dict]:
+        params = {p.name: p for p in tool.parameters}
+        values = {}
+        for name in template.args:
+            pool = self.res.slots[params[name].slot][lang][split]
+            values[name] = rng.choice(pool)
+        args = {**values, **template.fixed}
+        ordered = {p.name: args[p.name] for p in tool.parameters if p.name in args}
+        return template.text.format(**{k: v for k, v in values.items()}), ordered
+
+    def _offered(self, rng, main: CatalogTool, lang: str, split: str) -> list[CatalogTool]:
+        """The main tool plus distractors (never holdout tools outside the test split)."""
+        k = rng.randint(1, self.cfg.max_tools)
+        pool = [t for t in self.res.tools if t.name != main.name and (split == 'test' or not t.holdout)
+                and lang in t.queries]
+        names = {p.name for p in main.parameters}
+        sharing = [t for t in pool if names & {p.name for p in t.parameters}]
+        chosen: list[CatalogTool] = []
+        while len(chosen) < k - 1 and pool:
+            source = sharing if sharing and rng.random() < self.cfg.p_shared_slot_distractor else pool
+            pick = rng.choice(source)
+            chosen.append(pick)
+            pool = [t for t in pool if t.name != pick.name]
+            sharing = [t for t in sharing if t.name != pick.name]
+        tools = chosen + [main]
+        rng.shuffle(tools)
+        return tools
+
+    def _call_turn(self, rng, tool: CatalogTool, lang: str, split: str) -> tuple[Turn, str]:
+        template = rng.choice(self.res.templates[(tool.name, lang)][split])
+        query, args = self._fill(rng, tool, template, lang, split)
+        result = tool.run(args)
+        call = Call(tool.name, args, json.dumps(result, ensure_ascii=False))
+        return Turn(query, [call], tool.answer_text(lang, args, result)), template.id
+
+    def _follow_up(self, rng, tool: CatalogTool, prev: Call, lang: str, split: str) -> Turn | None:
+        param = next(p for p in tool.parameters if p.name == tool.primary)
+        options = [v for v in self.res.slots[param.slot][lang][split] if v != prev.arguments.get(param.name)]
+        if not options or not isinstance(options[0], str):
+            return None
+        value = rng.choice(options)
+        args = {**prev.arguments, param.name: value}
+        result = tool.run(args)
+        query = rng.choice(self.res.follow_ups[lang][split]).format(value=value)
+        return Turn(query, [Call(tool.name, args, json.dumps(result, ensure_ascii=False))],
+                    tool.answer_text(lang, args, result))
+
+    # -- conversations
+    def conversation(self, split: str, index: int) -> Conversation:
+        rng = _rng(self.seed, split, index)
+        cfg = self.cfg
+        lang = rng.choice(cfg.langs)
+        instruction = check_instruction(rng.choice(self.res.instructions[lang][split]))
+        meta = {'split': split, 'lang': lang}
+        roll = rng.random()
+        if roll < cfg.p_no_call:
+            item = rng.choice(self.res.no_call[lang][split])
+            main = rng.choice(self.res.eligible(split, lang, False) or self.res.eligible('train', lang, False))
+            tools = self._offered(rng, main, lang, split)
+            if rng.random() < 0.5 and len(tools) > 1:  # the main tool is only a distractor here
+                tools = [t for t in tools if t.name != main.name]
+            turns = [Turn(item['text'], [], item['answer'])]
+            meta.update(kind='no_call', template=item['id'], tool=None, holdout=False)
+        else:
+            holdout = split == 'test' and rng.random() < cfg.p_holdout_tool and self.res.eligible(split, lang, True)
+            main = rng.choice(self.res.eligible(split, lang, bool(holdout)))
+            tools = self._offered(rng, main, lang, split)
+            first, template_id = self._call_turn(rng, main, lang, split)
+            turns, kind, pairs = [first], 'single', [[main.name, template_id]]
+            if roll < cfg.p_no_call + cfg.p_multi_turn:
+                turn, kind, second_id = self._second_turn(rng, main, tools, first, lang, split)
+                turns.append(turn)
+                if second_id:
+                    template_id = second_id
+                    pairs.append([turn.calls[0].name, second_id])
+            meta.update(kind=kind, template=template_id, tool=turns[-1].calls[0].name if turns[-1].calls else None,
+                        holdout=bool(holdout), pairs=pairs)
+        return Conversation(id=f'{split}-{self.seed}-{index}', instruction=instruction,
+                            tools=[t.as_tool(lang) for t in tools], turns=turns, lang=lang, meta=meta)
+
+    def _second_turn(self, rng, main, tools, first: Turn, lang, split):
+        """(turn, kind, template id or None): a follow-up, another tool, or a thank-you with no call."""
+        others = [t for t in tools if t.name != main.name and self.res.templates.get((t.name, lang), {}).get(split)]
+        choice = rng.random()
+        if choice < 0.45:
+            turn = self._follow_up(rng, main, first.calls[0], lang, split)
+            if turn:
+                return turn, 'follow_up', None
+        if choice < 0.8 and others:
+            turn, template_id = self._call_turn(rng, rng.choice(others), lang, split)
+            return turn, 'second_tool', template_id
+        text, answer = rng.choice(THANKS[lang])
+        return Turn(text, [], answer), 'thanks', None
+
+    def conversations(self, split: str, n: int) -> list[Conversation]:
+        if split not in SPLITS:
+            raise ValueError(f'split must be one of {SPLITS}')
+        return [self.conversation(split, i) for i in range(n)]
+
+
+def to_case(conv: Conversation) -> EvalCase:
+    """The last turn of a conversation as an evaluation case (earlier turns become its history)."""
+    *done, last = conv.turns
+    history = []
+    for t in done:
+        outputs = [format_call(c.name, c.arguments) for c in t.calls] + [t.answer]
+        history += [{'role': 'user', 'content': t.query},
+                    {'role': 'assistant', 'content': transcript(outputs, [c.observation for c in t.calls])}]
+    call = last.calls[0] if last.calls else None
+    return EvalCase(id=conv.id, lang=conv.lang, instruction=conv.instruction, tools=conv.tools, query=last.query,
+                    expected_call={'name': call.name, 'arguments': call.arguments} if call else None,
+                    observation=call.observation if call else '', reference_answer=last.answer,
+                    history=history, meta=dict(conv.meta))
+
+
+@dataclass
+class DataPlan:
+    """What one profile trains and evaluates on."""
+    config: SynthConfig
+    n_train: int
+    n_val: int
+    n_test: int
+    answer_share: float = 1.0  # share of answer samples kept (call samples are always kept)
+    why: str = ''
+
+
+PROFILE_DATA = {
+    'tiny': DataPlan(SynthConfig(), n_train=24, n_val=8, n_test=12, why='just enough to exercise every step'),
+    'cpu': DataPlan(SynthConfig(langs=('en',), max_tools=3), n_train=260, n_val=24, n_test=160, answer_share=0.5,
+                    why='English only and at most 3 tools: SmolLM2 spends several tokens per Chinese character, '
+                        'and the 2-core training budget is about 10 minutes'),
+    'gpu': DataPlan(SynthConfig(), n_train=6000, n_val=300, n_test=500,
+                    why='both languages, up to 4 tools, thousands of conversations'),
+}
+
+
+def training_rows(conversations: list[Conversation], answer_share: float = 1.0, seed: int = 0) -> list[dict]:
+    """ms-swift ``messages`` rows, one per RolePlay request; answer samples thinned to ``answer_share``."""
+    rows = []
+    for conv in conversations:
+        for i, s in enumerate(render(conv)):
+            if s.kind == 'answer' and _rng(seed, conv.id, i).random() >= answer_share:
+                continue
+            rows.append({**s.to_messages(), 'meta': {**s.meta, 'kind': s.kind}})
+    return rows
+
+
+def write_splits(out_dir: str | Path, plan: DataPlan, seed: int = 0, resources: Resources | None = None) -> dict:
+    """Write ``train.jsonl`` / ``val.jsonl`` (samples), ``test_cases.jsonl`` and the conversations."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gen = Generator(plan.config, seed, resources)
+    summary = {'seed': seed, 'plan': {**asdict(plan), 'config': asdict(plan.config)}}
+    for split, n in (('train', plan.n_train), ('val', plan.n_val), ('test', plan.n_test)):
+        convs = gen.conversations(split, n)
+        with open(out / f'{split}_conversations.jsonl', 'w', encoding='utf-8') as f:
+            for c in convs:
+                f.write(json.dumps(c.to_dict(), ensure_ascii=False) + '\n')
+        if split == 'test':
+            cases = [to_case(c) for c in convs]
+            with open(out / 'test_cases.jsonl', 'w', encoding='utf-8') as f:
+                for c in cases:
+                    f.write(json.dumps(c.to_dict(), ensure_ascii=False) + '\n')
+            summary['test'] = {'cases': len(cases), 'with_call': sum(c.expected_call is not None for c in cases)}
+        else:
+            rows = training_rows(convs, plan.answer_share if split == 'train' else 1.0, seed)
+            with open(out / f'{split}.jsonl', 'w', encoding='utf-8') as f:
+                for r in rows:
+                    f.write(json.dumps(r, ensure_ascii=False) + '\n')
+            summary[split] = {'conversations': len(convs), 'samples': len(rows),
+                              'kinds': dict(Counter(r['meta']['kind'] for r in rows))}
+    (out / 'data_summary.json').write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return summary
+
+
+def leakage(train: list[Conversation], other: list[Conversation]) -> set:
+    """(tool, template) pairs that appear in both lists — empty by construction."""
+    def pairs(convs):
+        return {tuple(p) for c in convs for p in c.meta.get('pairs', [])}
+    return pairs(train) & pairs(other)

@@ -1,0 +1,362 @@
+"""Training: build the ``swift sft`` command from a preset, run it with live progress, summarise the run.
+
+Presets are named hyper-parameter sets. ``original-guide`` is the recipe of the AgentFabric guide
+(Qwen-7B-Chat, LoRA r=8 α=32 dropout 0.05 on all linear layers, lr 5e-5, 2 epochs, max_length 2048,
+batch 2 with an effective batch of 64, general-data mix ratio 2.0); ``tiny``, ``cpu`` and ``gpu`` are tuned
+for their profiles. :class:`TrainConfig` turns one into the exact command (and environment for several
+GPUs or nodes), which the notebook prints so it can be copied to a shell. :func:`run_training` streams
+the log to disk and to a progress bar, resumes from the last checkpoint, and fails with the log tail.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from .environment import repo_root
+
+PLUGIN = Path(__file__).resolve().with_name('swift_plugin.py')
+
+
+class TrainingError(RuntimeError):
+    """Training failed: the reason and the tail of its log."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``swift sft`` is told; defaults are the cpu profile's."""
+    model: str = ''
+    model_type: str | None = None
+    template: str | None = None
+    train_file: str = ''
+    val_file: str | None = None
+    output_dir: str = ''
+    tuner: str = 'lora'  # lora | full
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str = 'all-linear'
+    learning_rate: float = 3e-4
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    max_length: int = 1024
+    batch_size: int = 1
+    global_batch_size: int = 2  # effective batch: kept constant when the number of processes changes
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lr_scheduler: str = 'cosine'
+    eval_steps: int = 50
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 5
+    seed: int = 42
+    loss_scale: str = 'agentfabric'  # ours (see swift_plugin.py) or any ms-swift loss scale, e.g. 'default'
+    gradient_checkpointing: bool = False
+    dtype: str | None = None  # None: ms-swift decides (float32 on CPU, bfloat16 on recent GPUs)
+    general_dataset: str | None = None  # e.g. 'iic/ms_bench' (only when the hub is reachable)
+    general_mix_ratio: float = 0.0  # general samples per training sample
+    deepspeed: str | None = None  # None | 'zero2' | 'zero3'
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = '127.0.0.1'
+    master_port: int = 29500
+    cuda_visible_devices: str | None = None
+    use_cpu: bool = False
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        per_step = self.batch_size * self.world_size
+        if self.global_batch_size % per_step:
+            raise ValueError(f'global_batch_size {self.global_batch_size} is not a multiple of batch_size × '
+                             f'processes = {self.batch_size} × {self.world_size}')
+        return max(1, self.global_batch_size // per_step)
+
+    def effective_batch(self) -> str:
+        return (f'{self.batch_size} per device × {self.gradient_accumulation_steps} accumulation × '
+                f'{self.world_size} processes = {self.batch_size * self.gradient_accumulation_steps * self.world_size}')
+
+    def datasets(self, n_train: int | None = None) -> list[str]:
+        ds = [self.train_file]
+        if self.general_dataset and self.general_mix_ratio > 0 and n_train:
+            ds.append(f'{self.general_dataset}#{int(n_train * self.general_mix_ratio)}')
+        return ds
+
+    def args(self, n_train: int | None = None, resume_from: str | None = None) -> list[str]:
+        a = ['--model', self.model]
+        if self.model_type:
+            a += ['--model_type', self.model_type]
+        if self.template:
+            a += ['--template', self.template]
+        a += ['--dataset', *self.datasets(n_train)]
+        if self.val_file:
+            a += ['--val_dataset', self.val_file, '--split_dataset_ratio', '0']
+        else:
+            a += ['--split_dataset_ratio', '0']
+        a += ['--tuner_type', self.tuner]
+        if self.tuner == 'lora':
+            a += ['--lora_rank', str(self.lora_rank), '--lora_alpha', str(self.lora_alpha),
+                  '--lora_dropout', str(self.lora_dropout), '--target_modules', self.target_modules]
+        a += ['--learning_rate', str(self.learning_rate), '--num_train_epochs', str(self.num_train_epochs),
+              '--max_steps', str(self.max_steps), '--max_length', str(self.max_length),
+              '--truncation_strategy', 'delete',
+              '--per_device_train_batch_size', str(self.batch_size), '--per_device_eval_batch_size', str(self.batch_size),
+              '--gradient_accumulation_steps', str(self.gradient_accumulation_steps),
+              '--warmup_ratio', str(self.warmup_ratio), '--weight_decay', str(self.weight_decay),
+              '--max_grad_norm', str(self.max_grad_norm), '--lr_scheduler_type', self.lr_scheduler,
+              '--eval_steps', str(self.eval_steps), '--save_steps', str(self.save_steps),
+              '--save_total_limit', str(self.save_total_limit), '--logging_steps', str(self.logging_steps),
+              '--seed', str(self.seed), '--data_seed', str(self.seed),
+              '--gradient_checkpointing', str(self.gradient_checkpointing).lower(),
+              '--loss_scale', self.loss_scale,
+              '--external_plugins', str(PLUGIN), '--callbacks', 'aft_rank_checksum',
+              '--output_dir', self.output_dir, '--add_version', 'false', '--check_model', 'false',
+              '--dataloader_num_workers', '0', '--report_to', 'none', '--save_only_model', 'false']
+        if self.dtype:
+            a += ['--torch_dtype', self.dtype]
+        if self.deepspeed:
+            a += ['--deepspeed', self.deepspeed]
+        if self.use_cpu:
+            a += ['--use_cpu', 'true', '--ddp_backend', 'gloo']
+        if resume_from:
+            a += ['--resume_from_checkpoint', resume_from]
+        return a + list(self.extra_args)
+
+    def env(self) -> dict[str, str]:
+        """Launcher variables: ms-swift starts torchrun itself when NPROC_PER_NODE is set."""
+        e = {}
+        if self.world_size > 1:
+            e['NPROC_PER_NODE'] = str(self.nproc_per_node)
+            e['MASTER_PORT'] = str(self.master_port)
+        if self.nnodes > 1:
+            e.update(NNODES=str(self.nnodes), NODE_RANK=str(self.node_rank), MASTER_ADDR=self.master_addr)
+        if self.cuda_visible_devices is not None:
+            e['CUDA_VISIBLE_DEVICES'] = self.cuda_visible_devices
+        if self.loss_scale == 'agentfabric':
+            e.setdefault('AFT_ARGS_WEIGHT', os.environ.get('AFT_ARGS_WEIGHT', '2.0'))
+        return e
+
+    def command(self, n_train: int | None = None, resume_from: str | None = None) -> list[str]:
+        return [swift_executable(), 'sft', *self.args(n_train, resume_from)]
+
+    def shell(self, n_train: int | None = None) -> str:
+        """The command as a copyable shell snippet (environment first, one option per line)."""
+        env = ' '.join(f'{k}={shlex.quote(v)}' for k, v in self.env().items())
+        args = self.args(n_train)
+        lines, i = [], 0
+        while i < len(args):
+            j = i + 1
+            while j < len(args) and not args[j].startswith('--'):
+                j += 1
+            lines.append(' '.join(shlex.quote(x) for x in args[i:j]))
+            i = j
+        head = (env + ' ' if env else '') + 'swift sft'
+        return ' \\\n    '.join([head, *lines])
+
+
+def swift_executable() -> str:
+    """The ``swift`` CLI of the running Python environment."""
+    local = Path(sys.executable).with_name('swift')
+    return str(local) if local.exists() else (shutil.which('swift') or 'swift')
+
+
+PRESETS: dict[str, dict] = {
+    # The recipe of the AgentFabric guide: accumulation 32/GPUs with batch 2 = an effective batch of 64.
+    'original-guide': dict(tuner='lora', lora_rank=8, lora_alpha=32, lora_dropout=0.05, target_modules='all-linear',
+                           learning_rate=5e-5, num_train_epochs=2, max_length=2048, batch_size=2,
+                           global_batch_size=64, warmup_ratio=0.03, weight_decay=0.1, max_grad_norm=0.5,
+                           eval_steps=100, save_steps=100, save_total_limit=2, logging_steps=10,
+                           general_dataset='iic/ms_bench', general_mix_ratio=2.0, gradient_checkpointing=True,
+                           loss_scale='default'),
+    # Random weights cannot learn through LoRA: train them fully, briefly, to exercise every step.
+    'tiny': dict(tuner='full', learning_rate=1e-3, num_train_epochs=1, max_steps=12, max_length=2048, batch_size=1,
+                 global_batch_size=2, eval_steps=6, save_steps=6, logging_steps=2, warmup_ratio=0.0),
+    # SmolLM2-135M on 2 CPU cores: LoRA r=16 on all linear layers, a high learning rate for a short run.
+    'cpu': dict(tuner='lora', lora_rank=16, lora_alpha=32, lora_dropout=0.05, learning_rate=3e-4,
+                num_train_epochs=1, max_length=1024, batch_size=1, global_batch_size=2, warmup_ratio=0.05,
+                eval_steps=60, save_steps=60, logging_steps=5),
+    # Qwen2.5-7B-Instruct on one or more GPUs.
+    'gpu': dict(tuner='lora', lora_rank=16, lora_alpha=32, lora_dropout=0.05, learning_rate=1e-4,
+                num_train_epochs=2, max_length=2048, batch_size=2, global_batch_size=32, warmup_ratio=0.03,
+                eval_steps=100, save_steps=100, logging_steps=10, gradient_checkpointing=True,
+                general_dataset='iic/ms_bench', general_mix_ratio=0.5),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    if name not in PRESETS:
+        raise ValueError(f'unknown preset {name!r}: choose one of {", ".join(PRESETS)}')
+    unknown = set(overrides) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f'unknown training options {sorted(unknown)}')
+    return TrainConfig(**{**PRESETS[name], **overrides})
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (one with a trainer_state.json) in ``output_dir``."""
+    ckpts = [p for p in Path(output_dir).glob('checkpoint-*') if (p / 'trainer_state.json').exists()]
+    return max(ckpts, key=lambda p: int(p.name.split('-')[-1])) if ckpts else None
+
+
+_STEP = re.compile(r"'global_step/max_steps': '(\d+)/(\d+)'")
+_LOSS = re.compile(r"'loss': '([\d.eE+-]+)'")
+_EVAL = re.compile(r"'eval_loss': '([\d.eE+-]+)'")
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    command: str
+    wall_seconds: float
+    exit_code: int
+    last_checkpoint: str | None
+    best_checkpoint: str | None
+    peak_rss_gib: float
+    log: str
+    resumed_from: str | None = None
+    skipped: bool = False
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+    try:
+        p = psutil.Process(pid)
+        return sum(c.memory_info().rss for c in [p, *p.children(recursive=True)])
+    except psutil.Error:
+        return 0
+
+
+def log_tail(path: str | Path, n: int = 40) -> str:
+    try:
+        lines = Path(path).read_text(errors='replace').splitlines()
+    except OSError:
+        return '(no log)'
+    return '\n'.join(lines[-n:])
+
+
+def run_training(cfg: TrainConfig, log_path: str | Path, n_train: int | None = None, resume: bool = True,
+                 force: bool = False, on_progress: Callable[[int, int, float | None], None] | None = None,
+                 on_line: Callable[[str], None] | None = None) -> TrainResult:
+    """Run ``swift sft``; the log goes to ``log_path`` line by line (it survives a lost kernel).
+
+    A finished run (``train_done.json`` in the output dir) is not repeated unless ``force``; an
+    interrupted one resumes from its last checkpoint. ``on_progress(step, max_steps, loss)`` drives a
+    progress bar. A non-zero exit raises :class:`TrainingError` with the reason and the log tail.
+    """
+    out = Path(cfg.output_dir)
+    done = out / 'train_done.json'
+    if done.exists() and not force:
+        return replace(TrainResult(**json.loads(done.read_text())), skipped=True)
+    if force and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    resume_from = str(last_checkpoint(out)) if resume and last_checkpoint(out) else None
+    cmd = cfg.command(n_train, resume_from)
+    env = {**os.environ, **cfg.env(), 'PYTHONUNBUFFERED': '1', 'TQDM_MININTERVAL': '5'}
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    peak = [0]
+    with open(log_path, 'a', encoding='utf-8') as log:
+        log.write(f'$ {shlex.join(cmd)}\n')
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                env=env, cwd=str(repo_root()), start_new_session=True)
+        stop = threading.Event()
+
+        def watch():
+            while not stop.wait(1.0):
+                peak[0] = max(peak[0], _tree_rss(proc.pid))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        loss = None
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                if on_line:
+                    on_line(line.rstrip('\n'))
+                m = _STEP.search(line)
+                if m:
+                    lm = _LOSS.search(line)
+                    loss = float(lm.group(1)) if lm else loss
+                    if on_progress:
+                        on_progress(int(m.group(1)), int(m.group(2)), loss)
+            code = proc.wait()
+        except BaseException:  # KeyboardInterrupt in a notebook: stop the whole process group
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+            raise
+        finally:
+            stop.set()
+            watcher.join(timeout=2)
+    wall = time.time() - start
+    if code != 0:
+        raise TrainingError(f'swift sft exited with code {code} after {wall:.0f} s. Log: {log_path}\n'
+                            f'--- last lines ---\n{log_tail(log_path)}')
+    last = last_checkpoint(out)
+    best = None
+    if last:
+        state = json.loads((last / 'trainer_state.json').read_text())
+        best = state.get('best_model_checkpoint') or str(last)
+    result = TrainResult(output_dir=str(out), command=shlex.join(cmd), wall_seconds=round(wall, 1), exit_code=code,
+                         last_checkpoint=str(last) if last else None, best_checkpoint=best,
+                         peak_rss_gib=round(peak[0] / 2**30, 2), log=str(log_path), resumed_from=resume_from)
+    done.write_text(json.dumps(asdict(result), indent=2))
+    return result
+
+
+def read_log_history(output_dir: str | Path) -> list[dict]:
+    """ms-swift's ``logging.jsonl``: one dict per logging/eval step (numbers as floats)."""
+    path = Path(output_dir) / 'logging.jsonl'
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows
+
+
+def run_summary(cfg: TrainConfig, result: TrainResult, n_train_samples: int, mean_tokens: float) -> dict:
+    """Command, wall time, throughput, peak memory, final losses: the ``run_summary.json`` of a run."""
+    history = read_log_history(result.output_dir)
+    train = [r for r in history if 'loss' in r]
+    evals = [r for r in history if 'eval_loss' in r]
+    final = history[-1] if history else {}
+    steps = int(str(train[-1].get('global_step/max_steps', '0/0')).split('/')[0]) if train else 0
+    samples_seen = steps * cfg.batch_size * cfg.gradient_accumulation_steps * cfg.world_size
+    runtime = float(final.get('train_runtime') or result.wall_seconds or 1)
+    gpu_mem = [float(str(r.get('memory(GiB)', 0)).rstrip('GiB') or 0) for r in train]
+    return {
+        'command': result.command, 'shell': cfg.shell(n_train_samples), 'effective_batch': cfg.effective_batch(),
+        'wall_seconds': result.wall_seconds, 'train_runtime_seconds': runtime, 'steps': steps,
+        'train_samples': n_train_samples, 'samples_seen': samples_seen,
+        'tokens_per_second': round(samples_seen * mean_tokens / runtime, 1) if runtime else None,
+        'seconds_per_step': round(runtime / steps, 2) if steps else None,
+        'peak_rss_gib': result.peak_rss_gib, 'peak_gpu_memory_gib': max(gpu_mem) if gpu_mem else None,
+        'final_train_loss': train[-1]['loss'] if train else None,
+        'final_token_acc': train[-1].get('token_acc') if train else None,
+        'final_eval_loss': evals[-1]['eval_loss'] if evals else None,
+        'final_eval_token_acc': evals[-1].get('eval_token_acc') if evals else None,
+        'last_checkpoint': result.last_checkpoint, 'best_checkpoint': result.best_checkpoint,
+        'resumed_from': result.resumed_from, 'config': asdict(cfg),
+    }
