@@ -112,6 +112,31 @@ def _split_counts(n: int, ratios) -> list[int]:
     return counts
 
 
+def cmd_evaluate(args) -> int:
+    from .agentfabric import CaseError, load_cases
+    from .evaluation import evaluate
+    try:
+        cases = load_cases(args.cases)
+    except (OSError, CaseError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    metrics = evaluate(cases, args.base_url, args.model, args.out, workers=args.workers, max_tokens=args.max_tokens)
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ('counts', 'ci95')}, indent=2), file=sys.stderr)
+    return 0
+
+
+def cmd_score(args) -> int:
+    from .agentfabric import CaseError
+    from .evaluation import score_files
+    try:
+        metrics = score_files(args.cases, args.predictions)
+    except (OSError, ValueError, CaseError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m helpers', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -144,6 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--langs', nargs='+', choices=['zh', 'en'], default=['zh', 'en'])
     p.add_argument('--max-tools', type=int, default=4)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser('evaluate', help='run cases through the real RolePlay loop against a server')
+    p.add_argument('--cases', required=True, help='CASES.jsonl (evaluation case format)')
+    p.add_argument('--base-url', required=True, help='OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1')
+    p.add_argument('--model', required=True, help='served model name')
+    p.add_argument('--out', required=True, help='DIR for predictions.jsonl and metrics.json')
+    p.add_argument('--workers', type=int, default=8, help='cases run at the same time')
+    p.add_argument('--max-tokens', type=int, default=96, help='cap on new tokens per LLM call')
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser('score', help='metrics JSON for predictions (stdout carries only the JSON)')
+    p.add_argument('--cases', required=True)
+    p.add_argument('--predictions', required=True)
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser('pipeline', help='run the notebooks in order with papermill into one run directory')
     p.add_argument('--profile', default='auto', help='auto | tiny | cpu | gpu')

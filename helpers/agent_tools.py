@@ -10,32 +10,33 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from .agentfabric import EvalCase, Instruction, Tool, parse_action
-from .environment import cache_dir
+from .agentfabric import EvalCase, Instruction, Tool
+from .environment import cache_dir, quiet_modelscope_agent
 
 _MSA: dict[str, Any] = {}
+_REGISTRY_LOCK = threading.Lock()  # tool classes are registered by name in a global registry
 
 
 def modelscope_agent():
-    """Import modelscope-agent quietly and offline; returns ``{'RolePlay', 'BaseTool', 'TOOL_REGISTRY'}``.
+    """Import modelscope-agent quietly and offline; returns its ``RolePlay``, ``BaseTool``, ``TOOL_REGISTRY``…
 
     The import unpacks NLTK data into ``./tmp/nltk_data`` of the working directory, so it runs from
     the cache directory; analytics and log files are switched off, and info logs (which echo whole
     prompts) are hidden unless ``LOG_LEVEL`` says otherwise.
     """
     if not _MSA:
-        os.environ.setdefault('SCARF_NO_ANALYTICS', 'true')
-        os.environ.setdefault('LOG_ENABLE_FILE', 'off')
-        os.environ.setdefault('LOG_LEVEL', 'WARNING')
+        quiet_modelscope_agent()
         work = cache_dir() / 'modelscope_agent'
         work.mkdir(parents=True, exist_ok=True)
         with contextlib.chdir(work), contextlib.redirect_stdout(None):
             from modelscope_agent.agents.role_play import RolePlay
+            from modelscope_agent.callbacks import BaseCallback
             from modelscope_agent.tools.base import TOOL_REGISTRY, BaseTool
-        _MSA.update(RolePlay=RolePlay, BaseTool=BaseTool, TOOL_REGISTRY=TOOL_REGISTRY)
+        _MSA.update(RolePlay=RolePlay, BaseTool=BaseTool, TOOL_REGISTRY=TOOL_REGISTRY, BaseCallback=BaseCallback)
     return _MSA
 
 
@@ -84,45 +85,104 @@ def llm_config(base_url: str, model: str, stream: bool | None = None) -> dict:
 
 @dataclass
 class Turn:
-    """One RolePlay turn: every text the agent yielded, the tool calls it ran, and the final answer."""
+    """One RolePlay turn: what it yielded, each LLM call's output, the tool calls it ran."""
     chunks: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # one text per LLM call, as the server returned it
     calls: list[CallRecord] = field(default_factory=list)
 
     @property
     def text(self) -> str:
+        """The whole reply as AgentFabric shows it (outputs and observations)."""
         return ''.join(self.chunks)
 
     @property
     def answer(self) -> str:
-        """The text after the last ``Answer:``, or the whole reply when no tool ran."""
-        text = self.text
-        return text.rsplit('\nAnswer:', 1)[1].strip() if self.calls and '\nAnswer:' in text else text.strip()
+        """The final answer: the last LLM output (the first one when no tool ran)."""
+        return self.outputs[-1].strip() if self.outputs else ''
+
+
+def _recorder(turn: Turn):
+    """A modelscope-agent callback that splits the stream into one output per LLM call."""
+    class Recorder(modelscope_agent()['BaseCallback']):
+        def on_llm_start(self, *args, **kwargs):
+            turn.outputs.append('')
+
+        def on_llm_new_token(self, model, chunk, *args, **kwargs):
+            turn.outputs[-1] += chunk
+
+        def on_llm_end(self, model, response, stream=True, *args, **kwargs):
+            if not stream and isinstance(response, str):
+                turn.outputs[-1] = response
+    return Recorder()
+
+
+def roleplay_turn(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]], instruction: Instruction,
+                  query: str, llm: dict, lang: str | None = None, history: Sequence[dict] = (),
+                  **llm_kwargs) -> tuple[Turn, Iterator[str]]:
+    """One user turn through the real ``RolePlay``: the :class:`Turn` it fills, and the stream of chunks
+    (as AgentFabric shows them) that fills it while it is consumed.
+
+    ``llm_kwargs`` (e.g. ``max_tokens``, ``temperature``) reach every request, as keyword arguments of
+    ``RolePlay.run`` do. Tools without a runner must already be registered (e.g. real ones).
+    """
+    msa = modelscope_agent()
+    turn = Turn()
+    with _REGISTRY_LOCK:  # instances capture their own runner, so concurrent runs cannot mix tools
+        names = [register_tool(t, runners[t.name], turn.calls) if t.name in runners else t.name for t in tools]
+        bot = msa['RolePlay'](function_list=names, llm=llm, instruction=instruction, callbacks=[_recorder(turn)])
+    kwargs = dict(llm_kwargs)
+    if history:
+        kwargs['history'] = [dict(m) for m in history]
+    if lang:
+        kwargs['lang'] = lang
+
+    def chunks() -> Iterator[str]:
+        for chunk in bot.run(query, **kwargs):
+            turn.chunks.append(chunk)
+            yield chunk
+    return turn, chunks()
 
 
 def run_roleplay(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]], instruction: Instruction,
                  query: str, llm: dict, lang: str | None = None, history: Sequence[dict] = (),
-                 on_chunk: Callable[[str], None] | None = None) -> Turn:
-    """Run one user turn through the real ``RolePlay`` with offline tools; ``on_chunk`` sees the stream."""
-    msa = modelscope_agent()
-    turn = Turn()
-    names = [register_tool(t, runners[t.name], turn.calls) for t in tools]
-    bot = msa['RolePlay'](function_list=names, llm=llm, instruction=instruction)
-    kwargs = {'history': [dict(m) for m in history]} if history else {}
-    if lang:
-        kwargs['lang'] = lang
-    for chunk in bot.run(query, **kwargs):
-        turn.chunks.append(chunk)
+                 on_chunk: Callable[[str], None] | None = None, **llm_kwargs) -> Turn:
+    """Run one user turn to the end; ``on_chunk`` sees the stream."""
+    turn, chunks = roleplay_turn(tools, runners, instruction, query, llm, lang, history, **llm_kwargs)
+    for chunk in chunks:
         if on_chunk:
             on_chunk(chunk)
     return turn
 
 
-def run_case(case: EvalCase, llm: dict, on_chunk: Callable[[str], None] | None = None) -> Turn:
+def run_case(case: EvalCase, llm: dict, on_chunk: Callable[[str], None] | None = None, **llm_kwargs) -> Turn:
     """Run a case through RolePlay; each of its tools returns the case's observation."""
     runners = {t.name: (lambda args: case.observation) for t in case.tools}
-    return run_roleplay(case.tools, runners, case.instruction, case.query, llm, case.lang, case.history, on_chunk)
+    return run_roleplay(case.tools, runners, case.instruction, case.query, llm, case.lang, case.history, on_chunk,
+                        **llm_kwargs)
 
 
-def first_call(turn: Turn):
-    """The call RolePlay parsed from the model's first output (None when it answered directly)."""
-    return parse_action(turn.text)
+def catalog_runners(tools) -> dict[str, Callable[[dict], str]]:
+    """Offline runners for catalog tools: each returns the tool's deterministic result as JSON text."""
+    return {t.name: t.observation for t in tools}
+
+
+REAL_TOOLS = {'amap_weather': ('AMAP_TOKEN', 'modelscope_agent.tools.amap_weather', 'AMAPWeather'),
+              'image_gen': ('DASHSCOPE_API_KEY', 'modelscope_agent.tools.dashscope_tools.image_generation',
+                            'TextToImageTool')}
+
+
+def use_real_tools(names: Sequence[str]) -> list[str]:
+    """Register modelscope-agent's real tools for ``names`` whose key is set in the environment.
+
+    Returns the names now served by real tools; the keys are read by the tools themselves from the
+    environment and never pass through this series' code, outputs or logs.
+    """
+    import importlib
+    registry = modelscope_agent()['TOOL_REGISTRY']
+    real = []
+    for name in names:
+        if name in REAL_TOOLS and os.environ.get(REAL_TOOLS[name][0]):
+            _, module, cls = REAL_TOOLS[name]
+            registry[name] = {'class': getattr(importlib.import_module(module), cls)}
+            real.append(name)
+    return real

@@ -261,7 +261,9 @@ def transcript(outputs: Sequence[str], observations: Sequence[Any]) -> str:
 def stop_words(model: str = '') -> list[str]:
     """Stop words of a RolePlay request: the model's own template stop words (by served model name,
     empty for names modelscope-agent does not know), then ``Observation:`` and ``Observation:\\n``."""
-    from modelscope_agent.llm.utils.llm_templates import get_model_stop_words  # heavy import, so lazy
+    from .agent_tools import modelscope_agent
+    modelscope_agent()  # imports the library quietly, outside the working directory
+    from modelscope_agent.llm.utils.llm_templates import get_model_stop_words
     return list(get_model_stop_words(model)) + list(STOP_WORDS)
 
 
@@ -481,3 +483,21 @@ def render(conv: Conversation) -> list[Sample]:
                     {'role': 'assistant', 'content': transcript(outputs + [turn.answer],
                                                                 [c.observation for c in turn.calls])}]
     return samples
+
+
+def to_case(conv: Conversation) -> EvalCase:
+    """The last turn of a conversation as an evaluation case; earlier turns become its history."""
+    *done, last = conv.turns
+    history: list[dict] = []
+    for t in done:
+        outputs = [format_call(c.name, c.arguments) for c in t.calls] + [t.answer]
+        history += [{'role': 'user', 'content': t.query},
+                    {'role': 'assistant', 'content': transcript(outputs, [c.observation for c in t.calls])}]
+    call = last.calls[0] if last.calls else None
+    first_system = system_prompt(conv.tools, conv.instruction, conv.lang or detect_lang(conv.turns[0].query))
+    lang = conv.lang or detect_lang(last.query, ([{'role': 'system', 'content': first_system}] if done else [])
+                                    + history)
+    return EvalCase(id=conv.id, lang=lang, instruction=conv.instruction, tools=conv.tools, query=last.query,
+                    expected_call={'name': call.name, 'arguments': call.arguments} if call else None,
+                    observation=call.observation if call else '', reference_answer=last.answer,
+                    history=history, meta=dict(conv.meta))

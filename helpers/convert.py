@@ -31,6 +31,9 @@ _API_FOOTER = re.compile(r'\n\s*Use the following format', re.I)
 _API_ENTRY = re.compile(r'(?:^|\n)\s*(\d+)\.\s+(?=\S+?:)')
 _USEFUL = re.compile(r'Call this tool to interact with the (.*?) API\.\s*What is the .*? API useful for\?\s*(.*)', re.S)
 _INTERACT = re.compile(r'Call this tool to interact with the (.*?) API\.\s*(.*)', re.S)
+# A tool line of an AgentFabric-style system prompt (RolePlay's, or the published conversion script's)
+_AF_TOOL = re.compile(r'^(\S+): (.+?) API[。.] ?(.*?) ?(?:输入参数|Parameters): (.+?) Format the arguments as a JSON '
+                      r'object\.\s*$', re.M)
 _BLOCK_KEYS = re.compile(r'^(Thought|Action|Action Input|Observation|Final Answer):[ \t]?', re.M)
 
 
@@ -106,10 +109,33 @@ def parse_api(entry: str) -> Tool:
         raise ConversionError(f'{name}: {e}') from e
 
 
+def parse_agentfabric_system(system: str) -> list[Tool]:
+    """The tools of an AgentFabric-style system prompt (e.g. ms_agent_for_agentfabric records)."""
+    tools = []
+    for m in _AF_TOOL.finditer(system):
+        try:
+            params = json.loads(m.group(4))
+        except ValueError as e:
+            raise ConversionError(f'{m.group(1)}: its parameter schema is not valid JSON ({e})') from e
+        try:
+            tools.append(Tool.from_openai({'name': m.group(1), 'description': m.group(3).strip(), 'parameters': params}))
+        except (CaseError, AttributeError) as e:
+            raise ConversionError(f'{m.group(1)}: unusable parameter schema ({e})') from e
+    if not tools:
+        raise ConversionError('system prompt lists no tools')
+    return tools
+
+
 def parse_system(system: str) -> list[Tool]:
-    """All APIs of an ms_agent system prompt, in order, however many there are."""
+    """All APIs of an ms_agent system prompt, in order, however many there are.
+
+    An AgentFabric-style system prompt (``## 你拥有如下工具：`` / ``## You have the following tools:``)
+    is read too, so already-converted data can be re-rendered with the exact current format.
+    """
     head = _API_HEADER.search(system)
     if not head:
+        if re.search(r'## (你拥有如下工具：|You have the following tools:)', system):
+            return parse_agentfabric_system(system)
         raise ConversionError('system prompt lists no APIs ("You have access to the following APIs:" missing)')
     body = system[head.end():]
     foot = _API_FOOTER.search(body)
@@ -267,3 +293,22 @@ def convert_file(input_path: str | Path, output_path: str | Path, fmt: str = 'me
             out.write(json.dumps(row, ensure_ascii=False) + '\n')
             report.written += 1
     return report
+
+
+def hub_records(dataset_id: str, split: str = 'train', limit: int | None = None,
+                subset: str | None = None) -> Iterator[str]:
+    """Raw records of a ModelScope dataset (``iic/ms_agent``, ``AI-ModelScope/ms_agent_for_agentfabric`` …)
+    as JSON lines for :func:`convert_lines`; needs the hub (check ``environment.hub_reachable`` first)."""
+    from modelscope.msdatasets import MsDataset
+    ds = MsDataset.load(dataset_id, subset_name=subset, split=split)
+    for i, row in enumerate(ds):
+        if limit is not None and i >= limit:
+            break
+        conv = row.get('conversations')
+        if isinstance(conv, str):
+            try:
+                conv = json.loads(conv)
+            except ValueError:
+                pass
+        yield json.dumps({'id': row.get('id') or f'{dataset_id}:{split}:{i}', 'conversations': conv},
+                         ensure_ascii=False)

@@ -37,6 +37,14 @@ def cache_dir() -> Path:
     return path
 
 
+def quiet_modelscope_agent() -> None:
+    """Environment modelscope-agent reads at import: no analytics, no log files in the working
+    directory, and no info logs (they echo whole prompts) unless LOG_LEVEL says otherwise."""
+    os.environ.setdefault('SCARF_NO_ANALYTICS', 'true')
+    os.environ.setdefault('LOG_ENABLE_FILE', 'off')
+    os.environ.setdefault('LOG_LEVEL', 'WARNING')
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 

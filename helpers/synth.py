@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .agentfabric import Call, Conversation, EvalCase, Turn, check_instruction, render, transcript, format_call
+from .agentfabric import Call, Conversation, Turn, check_instruction, render, to_case
 from .catalog import CatalogTool, load_catalog, load_instructions, load_no_call, load_slot_values
 
 SPLITS = ('train', 'val', 'test')
@@ -116,14 +116,9 @@ class Generator:
 
     # -- pieces
     def _fill(self, rng, tool: CatalogTool, template, lang: str, split: str) -> tuple[str, dict]:
-        params = {p.name: p for p in tool.parameters}
-        values = {}
-        for name in template.args:
-            pool = self.res.slots[params[name].slot][lang][split]
-            values[name] = rng.choice(pool)
-        args = {**values, **template.fixed}
-        ordered = {p.name: args[p.name] for p in tool.parameters if p.name in args}
-        return template.text.format(**{k: v for k, v in values.items()}), ordered
+        """Draw a value for each placeholder from the split's pool: the query text and the call arguments."""
+        slot = {p.name: p.slot for p in tool.parameters}
+        return tool.fill(template, {name: rng.choice(self.res.slots[slot[name]][lang][split]) for name in template.args})
 
     def _offered(self, rng, main: CatalogTool, lang: str, split: str) -> list[CatalogTool]:
         """The main tool plus distractors (never holdout tools outside the test split)."""
@@ -215,21 +210,6 @@ class Generator:
         return [self.conversation(split, i) for i in range(n)]
 
 
-def to_case(conv: Conversation) -> EvalCase:
-    """The last turn of a conversation as an evaluation case (earlier turns become its history)."""
-    *done, last = conv.turns
-    history = []
-    for t in done:
-        outputs = [format_call(c.name, c.arguments) for c in t.calls] + [t.answer]
-        history += [{'role': 'user', 'content': t.query},
-                    {'role': 'assistant', 'content': transcript(outputs, [c.observation for c in t.calls])}]
-    call = last.calls[0] if last.calls else None
-    return EvalCase(id=conv.id, lang=conv.lang, instruction=conv.instruction, tools=conv.tools, query=last.query,
-                    expected_call={'name': call.name, 'arguments': call.arguments} if call else None,
-                    observation=call.observation if call else '', reference_answer=last.answer,
-                    history=history, meta=dict(conv.meta))
-
-
 @dataclass
 class DataPlan:
     """What one profile trains and evaluates on."""
@@ -295,3 +275,24 @@ def leakage(train: list[Conversation], other: list[Conversation]) -> set:
     def pairs(convs):
         return {tuple(p) for c in convs for p in c.meta.get('pairs', [])}
     return pairs(train) & pairs(other)
+
+
+def token_lengths(rows: list[dict], tokenizer) -> list[int]:
+    """Tokens per training row (prompt + target) with the model's own chat template."""
+    lengths = []
+    for r in rows:
+        msgs = [{'role': m['role'], 'content': m['content']} for m in r['messages']]
+        lengths.append(len(tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True)['input_ids']))
+    return lengths
+
+
+def language_cost(tokenizer, n: int = 40, seed: int = 0, resources: Resources | None = None) -> dict[str, dict]:
+    """Mean tokens per training sample and per character, for Chinese and for English data."""
+    out = {}
+    for lang in ('zh', 'en'):
+        rows = training_rows(Generator(SynthConfig(langs=(lang,)), seed, resources).conversations('train', n))
+        lengths = token_lengths(rows, tokenizer)
+        chars = sum(len(m['content']) for r in rows for m in r['messages'])
+        out[lang] = {'samples': len(rows), 'mean_tokens': round(sum(lengths) / len(lengths), 1),
+                     'tokens_per_char': round(sum(lengths) / chars, 3)}
+    return out

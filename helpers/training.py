@@ -360,3 +360,36 @@ def run_summary(cfg: TrainConfig, result: TrainResult, n_train_samples: int, mea
         'last_checkpoint': result.last_checkpoint, 'best_checkpoint': result.best_checkpoint,
         'resumed_from': result.resumed_from, 'config': asdict(cfg),
     }
+
+
+def encoded_sample(row: dict, model_dir: str, model_type: str | None, template: str | None,
+                   loss_scale: str = 'agentfabric', max_length: int = 4096) -> list[tuple[str, float]]:
+    """One training row encoded by ms-swift exactly as training will: (token text, loss weight) pairs.
+
+    Weight 0 means the token is context only (prompt, observation, earlier turns); the rest is learned.
+    """
+    import logging
+    from . import swift_plugin  # noqa: F401  (registers the 'agentfabric' loss scale in this process)
+    from swift.model import get_processor
+    from swift.template import get_template
+    swift_log = logging.getLogger('swift')
+    level = swift_log.level
+    swift_log.setLevel(logging.ERROR)  # keep ms-swift's loading chatter out of the notebook
+    try:
+        proc = get_processor(model_dir, model_type=model_type)
+        tpl = get_template(proc, template_type=template, loss_scale=loss_scale, max_length=max_length)
+        tpl.set_mode('train')
+        enc = tpl.encode({'messages': row['messages']})
+    finally:
+        swift_log.setLevel(level)
+    tok = getattr(proc, 'tokenizer', proc)
+    weights = enc.get('loss_scale') or [1.0 if label != -100 else 0.0 for label in enc['labels']]
+    pieces = []
+    for token, label, w in zip(enc['input_ids'], enc['labels'], weights):
+        w = 0.0 if label == -100 else float(w)
+        text = tok.decode([token])
+        if pieces and pieces[-1][1] == w:
+            pieces[-1] = (pieces[-1][0] + text, w)
+        else:
+            pieces.append((text, w))
+    return pieces

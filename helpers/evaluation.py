@@ -1,0 +1,258 @@
+"""Evaluation: run cases through the real RolePlay loop against a server, and score predictions.
+
+:func:`evaluate` runs every case (the evaluation case format of :mod:`helpers.agentfabric`) through
+``RolePlay`` with offline tools that return the case's observation, several cases at a time against one
+server, and writes ``predictions.jsonl`` and ``metrics.json``. :func:`score` computes the metrics for any
+predictions, so runs can be rescored and compared. Definitions (exactly these):
+
+* the call is the first match of RolePlay's ``Action: (.+)\\nAction Input: (.+)`` in ``output``;
+* ``tool_selection_acc`` — over cases with an ``expected_call``: parsed name == expected name (spaces ignored);
+* ``args_exact_acc`` — same cases: name right and Action Input a JSON object with exactly the expected keys,
+  each value equal as ``str(v).strip()``;
+* ``args_f1`` — micro F1 over ``(key, str(value).strip())`` pairs, predicted vs expected, over those cases
+  (no JSON object: no predicted pairs);
+* ``false_positive_rate`` — over cases whose ``expected_call`` is null: share with a parsed call;
+* ``invalid_call_rate`` — over cases with a parsed call: share whose Action Input is not a JSON object;
+* ``answer_rouge_l`` — mean ROUGE-L F1 of ``answer`` vs ``reference_answer`` over cases with a reference:
+  characters as tokens when either text has CJK characters, else lower-cased whitespace tokens; an empty
+  answer scores 0.
+
+Rates come with their count and a Wilson 95% interval.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .agentfabric import EvalCase, has_chinese, load_cases, parse_action
+
+RATES = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate', 'invalid_call_rate')
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """Wilson score interval for k successes out of n."""
+    if n == 0:
+        return None
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+def _tokens(text: str, cjk: bool) -> list[str]:
+    return [c for c in text if not c.isspace()] if cjk else text.lower().split()
+
+
+def rouge_l(answer: str, reference: str) -> float:
+    """ROUGE-L F1 (β = 1) on characters when either text has CJK characters, else on lower-cased words."""
+    if not answer or not answer.strip() or not reference or not reference.strip():
+        return 0.0
+    cjk = has_chinese(answer) or has_chinese(reference)
+    a, r = _tokens(answer, cjk), _tokens(reference, cjk)
+    if not a or not r:
+        return 0.0
+    prev = [0] * (len(r) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(r, 1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    p, rec = lcs / len(a), lcs / len(r)
+    return 2 * p * rec / (p + rec)
+
+
+def _pairs(obj: dict) -> set[tuple[str, str]]:
+    return {(str(k), str(v).strip()) for k, v in obj.items()}
+
+
+@dataclass
+class CaseScore:
+    """How one prediction fared against its case."""
+    id: str
+    expected: str | None  # expected tool name
+    predicted: str | None  # parsed action name (stripped)
+    args: dict | None  # parsed Action Input when it is a JSON object
+    selection: bool | None  # None when no call is expected
+    exact: bool | None
+    false_call: bool | None  # None when a call is expected
+    invalid: bool | None  # None when no call was parsed
+    rouge: float | None
+    kind: str  # ok | no_call | wrong_tool | invalid_json | wrong_arguments | false_call | bad_summary | error
+
+
+def score_case(case: EvalCase, pred: dict, summary_threshold: float = 0.2) -> CaseScore:
+    output = pred.get('output') or ''
+    call = parse_action(output)
+    name = call.name.strip() if call else None
+    args = call.json_arguments() if call else None
+    exp = case.expected_call
+    selection = exact = false_call = None
+    if exp is not None:
+        selection = name == exp['name'].strip()
+        exact = bool(selection and args is not None and _pairs(args) == _pairs(exp['arguments']))
+    else:
+        false_call = call is not None
+    invalid = (args is None) if call else None
+    rouge = rouge_l(pred.get('answer') or '', case.reference_answer) if case.reference_answer.strip() else None
+    if pred.get('error'):
+        kind = 'error'
+    elif exp is None:
+        kind = 'false_call' if false_call else 'ok'
+    elif call is None:
+        kind = 'no_call'
+    elif not selection:
+        kind = 'wrong_tool'
+    elif args is None:
+        kind = 'invalid_json'
+    elif not exact:
+        kind = 'wrong_arguments'
+    else:
+        kind = 'ok'
+    if kind == 'ok' and rouge is not None and rouge < summary_threshold:
+        kind = 'bad_summary'
+    return CaseScore(case.id, exp['name'] if exp else None, name, args, selection, exact, false_call, invalid,
+                     rouge, kind)
+
+
+def aggregate(cases: list[EvalCase], scores: list[CaseScore]) -> dict:
+    """The metrics of the module docstring, plus counts and Wilson intervals of the rates."""
+    with_call = [(c, s) for c, s in zip(cases, scores) if c.expected_call is not None]
+    without = [s for c, s in zip(cases, scores) if c.expected_call is None]
+    parsed = [s for s in scores if s.invalid is not None]
+    tp = fp = fn = 0
+    for c, s in with_call:
+        exp = _pairs(c.expected_call['arguments'])
+        got = _pairs(s.args) if s.args is not None else set()
+        tp += len(exp & got)
+        fp += len(got - exp)
+        fn += len(exp - got)
+    counts = {
+        'tool_selection_acc': (sum(s.selection for _, s in with_call), len(with_call)),
+        'args_exact_acc': (sum(s.exact for _, s in with_call), len(with_call)),
+        'false_positive_rate': (sum(s.false_call for s in without), len(without)),
+        'invalid_call_rate': (sum(s.invalid for s in parsed), len(parsed)),
+    }
+    metrics: dict = {k: (round(k_ / n, 4) if n else None) for k, (k_, n) in counts.items()}
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    metrics['args_f1'] = None if tp + fp + fn == 0 else round(2 * prec * rec / (prec + rec), 4) if tp else 0.0
+    rouges = [s.rouge for s in scores if s.rouge is not None]
+    metrics['answer_rouge_l'] = round(sum(rouges) / len(rouges), 4) if rouges else None
+    metrics.update(n_cases=len(cases), n_with_call=len(with_call), n_without_call=len(without))
+    metrics['counts'] = {k: list(v) for k, v in counts.items()}
+    metrics['ci95'] = {k: wilson(*v) for k, v in counts.items()}
+    return metrics
+
+
+def load_predictions(path: str | Path) -> dict[str, dict]:
+    preds = {}
+    with open(path, encoding='utf-8') as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                    preds[str(row['id'])] = row
+                except (ValueError, KeyError, TypeError) as e:
+                    raise ValueError(f'{path}:{n}: not a prediction row ({e})') from e
+    return preds
+
+
+def score(cases: list[EvalCase], predictions: dict[str, dict]) -> tuple[dict, list[CaseScore]]:
+    """Metrics for ``predictions`` (by id); a case without a prediction counts as an empty output."""
+    missing = [c.id for c in cases if c.id not in predictions]
+    scores = [score_case(c, predictions.get(c.id, {'id': c.id, 'output': '', 'answer': '',
+                                                  'error': 'no prediction'})) for c in cases]
+    metrics = aggregate(cases, scores)
+    metrics['n_missing_predictions'] = len(missing)
+    metrics['n_errors'] = sum(s.kind == 'error' for s in scores)
+    return metrics, scores
+
+
+def breakdown(cases: list[EvalCase], scores: list[CaseScore], key) -> dict[str, dict]:
+    """Metrics per group, ``key(case) -> label`` (e.g. expected tool, language, holdout)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, c in enumerate(cases):
+        groups[str(key(c))].append(i)
+    return {g: aggregate([cases[i] for i in idx], [scores[i] for i in idx]) for g, idx in sorted(groups.items())}
+
+
+def predict_case(case: EvalCase, llm: dict, max_tokens: int, answer_max_tokens: int | None = None) -> dict:
+    """One case through RolePlay: the raw first output, the final answer, the calls that really ran."""
+    from .agent_tools import run_case
+    start = time.time()
+    row = {'id': case.id, 'output': '', 'answer': '', 'call': None, 'calls_executed': [], 'error': None}
+    try:
+        turn = run_case(case, llm, max_tokens=max_tokens, temperature=0)
+        row['output'] = turn.outputs[0] if turn.outputs else ''
+        row['answer'] = turn.answer
+        row['n_llm_calls'] = len(turn.outputs)
+        row['calls_executed'] = [{'name': c.name, 'arguments': c.arguments, 'parsed': c.parsed} for c in turn.calls]
+    except Exception as e:  # a failing case is recorded, the run goes on
+        row['error'] = f'{type(e).__name__}: {e}'[:500]
+    call = parse_action(row['output'])
+    if call:
+        row['call'] = {'name': call.name, 'arguments': call.arguments}
+    row['latency_s'] = round(time.time() - start, 2)
+    return row
+
+
+def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Path, workers: int = 8,
+             max_tokens: int = 96, progress: bool = True) -> dict:
+    """Run all cases against ``base_url`` (one server, ``workers`` at a time); write predictions and metrics."""
+    from .agent_tools import llm_config
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    llm = llm_config(base_url, model, stream=False)  # whole replies: less client work, same requests
+    rows: dict[str, dict] = {}
+    start = time.time()
+    bar = None
+    if progress:
+        from tqdm import tqdm  # text bar: readable in notebooks, papermill logs and terminals alike
+        bar = tqdm(total=len(cases), desc=f'evaluating {model}', unit='case', mininterval=5)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(predict_case, c, llm, max_tokens): c.id for c in cases}
+        for fut in as_completed(futures):
+            rows[futures[fut]] = fut.result()
+            if bar:
+                bar.update(1)
+    if bar:
+        bar.close()
+    wall = time.time() - start
+    with open(out / 'predictions.jsonl', 'w', encoding='utf-8') as f:
+        for c in cases:
+            f.write(json.dumps(rows[c.id], ensure_ascii=False) + '\n')
+    metrics, _ = score(cases, rows)
+    metrics['eval'] = {'model': model, 'wall_seconds': round(wall, 1),
+                       'cases_per_second': round(len(cases) / wall, 3) if wall else None,
+                       'workers': workers, 'max_tokens': max_tokens}
+    (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def score_files(cases_path: str | Path, predictions_path: str | Path) -> dict:
+    metrics, _ = score(load_cases(cases_path), load_predictions(predictions_path))
+    return metrics
+
+
+def failures(cases: list[EvalCase], scores: list[CaseScore], predictions: dict[str, dict],
+             kinds: Iterable[str] | None = None) -> list[dict]:
+    """Failed cases with what was expected and what came back, grouped by kind."""
+    by_id = {c.id: c for c in cases}
+    rows = []
+    for s in scores:
+        if s.kind == 'ok' or (kinds and s.kind not in kinds):
+            continue
+        c, p = by_id[s.id], predictions.get(s.id, {})
+        rows.append({'kind': s.kind, 'id': s.id, 'query': c.query, 'expected': c.expected_call,
+                     'output': p.get('output', ''), 'answer': p.get('answer', ''), 'error': p.get('error')})
+    return sorted(rows, key=lambda r: r['kind'])

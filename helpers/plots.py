@@ -1,0 +1,132 @@
+"""Plots: the matplotlib figures and small HTML views the notebooks and the run report show.
+
+Every function returns a figure (or an HTML string) and draws nothing by itself, so a notebook displays
+it and the report embeds it. Figures use the non-interactive defaults and close nothing the caller owns.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import Counter
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+
+BEFORE, AFTER = '#9aa5b1', '#2f7ed8'
+
+
+def side_by_side(left: str, right: str, left_title: str = 'before', right_title: str = 'after') -> str:
+    """Two texts in columns, whitespace kept (for a notebook's ``display(HTML(...))``)."""
+    cell = ('<td style="vertical-align:top;width:50%"><b>{}</b><pre style="white-space:pre-wrap;font-size:11px;'
+            'background:#f6f8fa;padding:6px">{}</pre></td>')
+    return ('<table style="width:100%;table-layout:fixed"><tr>' + cell.format(html.escape(left_title), html.escape(left))
+            + cell.format(html.escape(right_title), html.escape(right)) + '</tr></table>')
+
+
+def highlight_trained(pieces: Sequence[tuple[str, float]]) -> str:
+    """Text pieces with their loss weight: 0 grey, 1 green, above 1 bold dark green (HTML)."""
+    out = []
+    for text, w in pieces:
+        style = ('color:#888' if w == 0 else 'background:#c8f7c5' if w <= 1 else
+                 'background:#6fd36a;font-weight:bold')
+        out.append(f'<span style="{style}" title="loss weight {w:g}">{html.escape(text)}</span>')
+    legend = ('<div style="font-size:11px;margin-bottom:4px"><span style="color:#888">grey: no loss</span> · '
+              '<span style="background:#c8f7c5">green: trained</span> · '
+              '<span style="background:#6fd36a;font-weight:bold">bold: trained with extra weight</span></div>')
+    return legend + '<pre style="white-space:pre-wrap;font-size:11px">' + ''.join(out) + '</pre>'
+
+
+def bar_counts(groups: Mapping[str, Mapping[str, int] | Counter], title: str = '', ncols: int = 2):
+    """One horizontal bar chart per group of counts."""
+    n = len(groups)
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, max(2.5, 0.22 * max(len(c) for c in groups.values())
+                                                                      + 1) * nrows), squeeze=False)
+    for ax, (name, counts) in zip(axes.flat, groups.items()):
+        items = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+        ax.barh([str(k) for k, _ in items][::-1], [v for _, v in items][::-1], color=AFTER)
+        ax.set_title(name)
+        ax.tick_params(axis='y', labelsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis('off')
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def length_histogram(lengths: Mapping[str, Sequence[int]], max_length: int, title: str = 'tokens per sample'):
+    """Overlaid histograms of sample lengths per group, with the ``max_length`` cut marked."""
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    top = max((max(v) for v in lengths.values() if len(v)), default=max_length)
+    bins = range(0, max(top, max_length) + 64, 64)
+    for name, vals in lengths.items():
+        if len(vals):
+            cut = sum(v > max_length for v in vals) / len(vals)
+            ax.hist(vals, bins=bins, alpha=0.6, label=f'{name} (n={len(vals)}, {cut:.0%} over max_length)')
+    ax.axvline(max_length, color='red', linestyle='--', label=f'max_length = {max_length}')
+    ax.set_xlabel('tokens (prompt + target)')
+    ax.set_ylabel('samples')
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: Sequence[Mapping]):
+    """Loss and token accuracy over steps, train and eval, from ms-swift's ``logging.jsonl``."""
+    def series(key):
+        pts = [(int(str(r['global_step/max_steps']).split('/')[0]), float(r[key])) for r in history
+               if key in r and 'global_step/max_steps' in r]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for ax, (train_key, eval_key, label) in zip(axes, [('loss', 'eval_loss', 'loss'),
+                                                       ('token_acc', 'eval_token_acc', 'token accuracy')]):
+        for key, style, name in ((train_key, '-', 'train'), (eval_key, 'o--', 'eval')):
+            x, y = series(key)
+            if x:
+                ax.plot(x, y, style, label=name)
+        ax.set_xlabel('step')
+        ax.set_title(label)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def metrics_bars(results: Mapping[str, Mapping], metrics: Sequence[str], title: str = ''):
+    """Grouped bars of several runs (e.g. base vs fine-tuned) with Wilson intervals where known."""
+    import numpy as np
+    names = list(results)
+    x = np.arange(len(metrics))
+    width = 0.8 / max(1, len(names))
+    colors = [BEFORE, AFTER, '#f28e2b', '#59a14f']
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(metrics)), 3.8))
+    for i, name in enumerate(names):
+        m = results[name]
+        vals = [m.get(k) if m.get(k) is not None else 0 for k in metrics]
+        err = [[0] * len(metrics), [0] * len(metrics)]
+        for j, k in enumerate(metrics):
+            ci = (m.get('ci95') or {}).get(k)
+            if ci and m.get(k) is not None:
+                err[0][j], err[1][j] = max(0, m[k] - ci[0]), max(0, ci[1] - m[k])
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, yerr=err, capsize=3, label=name,
+                      color=colors[i % len(colors)])
+        for b, v in zip(bars, vals):
+            ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f'{v:.2f}', ha='center', fontsize=7)
+    ax.set_xticks(x, [k.replace('_', ' ') for k in metrics], fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def to_png_base64(fig) -> str:
+    """A figure as a base64 PNG (for reports that must open without a server)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
+    return base64.b64encode(buf.getvalue()).decode()
