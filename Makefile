@@ -11,7 +11,7 @@ STAMP := $(VENV)/.setup-done
 endif
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test bench lint-notebooks clean
+.PHONY: setup browser run test bench clean
 
 setup: $(STAMP)
 
@@ -19,10 +19,13 @@ $(STAMP): scripts/setup.sh requirements/base.txt requirements/offline-models.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) USE_CURRENT_ENV=$(USE_CURRENT_ENV) bash scripts/setup.sh
 	touch $(STAMP)
 
+browser:
+	bash scripts/browser.sh
+
 run: setup
 	$(PY) -m helpers pipeline --profile $(PROFILE)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
 
 bench: setup

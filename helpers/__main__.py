@@ -52,12 +52,14 @@ def cmd_pipeline(args) -> int:
         except ValueError:
             params[key] = value
     try:
-        results = run_pipeline(args.profile, args.run_dir, params, only=args.only)
+        results = run_pipeline(args.profile, args.run_dir, params, only=args.only, start_from=args.start_from,
+                               force=args.force, live_output=not args.quiet)
     except (PipelineError, ProfileError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     for r in results:
-        print(f'{r.notebook:40s} {r.seconds:8.1f} s  {r.status}')
+        print(f'{r.notebook:28s} {r.seconds:8.1f} s  {r.status}')
+    print(f'{"total":28s} {sum(r.seconds for r in results):8.1f} s')
     return 0
 
 
@@ -120,7 +122,8 @@ def cmd_evaluate(args) -> int:
     except (OSError, CaseError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    metrics = evaluate(cases, args.base_url, args.model, args.out, workers=args.workers, max_tokens=args.max_tokens)
+    metrics = evaluate(cases, args.base_url, args.model, args.out, workers=args.workers, max_tokens=args.max_tokens,
+                       max_llm_calls=args.max_llm_calls)
     print(json.dumps({k: v for k, v in metrics.items() if k not in ('counts', 'ci95')}, indent=2), file=sys.stderr)
     return 0
 
@@ -134,6 +137,17 @@ def cmd_score(args) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import PARTS, run_bench
+    parts = args.parts or list(PARTS)
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        print(f'error: unknown part(s) {sorted(unknown)}: choose from {", ".join(PARTS)}', file=sys.stderr)
+        return 2
+    run_bench(parts, args.out)
     return 0
 
 
@@ -177,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', required=True, help='DIR for predictions.jsonl and metrics.json')
     p.add_argument('--workers', type=int, default=8, help='cases run at the same time')
     p.add_argument('--max-tokens', type=int, default=96, help='cap on new tokens per LLM call')
+    p.add_argument('--max-llm-calls', type=int, default=4,
+                   help='stop a case whose model keeps calling tools after this many requests (RolePlay: 10)')
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser('score', help='metrics JSON for predictions (stdout carries only the JSON)')
@@ -184,10 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--predictions', required=True)
     p.set_defaults(func=cmd_score)
 
+    p = sub.add_parser('bench', help='print speed figures: convert, train, serve, eval, pipeline')
+    p.add_argument('parts', nargs='*', help='which parts (default: all)')
+    p.add_argument('--out', help='folder for bench.json (default: runs/bench)')
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser('pipeline', help='run the notebooks in order with papermill into one run directory')
     p.add_argument('--profile', default='auto', help='auto | tiny | cpu | gpu')
     p.add_argument('--run-dir', help='run directory (default: runs/<time>-<profile>)')
     p.add_argument('--only', nargs='+', metavar='NN', help='only these notebook numbers, e.g. --only 00 01')
+    p.add_argument('--from', dest='start_from', metavar='NN', help='start at this notebook, e.g. --from 02')
+    p.add_argument('--force', action='store_true', help='rerun notebooks already done in this run dir')
+    p.add_argument('--quiet', action='store_true', help='do not stream cell output to the terminal')
     p.add_argument('-p', action='append', metavar='NAME=VALUE', help='extra notebook parameter (JSON value)')
     p.set_defaults(func=cmd_pipeline)
     return parser

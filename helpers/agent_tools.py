@@ -9,6 +9,7 @@ model sees exactly the description a real tool would produce, and the call runs 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from .environment import cache_dir, quiet_modelscope_agent
 
 _MSA: dict[str, Any] = {}
 _REGISTRY_LOCK = threading.Lock()  # tool classes are registered by name in a global registry
+_IMPORT_LOCK = threading.Lock()
 
 
 def modelscope_agent():
@@ -26,18 +28,21 @@ def modelscope_agent():
 
     The import unpacks NLTK data into ``./tmp/nltk_data`` of the working directory, so it runs from
     the cache directory; analytics and log files are switched off, and info logs (which echo whole
-    prompts) are hidden unless ``LOG_LEVEL`` says otherwise.
+    prompts) are hidden unless ``LOG_LEVEL`` says otherwise. Call it from the main thread before
+    starting worker threads: its first call briefly captures ``sys.stdout``, which all threads share.
     """
-    if not _MSA:
+    with _IMPORT_LOCK:  # redirect_stdout swaps sys.stdout for every thread: one importer at a time
+        if _MSA:
+            return _MSA
         quiet_modelscope_agent()
         work = cache_dir() / 'modelscope_agent'
         work.mkdir(parents=True, exist_ok=True)
-        with contextlib.chdir(work), contextlib.redirect_stdout(None):
+        with contextlib.chdir(work), contextlib.redirect_stdout(io.StringIO()):
             from modelscope_agent.agents.role_play import RolePlay
             from modelscope_agent.callbacks import BaseCallback
             from modelscope_agent.tools.base import TOOL_REGISTRY, BaseTool
         _MSA.update(RolePlay=RolePlay, BaseTool=BaseTool, TOOL_REGISTRY=TOOL_REGISTRY, BaseCallback=BaseCallback)
-    return _MSA
+        return _MSA
 
 
 @dataclass
@@ -101,6 +106,10 @@ class Turn:
         return self.outputs[-1].strip() if self.outputs else ''
 
 
+class LoopLimit(RuntimeError):
+    """The agent asked the model more often than allowed in one turn (it kept calling tools)."""
+
+
 def _recorder(turn: Turn):
     """A modelscope-agent callback that splits the stream into one output per LLM call."""
     class Recorder(modelscope_agent()['BaseCallback']):
@@ -118,12 +127,13 @@ def _recorder(turn: Turn):
 
 def roleplay_turn(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]], instruction: Instruction,
                   query: str, llm: dict, lang: str | None = None, history: Sequence[dict] = (),
-                  **llm_kwargs) -> tuple[Turn, Iterator[str]]:
+                  max_llm_calls: int | None = None, **llm_kwargs) -> tuple[Turn, Iterator[str]]:
     """One user turn through the real ``RolePlay``: the :class:`Turn` it fills, and the stream of chunks
     (as AgentFabric shows them) that fills it while it is consumed.
 
     ``llm_kwargs`` (e.g. ``max_tokens``, ``temperature``) reach every request, as keyword arguments of
     ``RolePlay.run`` do. Tools without a runner must already be registered (e.g. real ones).
+    ``max_llm_calls`` stops a turn whose model keeps calling tools (:class:`LoopLimit`).
     """
     msa = modelscope_agent()
     turn = Turn()
@@ -140,6 +150,9 @@ def roleplay_turn(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any
         for chunk in bot.run(query, **kwargs):
             turn.chunks.append(chunk)
             yield chunk
+            # RolePlay yields the observation, then asks the model again: stop here, before that request
+            if max_llm_calls and len(turn.outputs) >= max_llm_calls and chunk.startswith('\nObservation:'):
+                raise LoopLimit(f'stopped after {max_llm_calls} model calls in one turn')
     return turn, chunks()
 
 
@@ -154,11 +167,20 @@ def run_roleplay(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]
     return turn
 
 
-def run_case(case: EvalCase, llm: dict, on_chunk: Callable[[str], None] | None = None, **llm_kwargs) -> Turn:
-    """Run a case through RolePlay; each of its tools returns the case's observation."""
+def case_turn(case: EvalCase, llm: dict, max_llm_calls: int | None = None, **llm_kwargs) -> tuple[Turn, Iterator[str]]:
+    """A case as a RolePlay turn; each of its tools returns the case's observation."""
     runners = {t.name: (lambda args: case.observation) for t in case.tools}
-    return run_roleplay(case.tools, runners, case.instruction, case.query, llm, case.lang, case.history, on_chunk,
-                        **llm_kwargs)
+    return roleplay_turn(case.tools, runners, case.instruction, case.query, llm, case.lang, case.history,
+                         max_llm_calls, **llm_kwargs)
+
+
+def run_case(case: EvalCase, llm: dict, on_chunk: Callable[[str], None] | None = None, **llm_kwargs) -> Turn:
+    """Run a case through RolePlay to the end; ``on_chunk`` sees the stream."""
+    turn, chunks = case_turn(case, llm, **llm_kwargs)
+    for chunk in chunks:
+        if on_chunk:
+            on_chunk(chunk)
+    return turn
 
 
 def catalog_runners(tools) -> dict[str, Callable[[dict], str]]:
@@ -166,23 +188,37 @@ def catalog_runners(tools) -> dict[str, Callable[[dict], str]]:
     return {t.name: t.observation for t in tools}
 
 
-REAL_TOOLS = {'amap_weather': ('AMAP_TOKEN', 'modelscope_agent.tools.amap_weather', 'AMAPWeather'),
-              'image_gen': ('DASHSCOPE_API_KEY', 'modelscope_agent.tools.dashscope_tools.image_generation',
-                            'TextToImageTool')}
+REAL_TOOLS = {  # name: (key variable, module, class, host the tool calls)
+    'amap_weather': ('AMAP_TOKEN', 'modelscope_agent.tools.amap_weather', 'AMAPWeather', 'https://restapi.amap.com'),
+    'image_gen': ('DASHSCOPE_API_KEY', 'modelscope_agent.tools.dashscope_tools.image_generation', 'TextToImageTool',
+                  'https://dashscope.aliyuncs.com'),
+}
 
 
-def use_real_tools(names: Sequence[str]) -> list[str]:
-    """Register modelscope-agent's real tools for ``names`` whose key is set in the environment.
+def use_real_tools(names: Sequence[str], log: Callable[[str], None] = print) -> list[str]:
+    """Register modelscope-agent's real tools for ``names`` whose key is set and whose service answers.
 
-    Returns the names now served by real tools; the keys are read by the tools themselves from the
-    environment and never pass through this series' code, outputs or logs.
+    Returns the names now served by real tools; the others keep the offline catalog tool (said in one
+    line, without the key). Keys are read by the tools from the environment and never pass through
+    this series' code, outputs or logs.
     """
     import importlib
+    from .environment import hub_reachable
     registry = modelscope_agent()['TOOL_REGISTRY']
     real = []
     for name in names:
-        if name in REAL_TOOLS and os.environ.get(REAL_TOOLS[name][0]):
-            _, module, cls = REAL_TOOLS[name]
-            registry[name] = {'class': getattr(importlib.import_module(module), cls)}
-            real.append(name)
+        if name not in REAL_TOOLS or not os.environ.get(REAL_TOOLS[name][0]):
+            continue
+        key_var, module, cls_name, host = REAL_TOOLS[name]
+        try:
+            if not hub_reachable(host):
+                raise ConnectionError(f'{host} is not reachable')
+            cls = getattr(importlib.import_module(module), cls_name)
+            cls({})  # amap_weather downloads its city table here: fail now rather than inside the agent
+        except Exception as e:
+            log(f'{name}: {key_var} is set but the real tool is unavailable ({type(e).__name__}); '
+                'using the offline catalog tool')
+            continue
+        registry[name] = {'class': cls}
+        real.append(name)
     return real

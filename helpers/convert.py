@@ -96,7 +96,9 @@ def parse_api(entry: str) -> Tool:
         params = _parse_literal(_bracketed(after, m.start()))
     desc_text = desc_text.strip()
     m = _USEFUL.match(desc_text) or _INTERACT.match(desc_text)
-    description = (m.group(2) if m else desc_text).strip().strip('.').strip()
+    description = (m.group(2) if m else desc_text).strip()
+    if description.endswith('.'):  # the template's own separator: "… useful for? {description}. Parameters:"
+        description = description[:-1].rstrip()
     if not description and m:
         description = f'Interact with the {m.group(1)} API'
     try:
@@ -312,3 +314,26 @@ def hub_records(dataset_id: str, split: str = 'train', limit: int | None = None,
                 pass
         yield json.dumps({'id': row.get('id') or f'{dataset_id}:{split}:{i}', 'conversations': conv},
                          ensure_ascii=False)
+
+
+def to_ms_agent(conv: Conversation) -> dict:
+    """A conversation written back in the raw ms_agent format (for benchmarks and round-trip tests)."""
+    apis = []
+    for i, t in enumerate(conv.tools, 1):
+        params = [{'name': p.name, 'description': p.description, 'required': str(p.required), 'type': p.type,
+                   **({'enum': p.enum} if p.enum else {})} for p in t.parameters]
+        apis.append(f'{i}. {t.name}: Call this tool to interact with the {t.name} API. What is the {t.name} API '
+                    f'useful for? {t.description}. Parameters: {json.dumps(params, ensure_ascii=False)}')
+    system = ('Answer the following questions as best you can. You have access to the following APIs:\n'
+              + '\n\n'.join(apis) + '\n\nUse the following format:\n\nThought: you should always think about what to do\n'
+              f'Action: the action to take, should be one of the above tools[{", ".join(t.name for t in conv.tools)}]\n'
+              'Action Input: the input to the action\nObservation: the result of the action\n'
+              '... (this Thought/Action/Action Input/Observation can be repeated zero or more times)\n'
+              'Thought: I now know the final answer\nFinal Answer: the final answer to the original input question\nBegin!')
+    turns = [{'from': 'system', 'value': system}]
+    for t in conv.turns:
+        reply = ''.join(f'Action: {c.name}\nAction Input: {json.dumps(c.arguments, ensure_ascii=False)}\n'
+                        f'Observation: {c.observation}\n' for c in t.calls)
+        reply += f'Thought: I now know the final answer\nFinal Answer: {t.answer}' if t.calls else t.answer
+        turns += [{'from': 'user', 'value': t.query}, {'from': 'assistant', 'value': reply}]
+    return {'id': conv.id, 'conversations': turns}

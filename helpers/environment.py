@@ -159,6 +159,18 @@ def stack_warnings(versions: dict[str, str | None] | None = None, hardware: Hard
     return warns
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for the ms-swift / vLLM processes this series starts.
+
+    ms-swift logs in to ModelScope whenever ``MODELSCOPE_API_TOKEN`` is set, and fails when the hub
+    cannot be reached; offline the token is useless, so it is left out (it is never printed either way).
+    """
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', **extra}
+    if env.get('MODELSCOPE_API_TOKEN') and not hub_reachable():
+        env.pop('MODELSCOPE_API_TOKEN')
+    return env
+
+
 def hub_reachable(url: str = MODELSCOPE_URL, timeout: float = 3.0) -> bool:
     """Whether the model hub answers at all (any HTTP status counts) within ``timeout`` seconds."""
     if os.environ.get('MODELSCOPE_OFFLINE') == '1' or os.environ.get('HF_HUB_OFFLINE') == '1':
@@ -219,3 +231,25 @@ def prepare_run_dir(run_dir: str | Path | None, profile: str) -> Path:
         path = repo_root() / 'runs' / f'{time.strftime("%Y%m%d-%H%M%S")}-{profile}'
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
+
+
+class DiskSpaceError(OSError):
+    """Not enough free disk for a step, with how much it needs."""
+
+
+def folder_size(path: str | Path) -> int:
+    """Bytes of the files under ``path`` (a model folder, say)."""
+    p = Path(path)
+    return sum(f.stat().st_size for f in p.rglob('*') if f.is_file()) if p.is_dir() else 0
+
+
+def require_free_space(path: str | Path, need_bytes: int, what: str) -> float:
+    """Fail before a step that would fill the disk; returns the free GiB when there is room."""
+    target = Path(path)
+    while not target.exists():
+        target = target.parent
+    free = shutil.disk_usage(target).free
+    if free < need_bytes:
+        raise DiskSpaceError(f'{what} needs about {need_bytes / 2**30:.1f} GiB free under {path}, but only '
+                             f'{free / 2**30:.1f} GiB is free: free some space or choose another run_dir')
+    return round(free / 2**30, 1)

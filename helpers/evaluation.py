@@ -17,7 +17,9 @@ predictions, so runs can be rescored and compared. Definitions (exactly these):
   characters as tokens when either text has CJK characters, else lower-cased whitespace tokens; an empty
   answer scores 0.
 
-Rates come with their count and a Wilson 95% interval.
+Rates come with their count and a Wilson 95% interval. A model that keeps calling tools after the
+observation is stopped after ``max_llm_calls`` requests in a case (RolePlay itself allows 10), which
+bounds the cost of a run; such cases are counted in ``n_stopped``.
 """
 from __future__ import annotations
 
@@ -186,19 +188,31 @@ def breakdown(cases: list[EvalCase], scores: list[CaseScore], key) -> dict[str, 
     return {g: aggregate([cases[i] for i in idx], [scores[i] for i in idx]) for g, idx in sorted(groups.items())}
 
 
-def predict_case(case: EvalCase, llm: dict, max_tokens: int, answer_max_tokens: int | None = None) -> dict:
-    """One case through RolePlay: the raw first output, the final answer, the calls that really ran."""
-    from .agent_tools import run_case
+def predict_case(case: EvalCase, llm: dict, max_tokens: int, max_llm_calls: int = 4) -> dict:
+    """One case through RolePlay: the raw first output, the final answer, the calls that really ran.
+
+    A model that keeps calling tools is stopped after ``max_llm_calls`` requests (RolePlay would go on
+    to 10): the case keeps what it produced and is marked ``stopped``.
+    """
+    from .agent_tools import LoopLimit, case_turn
     start = time.time()
-    row = {'id': case.id, 'output': '', 'answer': '', 'call': None, 'calls_executed': [], 'error': None}
+    row = {'id': case.id, 'output': '', 'answer': '', 'call': None, 'calls_executed': [], 'error': None,
+           'stopped': None}
+    turn = None
     try:
-        turn = run_case(case, llm, max_tokens=max_tokens, temperature=0)
-        row['output'] = turn.outputs[0] if turn.outputs else ''
-        row['answer'] = turn.answer
-        row['n_llm_calls'] = len(turn.outputs)
-        row['calls_executed'] = [{'name': c.name, 'arguments': c.arguments, 'parsed': c.parsed} for c in turn.calls]
+        turn, chunks = case_turn(case, llm, max_llm_calls=max_llm_calls, max_tokens=max_tokens, temperature=0)
+        for _ in chunks:
+            pass
+    except LoopLimit as e:
+        row['stopped'] = str(e)
     except Exception as e:  # a failing case is recorded, the run goes on
         row['error'] = f'{type(e).__name__}: {e}'[:500]
+    if turn is not None:
+        outputs = [o for o in turn.outputs if o] or turn.outputs
+        row['output'] = turn.outputs[0] if turn.outputs else ''
+        row['answer'] = outputs[-1].strip() if outputs else ''
+        row['n_llm_calls'] = len(turn.outputs)
+        row['calls_executed'] = [{'name': c.name, 'arguments': c.arguments, 'parsed': c.parsed} for c in turn.calls]
     call = parse_action(row['output'])
     if call:
         row['call'] = {'name': call.name, 'arguments': call.arguments}
@@ -207,9 +221,10 @@ def predict_case(case: EvalCase, llm: dict, max_tokens: int, answer_max_tokens: 
 
 
 def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Path, workers: int = 8,
-             max_tokens: int = 96, progress: bool = True) -> dict:
+             max_tokens: int = 96, progress: bool = True, max_llm_calls: int = 4) -> dict:
     """Run all cases against ``base_url`` (one server, ``workers`` at a time); write predictions and metrics."""
-    from .agent_tools import llm_config
+    from .agent_tools import llm_config, modelscope_agent
+    modelscope_agent()  # import once here, before the worker threads start
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     llm = llm_config(base_url, model, stream=False)  # whole replies: less client work, same requests
@@ -220,7 +235,7 @@ def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Pa
         from tqdm import tqdm  # text bar: readable in notebooks, papermill logs and terminals alike
         bar = tqdm(total=len(cases), desc=f'evaluating {model}', unit='case', mininterval=5)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(predict_case, c, llm, max_tokens): c.id for c in cases}
+        futures = {pool.submit(predict_case, c, llm, max_tokens, max_llm_calls): c.id for c in cases}
         for fut in as_completed(futures):
             rows[futures[fut]] = fut.result()
             if bar:
@@ -232,9 +247,10 @@ def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Pa
         for c in cases:
             f.write(json.dumps(rows[c.id], ensure_ascii=False) + '\n')
     metrics, _ = score(cases, rows)
+    metrics['n_stopped'] = sum(bool(r.get('stopped')) for r in rows.values())
     metrics['eval'] = {'model': model, 'wall_seconds': round(wall, 1),
                        'cases_per_second': round(len(cases) / wall, 3) if wall else None,
-                       'workers': workers, 'max_tokens': max_tokens}
+                       'workers': workers, 'max_tokens': max_tokens, 'max_llm_calls': max_llm_calls}
     (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
     return metrics
 

@@ -1,12 +1,15 @@
-"""Pipeline: run the numbered notebooks in order with papermill into one run directory.
+"""Pipeline: run the numbered notebooks in order with papermill into one run directory, then the report.
 
-``make run`` and ``python -m helpers pipeline`` call :func:`run_pipeline`. Every notebook gets the
-same ``profile`` and ``run_dir`` parameters, so each finds what the previous one wrote there; the
-executed copies land in ``<run_dir>/notebooks/``.
+``make run`` and ``python -m helpers pipeline`` call :func:`run_pipeline`. Every notebook gets the same
+``profile`` and ``run_dir`` parameters, so each finds what the previous one wrote there; the executed
+copies land in ``<run_dir>/notebooks/``. A notebook already executed successfully in that run directory
+is skipped unless ``force``; a failing one stops the pipeline with its name, the failing cell and the
+path of the executed copy.
 """
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +17,7 @@ from pathlib import Path
 from .environment import prepare_run_dir, repo_root, resolve_profile
 
 NOTEBOOK_DIR = repo_root() / 'notebooks'
+CELL_TIMEOUT = {'tiny': 900, 'cpu': 7200, 'gpu': 6 * 3600}  # seconds one cell may run before the run is failed
 
 
 class PipelineError(RuntimeError):
@@ -25,7 +29,7 @@ class StepResult:
     notebook: str
     seconds: float
     output: str
-    status: str  # 'ok' | 'failed'
+    status: str  # 'ok' | 'failed' | 'skipped'
 
 
 def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -43,13 +47,39 @@ def _failing_cell(path: Path) -> str:
         for out in cell.get('outputs', []):
             if out.get('output_type') == 'error':
                 src = ''.join(cell.get('source', ''))
-                return f'cell {i}: {src[:300]}\n{out.get("ename")}: {out.get("evalue")}'
+                return f'cell {i}:\n{src[:400]}\n{out.get("ename")}: {out.get("evalue")}'
     return '(no cell recorded an error)'
 
 
+def _timings(run: Path) -> dict:
+    path = run / 'timings.json'
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_timing(run: Path, result: StepResult) -> None:
+    timings = _timings(run)
+    timings[result.notebook] = asdict(result)
+    (run / 'timings.json').write_text(json.dumps(timings, indent=2))
+
+
+def select(only: list[str] | None = None, start_from: str | None = None) -> list[Path]:
+    """Notebooks by number: ``only`` these, or everything from ``start_from`` on."""
+    selected = notebooks()
+    if start_from:
+        selected = [p for p in selected if p.name[:2] >= start_from.zfill(2)]
+    if only:
+        selected = [p for p in selected if p.name[:2] in {o.zfill(2) for o in only}]
+    if not selected:
+        raise PipelineError(f'no notebook matches only={only} start_from={start_from}')
+    return selected
+
+
 def run_pipeline(profile: str = 'auto', run_dir: str | Path | None = None, parameters: dict | None = None,
-                 only: list[str] | None = None, kernel: str = 'python3', log=print) -> list[StepResult]:
-    """Execute the notebooks (or those whose number is in ``only``) and return their timings."""
+                 only: list[str] | None = None, start_from: str | None = None, force: bool = False,
+                 kernel: str = 'python3', log=print, live_output: bool = False,
+                 report: bool = True) -> list[StepResult]:
+    """Execute the notebooks and return their timings; ``live_output`` streams cell output (training and
+    evaluation progress) to the log as it happens."""
     import papermill as pm
 
     name, reason = resolve_profile(profile)
@@ -57,31 +87,36 @@ def run_pipeline(profile: str = 'auto', run_dir: str | Path | None = None, param
     out_dir = run / 'notebooks'
     out_dir.mkdir(exist_ok=True)
     params = {'profile': name, 'run_dir': str(run), **(parameters or {})}
-    selected = [p for p in notebooks() if not only or p.name[:2] in only]
-    log(f'[pipeline] profile {name} ({reason}); run dir {run}')
+    selected = select(only, start_from)
+    if live_output:
+        logging.basicConfig(format='%(message)s')
+        logging.getLogger('papermill').setLevel(logging.INFO)
+    log(f'[pipeline] profile {name} ({reason})\n[pipeline] run dir {run}')
+    done = _timings(run)
     results = []
+    total = time.time()
     for nb in selected:
         out = out_dir / nb.name
+        if not force and done.get(nb.name, {}).get('status') == 'ok' and out.exists():
+            log(f'[pipeline] {nb.name}: already done in this run dir, skipped (force to rerun)')
+            results.append(StepResult(nb.name, 0.0, str(out), 'skipped'))
+            continue
         start = time.time()
         log(f'[pipeline] {nb.name} …')
         try:
             pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel, cwd=str(nb.parent),
-                                progress_bar=False, log_output=False)
+                                progress_bar=False, log_output=live_output, execution_timeout=CELL_TIMEOUT[name])
         except pm.PapermillExecutionError as e:
             secs = time.time() - start
-            results.append(StepResult(nb.name, secs, str(out), 'failed'))
-            _write_timings(run, results)
+            _write_timing(run, StepResult(nb.name, secs, str(out), 'failed'))
             raise PipelineError(f'{nb.name} failed after {secs:.0f} s in {_failing_cell(out)}\n'
                                 f'executed copy: {out}') from e
-        secs = time.time() - start
-        results.append(StepResult(nb.name, secs, str(out), 'ok'))
-        log(f'[pipeline] {nb.name} done in {secs:.1f} s')
-        _write_timings(run, results)
+        result = StepResult(nb.name, round(time.time() - start, 1), str(out), 'ok')
+        _write_timing(run, result)
+        results.append(result)
+        log(f'[pipeline] {nb.name} done in {result.seconds:.0f} s (total {time.time() - total:.0f} s)')
+    if report:
+        from .report import build_report
+        html_path, _ = build_report(run)
+        log(f'[pipeline] report: {html_path}')
     return results
-
-
-def _write_timings(run: Path, results: list[StepResult]) -> None:
-    path = run / 'timings.json'
-    old = json.loads(path.read_text()) if path.exists() else {}
-    old.update({r.notebook: asdict(r) for r in results})
-    path.write_text(json.dumps(old, indent=2))

@@ -25,7 +25,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .training import swift_executable, log_tail
+from .environment import child_env
+from .training import log_tail, swift_executable
 
 BACKENDS = ('swift', 'vllm', 'vllm-cpu')
 _RUNNING: set['Server'] = set()
@@ -152,7 +153,7 @@ class Server:
         log = open(self.log_path, 'w', encoding='utf-8')
         log.write(f'$ {shlex.join(cmd)}\n')
         log.flush()
-        env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+        env = child_env()
         self.started_at = time.time()
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                      preexec_fn=_die_with_parent)
@@ -249,7 +250,7 @@ def merge_lora(checkpoint: str | Path, log_path: str | Path, force: bool = False
     with open(log_path, 'w', encoding='utf-8') as log:
         log.write(f'$ {shlex.join(cmd)}\n')
         log.flush()
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env()).returncode
     if code != 0 or not (merged / 'config.json').exists():
         raise ServerError(f'merging failed (exit {code}). Log: {log_path}\n{log_tail(log_path)}')
     (merged / '.complete').write_text('ok\n')

@@ -8,9 +8,9 @@ Swift imports this file in every training process, so it depends on swift alone,
   masked; this scale additionally weights the tool name and the argument JSON by ``AFT_ARGS_WEIGHT``
   (default 2.0): those few tokens decide whether a call is right, and a small model otherwise learns the
   fixed ``Action:`` scaffolding long before it learns to copy argument values.
-* ``--callbacks aft_rank_checksum``: at the end of training each rank writes a checksum of its trainable
-  weights to ``<output_dir>/rank_checksums/rank<N>.json``, so a multi-process run can prove that every
-  rank ended with identical weights (real gradient synchronisation).
+* ``--callbacks aft_rank_checksum``: at the start and the end of training each rank writes a checksum of its
+  trainable weights to ``<output_dir>/rank_checksums/rank<N>.json``, so a multi-process run can prove that
+  the weights changed and every rank ended with identical ones (real gradient synchronisation).
 """
 import hashlib
 import json
@@ -42,21 +42,33 @@ class AgentFabricLossScale(LossScale):
 
 class RankChecksumCallback(TrainerCallback):
 
-    def on_train_end(self, args, state, control, **kwargs):
-        model = kwargs.get('model') or self.trainer.model
-        digest = hashlib.sha256()
-        n = 0
+    @staticmethod
+    def _checksum(model):
+        digest, n = hashlib.sha256(), 0
         for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
             if p.requires_grad:
                 digest.update(name.encode())
                 digest.update(p.detach().float().cpu().numpy().tobytes())
                 n += p.numel()
+        return digest.hexdigest(), n
+
+    def _write(self, args, state, model, when):
+        sha, n = self._checksum(model or self.trainer.model)
         rank = int(os.environ.get('RANK', '0'))
         out = os.path.join(args.output_dir, 'rank_checksums')
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, f'rank{rank}.json'), 'w') as f:
-            json.dump({'rank': rank, 'world_size': int(os.environ.get('WORLD_SIZE', '1')),
-                       'trainable_params': n, 'sha256': digest.hexdigest(), 'global_step': state.global_step}, f)
+        path = os.path.join(out, f'rank{rank}.json')
+        record = json.load(open(path)) if when == 'end' and os.path.exists(path) else {}
+        record.update({'rank': rank, 'world_size': int(os.environ.get('WORLD_SIZE', '1')), 'trainable_params': n,
+                       f'sha256_{when}': sha, 'global_step': state.global_step})
+        with open(path, 'w') as f:
+            json.dump(record, f)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._write(args, state, kwargs.get('model'), 'begin')
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._write(args, state, kwargs.get('model'), 'end')
 
 
 loss_scale_map['agentfabric'] = AgentFabricLossScale

@@ -70,6 +70,26 @@ def _split_items(items: list, key: str, ratios=(0.7, 0.15, 0.15), min_each: int 
     return {'test': items[:n_test], 'val': items[n_test:n_test + n_val], 'train': items[n_test + n_val:]}
 
 
+def _split_values(pools: dict[tuple, list[str]]) -> dict[tuple, dict[str, list[str]]]:
+    """Split slot values by the value itself, so a value shared by two pools (a city that is also a
+    location) lands in the same split everywhere; a pool whose val or test share came out empty takes
+    a value that no other pool has."""
+    owners = Counter(v for values in pools.values() for v in set(values))
+    out = {}
+    for key, values in pools.items():
+        parts: dict[str, list[str]] = {s: [] for s in SPLITS}
+        for v in values:
+            r = _rng('value', v).random()
+            parts['test' if r < 0.15 else 'val' if r < 0.3 else 'train'].append(v)
+        for split in ('test', 'val'):
+            own = [v for v in parts['train'] if owners[v] == 1]
+            if not parts[split] and own and len(parts['train']) > 2:
+                parts[split].append(own[0])
+                parts['train'].remove(own[0])
+        out[key] = parts if all(parts.values()) else {s: values for s in SPLITS}
+    return out
+
+
 @dataclass
 class Resources:
     """The catalog and pools, partitioned once into splits."""
@@ -90,13 +110,12 @@ class Resources:
                 templates[(t.name, lang)] = ({s: temps for s in SPLITS} if t.holdout else
                                              _split_items(temps, f'{t.name}.{lang}', ratios=(0.7, 0.15, 0.15)))
         enum_slots = {p.slot for t in tools for p in t.parameters if p.enum}
-        slots = {}
-        for slot, by_lang in slot_values.items():
-            slots[slot] = {}
-            for lang, values in by_lang.items():
-                splittable = slot not in enum_slots and all(isinstance(v, str) for v in values) and len(values) >= 9
-                slots[slot][lang] = _split_items(values, f'slot.{slot}.{lang}') if splittable else \
-                    {s: values for s in SPLITS}
+        pools = {(slot, lang): values for slot, by_lang in slot_values.items() for lang, values in by_lang.items()
+                 if slot not in enum_slots and len(values) >= 9 and all(isinstance(v, str) for v in values)}
+        slots = {slot: {lang: {s: values for s in SPLITS} for lang, values in by_lang.items()}
+                 for slot, by_lang in slot_values.items()}
+        for (slot, lang), parts in _split_values(pools).items():
+            slots[slot][lang] = parts
         return cls(tools=tools, templates=templates, slots=slots,
                    no_call={lang: _split_items(v, f'nocall.{lang}') for lang, v in load_no_call().items()},
                    instructions={lang: _split_items(v, f'instr.{lang}') for lang, v in load_instructions().items()},

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from .environment import repo_root
+from .environment import child_env, repo_root
 
 PLUGIN = Path(__file__).resolve().with_name('swift_plugin.py')
 
@@ -268,7 +268,7 @@ def run_training(cfg: TrainConfig, log_path: str | Path, n_train: int | None = N
     out.mkdir(parents=True, exist_ok=True)
     resume_from = str(last_checkpoint(out)) if resume and last_checkpoint(out) else None
     cmd = cfg.command(n_train, resume_from)
-    env = {**os.environ, **cfg.env(), 'PYTHONUNBUFFERED': '1', 'TQDM_MININTERVAL': '5'}
+    env = child_env(**cfg.env(), TQDM_MININTERVAL='5')
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()

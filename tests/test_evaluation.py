@@ -167,3 +167,14 @@ def test_score_cli_prints_only_json(tmp_path):
     res = subprocess.run([sys.executable, '-m', 'helpers', 'score', '--cases', str(cases_path), '--predictions',
                           str(preds_path)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stdout == ''
+
+
+def test_a_model_that_keeps_calling_is_stopped(tmp_path):
+    loop = format_call('get_weather', {'city': 'Paris'})
+    with ScriptedServer(lambda body: loop) as srv:
+        metrics = evaluate([case('a', PARIS)], srv.base_url, 'scripted', tmp_path, workers=1, progress=False,
+                           max_llm_calls=3)
+    row = json.loads((tmp_path / 'predictions.jsonl').read_text())
+    assert row['stopped'] and row['n_llm_calls'] == 3 and len(srv.chat_requests()) == 3
+    assert len(row['calls_executed']) == 3 and metrics['n_stopped'] == 1  # no 4th request was sent
+    assert metrics['tool_selection_acc'] == 1.0  # the first call is still scored

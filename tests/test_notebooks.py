@@ -8,18 +8,11 @@ import sys
 import pytest
 
 from helpers.environment import repo_root
-from helpers.pipeline import notebooks, run_pipeline
+from helpers.pipeline import notebooks
 
 ROOT = repo_root()
 
 NOTEBOOKS = notebooks()
-
-
-@pytest.fixture(scope='session')
-def tiny_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp('tiny-run')
-    results = run_pipeline('tiny', run_dir, log=lambda *a: None)
-    return run_dir, {r.notebook: r for r in results}
 
 
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.name)

@@ -1,0 +1,161 @@
+"""Report: one page per run (``report.html`` with embedded images, and ``report.md``), built only from
+the files the notebooks wrote into the run directory — environment, data, the exact training command,
+curves, before/after metrics, per-tool results, transcripts of successes and failures, wall times."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+KEYS = ('tool_selection_acc', 'args_exact_acc', 'args_f1', 'false_positive_rate', 'invalid_call_rate',
+        'answer_rouge_l')
+
+
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _rate(m: dict, k: str) -> str:
+    v = m.get(k)
+    if v is None:
+        return '–'
+    ci, cnt = (m.get('ci95') or {}).get(k), (m.get('counts') or {}).get(k)
+    return f'{v:.3f}' + (f' [{ci[0]:.2f}, {ci[1]:.2f}] ({cnt[0]}/{cnt[1]})' if ci else '')
+
+
+def _transcripts(run: Path, n: int = 3) -> tuple[list[dict], list[dict]]:
+    """A few successes and failures of the fine-tuned model, with what was asked and what came back."""
+    from .agentfabric import load_cases
+    from .evaluation import load_predictions, score
+    cases_path, preds_path = run / 'data' / 'test_cases.jsonl', run / 'eval' / 'finetuned' / 'predictions.jsonl'
+    if not (cases_path.exists() and preds_path.exists()):
+        return [], []
+    cases = load_cases(cases_path)
+    preds = load_predictions(preds_path)
+    _, scores = score(cases, preds)
+    by_id = {c.id: c for c in cases}
+    rows = [{'kind': s.kind, 'query': by_id[s.id].query,
+             'expected': json.dumps(by_id[s.id].expected_call, ensure_ascii=False),
+             'output': preds.get(s.id, {}).get('output', ''), 'answer': preds.get(s.id, {}).get('answer', '')}
+            for s in scores]
+    ok = [r for r in rows if r['kind'] == 'ok'][:n]
+    seen, bad = set(), []
+    for r in rows:
+        if r['kind'] != 'ok' and r['kind'] not in seen:
+            seen.add(r['kind'])
+            bad.append(r)
+    return ok, bad
+
+
+def collect(run: str | Path) -> dict:
+    run = Path(run)
+    return {'run': str(run), 'environment': _load(run / 'environment.json'),
+            'data': _load(run / 'data' / 'data_summary.json'), 'training': _load(run / 'run_summary.json'),
+            'serving': _load(run / 'serve' / 'model.json'), 'gallery': _load(run / 'roleplay' / 'gallery.json'),
+            'evaluation': _load(run / 'eval' / 'metrics.json'), 'timings': _load(run / 'timings.json')}
+
+
+def _table(headers: list[str], rows: list[list]) -> tuple[str, str]:
+    """(html, markdown) of a table."""
+    h = '<table><tr>' + ''.join(f'<th>{html.escape(str(x))}</th>' for x in headers) + '</tr>' + ''.join(
+        '<tr>' + ''.join(f'<td>{html.escape(str(x))}</td>' for x in r) + '</tr>' for r in rows) + '</table>'
+    md = '| ' + ' | '.join(map(str, headers)) + ' |\n|' + '---|' * len(headers) + '\n' + ''.join(
+        '| ' + ' | '.join(str(x).replace('|', '\\|').replace('\n', '⏎') for x in r) + ' |\n' for r in rows)
+    return h, md
+
+
+def build_report(run: str | Path) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` into ``run``; sections whose files are missing say so."""
+    run = Path(run)
+    info = collect(run)
+    parts_html, parts_md = [], []
+
+    def section(title: str, html_body: str, md_body: str) -> None:
+        parts_html.append(f'<h2>{html.escape(title)}</h2>{html_body}')
+        parts_md.append(f'## {title}\n\n{md_body}\n')
+
+    def image(path: Path, alt: str) -> tuple[str, str]:
+        if not path.exists():
+            return f'<p>({html.escape(alt)}: not produced)</p>', f'({alt}: not produced)'
+        data = base64.b64encode(path.read_bytes()).decode()
+        return (f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}" style="max-width:100%">',
+                f'![{alt}]({path.relative_to(run)})')
+
+    env = info['environment'] or {}
+    hw = env.get('hardware') or {}
+    h, m = _table(['item', 'value'], [
+        ['profile', env.get('profile', '–')], ['why', env.get('reason', '–')], ['model', env.get('model', '–')],
+        ['CPU cores', hw.get('cpu_count', '–')], ['memory GiB', hw.get('memory_gib', '–')],
+        ['GPU', ', '.join(hw.get('gpus') or []) or 'none'],
+        *[[k, v or 'not installed'] for k, v in (env.get('versions') or {}).items()
+          if k in ('torch', 'transformers', 'ms-swift', 'modelscope-agent', 'vllm')]])
+    section('Environment', h, m)
+
+    data = info['data'] or {}
+    rows = [[s, json.dumps(data.get(s), ensure_ascii=False)] for s in ('train', 'val', 'test') if data.get(s)]
+    h, m = _table(['split', 'contents'], rows) if rows else ('<p>(no data summary)</p>', '(no data summary)')
+    why = (data.get('plan') or {}).get('why', '')
+    section('Data', f'<p>{html.escape(why)}</p>' + h, f'{why}\n\n{m}')
+
+    tr = info['training'] or {}
+    if tr:
+        h, m = _table(['figure', 'value'], [[k, tr.get(k)] for k in (
+            'effective_batch', 'wall_seconds', 'steps', 'samples_seen', 'tokens_per_second', 'seconds_per_step',
+            'peak_rss_gib', 'peak_gpu_memory_gib', 'final_train_loss', 'final_eval_loss', 'final_eval_token_acc',
+            'best_checkpoint')])
+        img_h, img_m = image(run / 'train' / 'curves.png', 'training curves')
+        cmd = tr.get('shell', '')
+        section('Training', f'<pre>{html.escape(cmd)}</pre>{h}{img_h}', f'```bash\n{cmd}\n```\n\n{m}\n{img_m}')
+    else:
+        section('Training', '<p>(not run)</p>', '(not run)')
+
+    ev = info['evaluation'] or {}
+    models = ev.get('models') or {}
+    if models:
+        h, m = _table(['metric', *models], [[k, *(_rate(models[w], k) for w in models)] for k in KEYS]
+                      + [['cases', *(models[w].get('n_cases') for w in models)]])
+        img_h, img_m = image(run / 'eval' / 'before_after.png', 'before vs after')
+        delta = ev.get('delta') or {}
+        dh, dm = _table(['metric', 'fine-tuned minus base'], [[k, v] for k, v in delta.items()]) if delta else ('', '')
+        section('Before vs after (held-out cases, real RolePlay loop, 95% Wilson intervals)', h + img_h + dh,
+                m + '\n' + img_m + '\n\n' + dm)
+        per_tool = run / 'eval' / 'per_tool.csv'
+        if per_tool.exists():
+            lines = [line.split(',') for line in per_tool.read_text().strip().splitlines()]
+            h, m = _table(lines[0], lines[1:])
+            section('Per tool (fine-tuned)', h, m)
+        ok, bad = _transcripts(run)
+        for title, rows in (('Transcripts: successes', ok), ('Transcripts: one failure of each kind', bad)):
+            if rows:
+                h, m = _table(list(rows[0]), [list(r.values()) for r in rows])
+                section(title, h, m)
+    else:
+        section('Evaluation', '<p>(not run)</p>', '(not run)')
+
+    gallery = info['gallery'] or []
+    if gallery:
+        h, m = _table(list(gallery[0]), [list(g.values()) for g in gallery])
+        section('RolePlay gallery', h, m)
+
+    timings = info['timings'] or {}
+    if timings:
+        rows = [[k, f"{v['seconds']:.0f}", v['status']] for k, v in timings.items()]
+        rows.append(['total', f"{sum(v['seconds'] for v in timings.values()):.0f}", ''])
+        h, m = _table(['notebook', 'seconds', 'status'], rows)
+        section('Wall time per step', h, m)
+
+    title = f'AgentFabric tool-calling fine-tune — {run.name}'
+    style = ('body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}table{border-collapse:collapse;'
+             'margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px;vertical-align:top;'
+             'max-width:420px;word-wrap:break-word;white-space:pre-wrap}pre{background:#f6f8fa;padding:8px;'
+             'white-space:pre-wrap}')
+    html_path, md_path = run / 'report.html', run / 'report.md'
+    html_path.write_text(f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+                         f'<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{"".join(parts_html)}'
+                         '</body></html>', encoding='utf-8')
+    md_path.write_text(f'# {title}\n\n' + '\n'.join(parts_md), encoding='utf-8')
+    return html_path, md_path

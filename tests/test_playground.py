@@ -1,0 +1,67 @@
+"""The Gradio playground driven by a real headless Chromium (Debian's chromium + chromedriver via Selenium):
+the weather question goes through RolePlay and the tool's result must appear in the reply."""
+import json
+import shutil
+
+import pytest
+
+from helpers.agentfabric import format_call
+from helpers.catalog import load_catalog
+from helpers.playground import launch
+from helpers.scripted_server import ScriptedServer
+
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+CHROMEDRIVER = shutil.which('chromedriver')
+
+
+def test_browsers_are_installed():
+    """make test installs them (scripts/browser.sh); a missing browser must fail loudly, not skip."""
+    assert CHROMIUM and CHROMEDRIVER, 'chromium/chromedriver missing: run `bash scripts/browser.sh` (Debian packages)'
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason='needs chromium and chromedriver (see above)')
+def test_weather_question_shows_the_tool_result_in_the_reply(monkeypatch):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    for key in ('AMAP_TOKEN', 'DASHSCOPE_API_KEY'):  # with a key set the real tool would answer instead
+        monkeypatch.delenv(key, raising=False)
+    catalog = load_catalog()
+    weather = next(t for t in catalog if t.name == 'amap_weather')
+    observation = weather.observation({'location': '朝阳区'})
+
+    def script(body):
+        user = body['messages'][-1]['content']
+        if '\nAnswer:' in user:
+            return '朝阳区天气：' + json.loads(user.split('<result>')[1].split('</result>')[0])['condition']
+        return format_call('amap_weather', {'location': '朝阳区'}) + 'Observation:'
+
+    with ScriptedServer(script) as llm:
+        page = launch(llm.base_url, 'scripted', catalog)
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for flag in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
+                     '--disable-background-networking', '--disable-component-update', '--disable-sync'):
+            opts.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+        try:
+            driver.get(page.url)
+            wait = WebDriverWait(driver, 60)
+            box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '#message textarea')))
+            box.send_keys('朝阳区天气怎样？')
+            driver.find_element(By.CSS_SELECTOR, '#send').click()
+            condition = json.loads(observation)['condition']
+            wait.until(lambda d: f'朝阳区天气：{condition}' in d.find_element(By.CSS_SELECTOR, '#chat').text)
+            chat = driver.find_element(By.CSS_SELECTOR, '#chat').text
+            assert 'Action: amap_weather' in chat  # the call RolePlay parsed and ran
+            assert condition in chat
+        finally:
+            driver.quit()
+            page.close()
+    # the model saw the real RolePlay prompt with the playground's default tools
+    first = llm.chat_requests()[0]['messages']
+    assert first[-1]['content'].startswith('(。你可以使用工具：[amap_weather,image_gen])朝阳区天气怎样？')
+    assert '<result>' + observation + '</result>' in llm.chat_requests()[1]['messages'][-1]['content']

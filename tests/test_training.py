@@ -1,0 +1,108 @@
+"""Training: command building and presets, the two-process CPU path, resume after a kill, clear failures."""
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers.models import prepare_model
+from helpers.synth import PROFILE_DATA, write_splits
+from helpers.training import PRESETS, TrainingError, last_checkpoint, preset, read_log_history, run_training
+
+
+def test_original_guide_preset_is_the_published_recipe():
+    g = PRESETS['original-guide']
+    assert (g['lora_rank'], g['lora_alpha'], g['lora_dropout'], g['learning_rate'], g['num_train_epochs']) == \
+        (8, 32, 0.05, 5e-5, 2)
+    assert g['batch_size'] == 2 and g['global_batch_size'] == 64 and g['general_mix_ratio'] == 2.0
+
+
+@pytest.mark.parametrize('gpus, accum', [(1, 32), (2, 16), (4, 8), (8, 4)])
+def test_effective_batch_is_constant_across_gpu_counts(gpus, accum):
+    cfg = preset('original-guide', nproc_per_node=gpus)
+    assert cfg.gradient_accumulation_steps == accum
+    assert cfg.batch_size * cfg.gradient_accumulation_steps * cfg.world_size == 64
+    args = cfg.args()
+    assert args[args.index('--gradient_accumulation_steps') + 1] == str(accum)
+
+
+def test_multi_node_and_deepspeed_options():
+    cfg = preset('gpu', nproc_per_node=8, nnodes=2, node_rank=1, master_addr='10.0.0.1', master_port=29501,
+                 deepspeed='zero3', cuda_visible_devices='0,1,2,3,4,5,6,7')
+    env = cfg.env()
+    assert env['NPROC_PER_NODE'] == '8' and env['NNODES'] == '2' and env['NODE_RANK'] == '1'
+    assert env['MASTER_ADDR'] == '10.0.0.1' and env['MASTER_PORT'] == '29501'
+    assert '--deepspeed' in cfg.args() and 'zero3' in cfg.args()
+    shell = cfg.shell()
+    assert shell.startswith('NPROC_PER_NODE=8 ') and '--tuner_type lora' in shell
+    with pytest.raises(ValueError, match='multiple'):
+        _ = preset('gpu', nproc_per_node=3).gradient_accumulation_steps
+    with pytest.raises(ValueError, match='unknown preset'):
+        preset('huge')
+    with pytest.raises(ValueError, match='unknown training options'):
+        preset('cpu', learning_rte=1)
+
+
+def test_general_mix_only_with_a_dataset():
+    cfg = preset('original-guide', train_file='t.jsonl')
+    assert cfg.datasets(100) == ['t.jsonl', 'iic/ms_bench#200']
+    cfg.general_dataset = None
+    assert cfg.datasets(100) == ['t.jsonl']
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp('data')
+    write_splits(out, PROFILE_DATA['tiny'], seed=1)
+    return out
+
+
+def _tiny(tmp_path, data, **kw):
+    return preset('tiny', model=str(prepare_model('tiny-qwen2')), model_type='qwen2', template='qwen2_5',
+                  train_file=str(data / 'train.jsonl'), output_dir=str(tmp_path / 'out'), **kw)
+
+
+def test_two_cpu_processes_end_with_identical_weights(tmp_path, tiny_data):
+    cfg = _tiny(tmp_path, tiny_data, max_steps=4, nproc_per_node=2, use_cpu=True, global_batch_size=4,
+                save_steps=100, eval_steps=100, master_port=29000 + os.getpid() % 1000)
+    run_training(cfg, tmp_path / 'train.log')
+    ranks = [json.loads((tmp_path / 'out' / 'rank_checksums' / f'rank{r}.json').read_text()) for r in (0, 1)]
+    assert [r['world_size'] for r in ranks] == [2, 2] and ranks[0]['global_step'] == 4
+    assert ranks[0]['sha256_begin'] != ranks[0]['sha256_end']  # the weights did change
+    assert ranks[0]['sha256_end'] == ranks[1]['sha256_end']  # and every rank holds the same ones
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_data):
+    cfg = _tiny(tmp_path, tiny_data, max_steps=6, save_steps=2, eval_steps=100)
+    out = tmp_path / 'out'
+
+    def kill_after_first_checkpoint():
+        deadline = time.time() + 300
+        while time.time() < deadline and not (out / 'checkpoint-2' / 'trainer_state.json').exists():
+            time.sleep(0.2)
+        for pid in os.popen(f"pgrep -f 'output_dir {out}'").read().split():
+            os.kill(int(pid), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint)
+    killer.start()
+    with pytest.raises(TrainingError, match='exited with code'):
+        run_training(cfg, tmp_path / 'train.log')
+    killer.join()
+    assert last_checkpoint(out) is not None and not (out / 'train_done.json').exists()
+    result = run_training(cfg, tmp_path / 'train.log')
+    assert result.resumed_from and Path(result.resumed_from).name in ('checkpoint-2', 'checkpoint-4')
+    assert result.last_checkpoint.endswith('checkpoint-6')
+    assert any('loss' in r for r in read_log_history(out))
+    again = run_training(cfg, tmp_path / 'train.log')  # finished: not repeated
+    assert again.skipped and again.last_checkpoint == result.last_checkpoint
+
+
+def test_a_failed_run_ends_with_the_reason_and_log_tail(tmp_path, tiny_data):
+    cfg = _tiny(tmp_path, tiny_data, max_steps=2)
+    cfg.model = str(tmp_path / 'no-such-model')
+    with pytest.raises(TrainingError) as err:
+        run_training(cfg, tmp_path / 'train.log')
+    assert 'last lines' in str(err.value) and str(tmp_path / 'train.log') in str(err.value)
