@@ -98,13 +98,15 @@ def cmd_synth(args) -> int:
     counts = dict(zip(('train', 'val', 'test'), _split_counts(args.n, cfg.split_ratios)))
     if args.split != 'all':
         counts = {args.split: args.n}
+    from .agentfabric import to_case
     n = 0
     with open(args.out, 'w', encoding='utf-8') as f:
         for split, k in counts.items():
             for conv in gen.conversations(split, k):
-                f.write(json.dumps(conv.to_dict(), ensure_ascii=False) + '\n')
+                f.write(json.dumps(to_case(conv).to_dict() if args.cases else conv.to_dict(), ensure_ascii=False)
+                        + '\n')
                 n += 1
-    print(f'wrote {n} conversations to {args.out} ({counts})', file=sys.stderr)
+    print(f'wrote {n} {"cases" if args.cases else "conversations"} to {args.out} ({counts})', file=sys.stderr)
     return 0
 
 
@@ -182,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='all: 80/10/10 over train/val/test')
     p.add_argument('--langs', nargs='+', choices=['zh', 'en'], default=['zh', 'en'])
     p.add_argument('--max-tools', type=int, default=4)
+    p.add_argument('--cases', action='store_true', help='write evaluation cases (last turn of each) instead')
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser('evaluate', help='run cases through the real RolePlay loop against a server')

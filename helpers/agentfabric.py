@@ -444,9 +444,11 @@ class Sample:
     kind: str  # 'call' (writes Action/Action Input), 'answer' (after an observation), 'direct' (no tool)
     meta: dict = field(default_factory=dict)
 
-    def to_messages(self) -> dict:
-        """ms-swift ``messages`` format; earlier assistant turns carry ``"loss": false``."""
-        msgs = [dict(m, loss=False) if m['role'] == 'assistant' else dict(m) for m in self.messages]
+    def to_messages(self, train_history: bool = False) -> dict:
+        """ms-swift ``messages`` format; earlier assistant turns carry ``"loss": false`` unless
+        ``train_history`` (then a loss scale must mask the observations inside them)."""
+        msgs = [dict(m, loss=False) if m['role'] == 'assistant' and not train_history else dict(m)
+                for m in self.messages]
         return {'messages': msgs + [{'role': 'assistant', 'content': self.target}]}
 
     def to_conversations(self, sample_id: str) -> dict:

@@ -3,11 +3,12 @@
 Swift imports this file in every training process, so it depends on swift alone, not on ``helpers``.
 
 * ``--loss_scale agentfabric``: samples are pre-rendered RolePlay requests whose last assistant message is
-  either a call (``Action: name\\nAction Input: {json}\\n``) or an answer. The prompt, the observation (it
-  sits in the user message, where RolePlay puts it) and earlier turns (``"loss": false``) are already
-  masked; this scale additionally weights the tool name and the argument JSON by ``AFT_ARGS_WEIGHT``
-  (default 2.0): those few tokens decide whether a call is right, and a small model otherwise learns the
-  fixed ``Action:`` scaffolding long before it learns to copy argument values.
+  either a call (``Action: name\\nAction Input: {json}\\n``) or an answer. The prompt and the observation
+  (it sits in the user message, where RolePlay puts it) are masked by the template; this scale weights the
+  tool name and the argument JSON by ``AFT_ARGS_WEIGHT`` (default 2.0) — those few tokens decide whether
+  a call is right, and a small model otherwise learns the fixed ``Action:`` scaffolding long before it
+  learns to copy argument values. Earlier turns kept in the history are either masked (``"loss": false``)
+  or, for sessions, trained with the observations RolePlay inserted into them masked.
 * ``--callbacks aft_rank_checksum``: at the start and the end of training each rank writes a checksum of its
   trainable weights to ``<output_dir>/rank_checksums/rank<N>.json``, so a multi-process run can prove that
   the weights changed and every rank ended with identical ones (real gradient synchronisation).
@@ -15,11 +16,16 @@ Swift imports this file in every training process, so it depends on swift alone,
 import hashlib
 import json
 import os
+import re
 
 from swift.callbacks.base import TrainerCallback
 from swift.callbacks.mapping import callbacks_map
 from swift.loss_scale.base import LossScale
 from swift.loss_scale.mapping import loss_scale_map
+
+
+# What RolePlay inserts between two model outputs of one turn (kept in history transcripts): never trained.
+OBSERVATION = re.compile(r'(\nObservation: <result>.*?</result>\nAnswer:)', re.S)
 
 
 class AgentFabricLossScale(LossScale):
@@ -29,15 +35,23 @@ class AgentFabricLossScale(LossScale):
         super().__init__(base_strategy)
         self.weight = float(os.environ.get('AFT_ARGS_WEIGHT', '2.0'))
 
-    def get_loss_scale(self, context, **kwargs):
-        if not isinstance(context, str) or 'Action Input: ' not in context or not context.startswith('Action: '):
-            return [context], [1.0]
-        head, rest = context[len('Action: '):].split('\nAction Input: ', 1)
+    def _output(self, text):
+        """One model output: a call (name and arguments weighted) or plain text."""
+        if not text.startswith('Action: ') or '\nAction Input: ' not in text:
+            return [(text, 1.0)]
+        head, rest = text[len('Action: '):].split('\nAction Input: ', 1)
         args, newline, tail = rest.partition('\n')
-        parts = [('Action: ', 1.0), (head, self.weight), ('\nAction Input: ', 1.0), (args, self.weight),
-                 (newline + tail, 1.0)]
+        return [('Action: ', 1.0), (head, self.weight), ('\nAction Input: ', 1.0), (args, self.weight),
+                (newline + tail, 1.0)]
+
+    def get_loss_scale(self, context, **kwargs):
+        if not isinstance(context, str):
+            return [context], [1.0]
+        parts = []
+        for i, piece in enumerate(OBSERVATION.split(context)):  # odd pieces are inserted observations
+            parts += [(piece, 0.0)] if i % 2 else self._output(piece)
         parts = [(text, w) for text, w in parts if text]
-        return [p[0] for p in parts], [p[1] for p in parts]
+        return [p[0] for p in parts] or [context], [p[1] for p in parts] or [1.0]
 
 
 class RankChecksumCallback(TrainerCallback):

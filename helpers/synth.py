@@ -50,6 +50,8 @@ class SynthConfig:
     p_multi_turn: float = 0.15
     p_shared_slot_distractor: float = 0.7  # distractors chosen among tools sharing a parameter name
     p_holdout_tool: float = 0.25  # test split only: share of call conversations using a holdout tool
+    p_session: float = 0.0  # train split only: share of conversations that are sessions of several queries
+    session_turns: tuple[int, int] = (3, 5)  # queries per session
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
 
@@ -183,6 +185,13 @@ class Generator:
         lang = rng.choice(cfg.langs)
         instruction = check_instruction(rng.choice(self.res.instructions[lang][split]))
         meta = {'split': split, 'lang': lang}
+        if split == 'train' and cfg.p_session and rng.random() < cfg.p_session:
+            tools, turns, pairs = self._session(rng, lang, split)
+            last = turns[-1].calls[0].name if turns[-1].calls else None
+            meta.update(kind='session', template=pairs[-1][1] if pairs else None, tool=last, holdout=False,
+                        pairs=pairs)
+            return Conversation(id=f'{split}-{self.seed}-{index}', instruction=instruction,
+                                tools=[t.as_tool(lang) for t in tools], turns=turns, lang=lang, meta=meta)
         roll = rng.random()
         if roll < cfg.p_no_call:
             item = rng.choice(self.res.no_call[lang][split])
@@ -208,6 +217,24 @@ class Generator:
                         holdout=bool(holdout), pairs=pairs)
         return Conversation(id=f'{split}-{self.seed}-{index}', instruction=instruction,
                             tools=[t.as_tool(lang) for t in tools], turns=turns, lang=lang, meta=meta)
+
+    def _session(self, rng, lang, split):
+        """An agent used for several queries in a row: fixed tools and role, each query a call to one of
+        them (or none). Earlier queries become the history of the last, as AgentFabric keeps them."""
+        main = rng.choice(self.res.eligible(split, lang, False))
+        tools = self._offered(rng, main, lang, split)
+        usable = [t for t in tools if self.res.templates.get((t.name, lang), {}).get(split)]
+        turns, pairs = [], []
+        for _ in range(rng.randint(*self.cfg.session_turns)):
+            if rng.random() < self.cfg.p_no_call:
+                item = rng.choice(self.res.no_call[lang][split])
+                turns.append(Turn(item['text'], [], item['answer']))
+            else:
+                tool = rng.choice(usable)
+                turn, template_id = self._call_turn(rng, tool, lang, split)
+                turns.append(turn)
+                pairs.append([tool.name, template_id])
+        return tools, turns, pairs
 
     def _second_turn(self, rng, main, tools, first: Turn, lang, split):
         """(turn, kind, template id or None): a follow-up, another tool, or a thank-you with no call."""
@@ -237,6 +264,7 @@ class DataPlan:
     n_val: int
     n_test: int
     answer_share: float = 1.0  # share of answer samples kept (call samples are always kept)
+    train_history: bool = False  # sessions: train the earlier turns too (needs --loss_scale agentfabric)
     why: str = ''
 
 
@@ -250,14 +278,26 @@ PROFILE_DATA = {
 }
 
 
-def training_rows(conversations: list[Conversation], answer_share: float = 1.0, seed: int = 0) -> list[dict]:
-    """ms-swift ``messages`` rows, one per RolePlay request; answer samples thinned to ``answer_share``."""
+def training_rows(conversations: list[Conversation], answer_share: float = 1.0, seed: int = 0,
+                  train_history: bool = False) -> list[dict]:
+    """ms-swift ``messages`` rows, one per RolePlay request; answer samples thinned to ``answer_share``.
+
+    A *session* contributes only the requests of its last query, and with ``train_history`` its earlier
+    turns are trained too: their calls and answers carry loss while the observations RolePlay inserted
+    stay masked (this needs ``--loss_scale agentfabric``). One long sample then teaches several calls.
+    """
     rows = []
     for conv in conversations:
-        for i, s in enumerate(render(conv)):
+        samples = render(conv)
+        last = len(conv.turns) - 1
+        for i, s in enumerate(samples):
+            if conv.meta.get('kind') == 'session' and s.meta['turn'] != last:
+                continue
             if s.kind == 'answer' and _rng(seed, conv.id, i).random() >= answer_share:
                 continue
-            rows.append({**s.to_messages(), 'meta': {**s.meta, 'kind': s.kind}})
+            history = train_history and conv.meta.get('kind') == 'session'
+            rows.append({**s.to_messages(train_history=history),
+                         'meta': {**s.meta, 'kind': s.kind, 'history_trained': history}})
     return rows
 
 
@@ -279,7 +319,8 @@ def write_splits(out_dir: str | Path, plan: DataPlan, seed: int = 0, resources: 
                     f.write(json.dumps(c.to_dict(), ensure_ascii=False) + '\n')
             summary['test'] = {'cases': len(cases), 'with_call': sum(c.expected_call is not None for c in cases)}
         else:
-            rows = training_rows(convs, plan.answer_share if split == 'train' else 1.0, seed)
+            rows = training_rows(convs, plan.answer_share if split == 'train' else 1.0, seed,
+                                 train_history=plan.train_history and split == 'train')
             with open(out / f'{split}.jsonl', 'w', encoding='utf-8') as f:
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False) + '\n')

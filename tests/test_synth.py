@@ -126,3 +126,17 @@ def test_cli_synth_is_deterministic(tmp_path):
     assert outs[0] == outs[1] and len(outs[0].splitlines()) == 40
     assert Counter(json.loads(line)['meta']['split'] for line in outs[0].splitlines()) == {'train': 32, 'val': 4,
                                                                                           'test': 4}
+
+
+def test_bundled_test_cases_are_the_generator_s(tmp_path):
+    """data/test_cases.jsonl is the default generator's test split (500 cases, both languages, seed 0)."""
+    from helpers.agentfabric import load_cases
+    from helpers.environment import repo_root
+    bundled = (repo_root() / 'data' / 'test_cases.jsonl').read_text()
+    out = tmp_path / 'cases.jsonl'
+    subprocess.run([sys.executable, '-m', 'helpers', 'synth', '--n', '500', '--split', 'test', '--cases', '--out',
+                    str(out)], check=True, capture_output=True, timeout=120)
+    assert out.read_text() == bundled, 'regenerate: python -m helpers synth --n 500 --split test --cases --out data/test_cases.jsonl'
+    cases = load_cases(repo_root() / 'data' / 'test_cases.jsonl')
+    assert len(cases) == 500 and {c.lang for c in cases} == {'zh', 'en'}
+    assert sum(c.expected_call is None for c in cases) > 30 and sum(bool(c.meta.get('holdout')) for c in cases) > 50
