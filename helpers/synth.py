@@ -270,9 +270,12 @@ class DataPlan:
 
 PROFILE_DATA = {
     'tiny': DataPlan(SynthConfig(), n_train=24, n_val=8, n_test=12, why='just enough to exercise every step'),
-    'cpu': DataPlan(SynthConfig(langs=('en',), max_tools=3), n_train=260, n_val=24, n_test=160, answer_share=0.5,
-                    why='English only and at most 3 tools: SmolLM2 spends several tokens per Chinese character, '
-                        'and the 2-core training budget is about 10 minutes'),
+    'cpu': DataPlan(SynthConfig(langs=('en',), max_tools=3, p_no_call=0.25, p_session=0.5), n_train=120, n_val=12,
+                    n_test=150, answer_share=0.5, train_history=True,
+                    why='English only and at most 3 tools: SmolLM2 spends several tokens per Chinese character, and '
+                        'the 2-core training budget is about 12 minutes. Half the conversations are sessions of 3-5 '
+                        'queries to one agent whose earlier turns are trained too: one long sample then teaches '
+                        'several calls, which is what a CPU can afford'),
     'gpu': DataPlan(SynthConfig(), n_train=6000, n_val=300, n_test=500,
                     why='both languages, up to 4 tools, thousands of conversations'),
 }

@@ -106,3 +106,36 @@ def test_a_failed_run_ends_with_the_reason_and_log_tail(tmp_path, tiny_data):
     with pytest.raises(TrainingError) as err:
         run_training(cfg, tmp_path / 'train.log')
     assert 'last lines' in str(err.value) and str(tmp_path / 'train.log') in str(err.value)
+
+
+def test_loss_scale_weights_calls_and_masks_inserted_observations(monkeypatch):
+    monkeypatch.setenv('AFT_ARGS_WEIGHT', '3')
+    from helpers.swift_plugin import AgentFabricLossScale
+    scale = AgentFabricLossScale()
+    parts, weights = scale.get_loss_scale('Action: get_weather\nAction Input: {"city": "Paris"}\n')
+    assert list(zip(parts, weights)) == [('Action: ', 1.0), ('get_weather', 3.0), ('\nAction Input: ', 1.0),
+                                         ('{"city": "Paris"}', 3.0), ('\n', 1.0)]
+    transcript = ('Action: get_weather\nAction Input: {"city": "Paris"}\n'
+                  '\nObservation: <result>{"t": 21}\nline two</result>\nAnswer:It is 21 degrees.')
+    parts, weights = scale.get_loss_scale(transcript)
+    assert ''.join(parts) == transcript
+    masked = [p for p, w in zip(parts, weights) if w == 0]
+    assert masked == ['\nObservation: <result>{"t": 21}\nline two</result>\nAnswer:']
+    assert ('It is 21 degrees.', 1.0) in list(zip(parts, weights))
+    assert scale.get_loss_scale('Just an answer.') == (['Just an answer.'], [1.0])
+
+
+def test_session_rows_train_the_history_through_swift(tiny_data):
+    """Encoded by ms-swift itself: history calls and answers carry loss, inserted observations do not."""
+    from helpers.models import MODELS
+    from helpers.synth import Generator, SynthConfig, training_rows
+    from helpers.training import encoded_sample
+    convs = Generator(SynthConfig(langs=('en',), p_session=1.0), seed=4).conversations('train', 5)
+    row = next(r for r in training_rows(convs, train_history=True) if r['meta']['turn'] >= 2
+               and any('Observation: <result>' in m['content'] for m in r['messages'] if m['role'] == 'assistant'))
+    spec = MODELS['tiny-qwen2']
+    pieces = encoded_sample(row, str(prepare_model('tiny-qwen2')), spec.model_type, spec.template)
+    trained = ''.join(t for t, w in pieces if w > 0)
+    history_call = next(m['content'] for m in row['messages'][1:-1] if m['role'] == 'assistant' and 'Action:' in m['content'])
+    assert history_call.split('\nObservation:')[0].strip() in trained
+    assert '<result>' not in trained and row['messages'][-1]['content'].strip() in trained
