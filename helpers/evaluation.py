@@ -23,6 +23,8 @@ bounds the cost of a run; such cases are counted in ``n_stopped``.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import time
@@ -234,7 +236,9 @@ def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Pa
     if progress:
         from tqdm import tqdm  # text bar: readable in notebooks, papermill logs and terminals alike
         bar = tqdm(total=len(cases), desc=f'evaluating {model}', unit='case', mininterval=5)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # RolePlay prints a traceback to stdout for every tool call with bad arguments; the prediction
+    # already records it, so it is kept out of the notebook.
+    with ThreadPoolExecutor(max_workers=workers) as pool, contextlib.redirect_stdout(io.StringIO()):
         futures = {pool.submit(predict_case, c, llm, max_tokens, max_llm_calls): c.id for c in cases}
         for fut in as_completed(futures):
             rows[futures[fut]] = fut.result()

@@ -111,10 +111,11 @@ def run_pipeline(profile: str = 'auto', run_dir: str | Path | None = None, param
             _write_timing(run, StepResult(nb.name, secs, str(out), 'failed'))
             raise PipelineError(f'{nb.name} failed after {secs:.0f} s in {_failing_cell(out)}\n'
                                 f'executed copy: {out}') from e
-        result = StepResult(nb.name, round(time.time() - start, 1), str(out), 'ok')
+        now = time.time()
+        result = StepResult(nb.name, round(now - start, 1), str(out), 'ok')
         _write_timing(run, result)
         results.append(result)
-        log(f'[pipeline] {nb.name} done in {result.seconds:.0f} s (total {time.time() - total:.0f} s)')
+        log(f'[pipeline] {nb.name} done in {now - start:.0f} s (total {now - total:.0f} s)')
     if report:
         from .report import build_report
         html_path, _ = build_report(run)

@@ -72,24 +72,28 @@ def _split_items(items: list, key: str, ratios=(0.7, 0.15, 0.15), min_each: int 
     return {'test': items[:n_test], 'val': items[n_test:n_test + n_val], 'train': items[n_test + n_val:]}
 
 
-def _split_values(pools: dict[tuple, list[str]]) -> dict[tuple, dict[str, list[str]]]:
+def _split_values(pools: dict[tuple, list[str]], min_held_out: int = 2) -> dict[tuple, dict[str, list[str]]]:
     """Split slot values by the value itself, so a value shared by two pools (a city that is also a
-    location) lands in the same split everywhere; a pool whose val or test share came out empty takes
-    a value that no other pool has."""
-    owners = Counter(v for values in pools.values() for v in set(values))
+    location) lands in the same split everywhere. A pool whose val or test share came out smaller than
+    ``min_held_out`` (two slots of one kind, origin and destination, need two different values) moves
+    train values there, in every pool that holds them."""
+    where = {v: _value_split(v) for values in pools.values() for v in values}
+    for key in sorted(pools, key=str):
+        values = pools[key]
+        for split in ('test', 'val'):
+            spare = sorted((v for v in values if where[v] == 'train'), key=lambda v: _rng('move', v).random())
+            while sum(where[v] == split for v in values) < min_held_out and len(spare) > 4:
+                where[spare.pop()] = split
     out = {}
     for key, values in pools.items():
-        parts: dict[str, list[str]] = {s: [] for s in SPLITS}
-        for v in values:
-            r = _rng('value', v).random()
-            parts['test' if r < 0.15 else 'val' if r < 0.3 else 'train'].append(v)
-        for split in ('test', 'val'):
-            own = [v for v in parts['train'] if owners[v] == 1]
-            if not parts[split] and own and len(parts['train']) > 2:
-                parts[split].append(own[0])
-                parts['train'].remove(own[0])
+        parts = {s: [v for v in values if where[v] == s] for s in SPLITS}
         out[key] = parts if all(parts.values()) else {s: values for s in SPLITS}
     return out
+
+
+def _value_split(value: str) -> str:
+    r = _rng('value', value).random()
+    return 'test' if r < 0.15 else 'val' if r < 0.3 else 'train'
 
 
 @dataclass
@@ -139,7 +143,12 @@ class Generator:
     def _fill(self, rng, tool: CatalogTool, template, lang: str, split: str) -> tuple[str, dict]:
         """Draw a value for each placeholder from the split's pool: the query text and the call arguments."""
         slot = {p.name: p.slot for p in tool.parameters}
-        return tool.fill(template, {name: rng.choice(self.res.slots[slot[name]][lang][split]) for name in template.args})
+        values: dict = {}
+        for name in template.args:  # two slots of one kind (origin, destination) never get the same value
+            pool = self.res.slots[slot[name]][lang][split]
+            taken = [*values.values(), *template.fixed.values()]
+            values[name] = rng.choice([v for v in pool if v not in taken] or pool)
+        return tool.fill(template, values)
 
     def _offered(self, rng, main: CatalogTool, lang: str, split: str) -> list[CatalogTool]:
         """The main tool plus distractors (never holdout tools outside the test split)."""
@@ -168,7 +177,7 @@ class Generator:
 
     def _follow_up(self, rng, tool: CatalogTool, prev: Call, lang: str, split: str) -> Turn | None:
         param = next(p for p in tool.parameters if p.name == tool.primary)
-        options = [v for v in self.res.slots[param.slot][lang][split] if v != prev.arguments.get(param.name)]
+        options = [v for v in self.res.slots[param.slot][lang][split] if v not in prev.arguments.values()]
         if not options or not isinstance(options[0], str):
             return None
         value = rng.choice(options)

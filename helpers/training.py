@@ -342,8 +342,9 @@ def run_summary(cfg: TrainConfig, result: TrainResult, n_train_samples: int, mea
     history = read_log_history(result.output_dir)
     train = [r for r in history if 'loss' in r]
     evals = [r for r in history if 'eval_loss' in r]
-    final = history[-1] if history else {}
-    steps = int(str(train[-1].get('global_step/max_steps', '0/0')).split('/')[0]) if train else 0
+    final = next((r for r in reversed(history) if 'train_runtime' in r), {})
+    progress = [r['global_step/max_steps'] for r in history if 'global_step/max_steps' in r]
+    steps = int(str(progress[-1]).split('/')[0]) if progress else 0  # the last row, not the last logged loss
     samples_seen = steps * cfg.batch_size * cfg.gradient_accumulation_steps * cfg.world_size
     runtime = float(final.get('train_runtime') or result.wall_seconds or 1)
     gpu_mem = [float(str(r.get('memory(GiB)', 0)).rstrip('GiB') or 0) for r in train]

@@ -106,6 +106,21 @@ def test_generated_conversations_round_trip_through_the_raw_format(data):
         assert [(s.messages, s.target) for s in render(a)] == [(s.messages, s.target) for s in render(b)]
 
 
+def test_two_slots_of_one_kind_never_share_a_value(data, res):
+    """origin and destination (or two amounts, two languages) get different values, in every split and turn."""
+    slot_of = {(t.name, p.name): p.slot for t in res.tools for p in t.parameters}
+    checked = 0
+    for convs in data.values():
+        for conv in convs:
+            for call in (c for turn in conv.turns for c in turn.calls):
+                by_slot = Counter()
+                for name, value in call.arguments.items():
+                    by_slot[(slot_of[(call.name, name)], json.dumps(value))] += 1
+                assert max(by_slot.values(), default=1) == 1, call
+                checked += len(call.arguments) > 1
+    assert checked > 100
+
+
 def test_cases_and_files(tmp_path):
     summary = write_splits(tmp_path, PROFILE_DATA['tiny'], seed=2)
     cases = [json.loads(line) for line in (tmp_path / 'test_cases.jsonl').read_text().splitlines()]
