@@ -115,7 +115,8 @@ def test_two_slots_of_one_kind_never_share_a_value(data, res):
             for call in (c for turn in conv.turns for c in turn.calls):
                 by_slot = Counter()
                 for name, value in call.arguments.items():
-                    by_slot[(slot_of[(call.name, name)], json.dumps(value))] += 1
+                    if slot_of[(call.name, name)]:  # booleans have no slot: template wording fixes them
+                        by_slot[(slot_of[(call.name, name)], json.dumps(value))] += 1
                 assert max(by_slot.values(), default=1) == 1, call
                 checked += len(call.arguments) > 1
     assert checked > 100
