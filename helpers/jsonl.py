@@ -1,0 +1,224 @@
+"""Files: JSON Lines and JSON read one way, written atomically, and never written over an input.
+
+Every command and stage reads and writes its data files through this module:
+
+* :func:`read_text_lines` yields each physical line of a UTF-8 file (a byte-order mark and CRLF line ends
+  are accepted), or a :class:`BadLine` for a line that is not UTF-8 or is longer than
+  :data:`MAX_LINE_BYTES`, so a caller can reject that one record and go on; :func:`read_jsonl` parses the
+  non-blank lines and raises :class:`JsonlError` naming file and line for the first bad one.
+* :func:`loads` is strict JSON: ``NaN`` and ``Infinity`` are refused, and nesting too deep for the parser
+  is a ``ValueError`` like any other bad JSON; :func:`dumps` refuses them when writing.
+* :func:`atomic_write` writes a temporary file in the target's folder and renames it over the target only
+  once everything was written: an interrupted run leaves the old file (or none), never a partial one.
+* :func:`check_paths` refuses, before anything is opened for writing, an output that resolves (through
+  symlinks and hard links) to an input or to another output, an output that is a folder, and an output
+  whose folder does not exist.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Mapping
+
+MAX_LINE_BYTES = 64 * 2 ** 20  # a longer line is rejected unread rather than held in memory
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+PathLike = str | os.PathLike
+
+
+class JsonlError(ValueError):
+    """A file, or one of its lines, that cannot be used; the message says where and what to do."""
+
+
+class PathError(ValueError):
+    """An input or output path that cannot be used as given."""
+
+
+@dataclass
+class BadLine:
+    """A line that could not be read as text (it counts as a line, and is rejected)."""
+    reason: str
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f'{name} is not a JSON value')
+
+
+def loads(text: str | bytes) -> Any:
+    """Strict JSON: NaN/Infinity refused; nesting too deep for the parser is a ValueError."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError('nested too deeply to parse') from None
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """JSON text with non-ASCII kept; NaN/Infinity (not JSON) raise ValueError."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, indent=indent)
+    except RecursionError:
+        raise ValueError('nested too deeply to write as JSON') from None
+    except ValueError as e:
+        if str(e).startswith('Out of range float'):
+            raise ValueError('holds NaN or Infinity, which JSON does not have') from None
+        raise
+
+
+def read_text_lines(path: PathLike) -> Iterator[str | BadLine]:
+    """Every physical line of a UTF-8 text file without its line end (numbering = position + 1)."""
+    with open(path, 'rb') as f:
+        first = True
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b'\n'):
+                while (rest := f.readline(2 ** 20)) and not rest.endswith(b'\n'):
+                    pass
+                yield BadLine(f'line longer than {MAX_LINE_BYTES // 2 ** 20} MiB')
+                first = False
+                continue
+            raw = raw.rstrip(b'\n').rstrip(b'\r')
+            if first and raw.startswith(b'\xef\xbb\xbf'):
+                raw = raw[3:]
+            first = False
+            try:
+                yield raw.decode('utf-8')
+            except UnicodeDecodeError as e:
+                yield BadLine(f'not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})')
+
+
+def read_jsonl(path: PathLike) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for each non-blank line; the first bad line raises :class:`JsonlError`."""
+    for n, line in enumerate(read_text_lines(path), 1):
+        if isinstance(line, BadLine):
+            raise JsonlError(f'{path}:{n}: {line.reason}; fix or remove that line')
+        if not line.strip():
+            continue
+        try:
+            yield n, loads(line)
+        except ValueError as e:
+            raise JsonlError(f'{path}:{n}: not valid JSON ({e}); fix or remove that line') from None
+
+
+def read_json(path: PathLike) -> Any:
+    """One JSON document from a UTF-8 file (a byte-order mark is accepted)."""
+    try:
+        text = Path(path).read_bytes().decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        raise JsonlError(f'{path}: not UTF-8 text (byte at offset {e.start}); save it as UTF-8') from None
+    try:
+        return loads(text)
+    except ValueError as e:
+        raise JsonlError(f'{path}: not valid JSON ({e})') from None
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike) -> Iterator[IO[str]]:
+    """A text file that appears at ``path`` (through a symlink: at its target) only when the block ends
+    without an error; on any error or interrupt the old content stays and the temporary file is removed.
+    An existing device or pipe (``/dev/null``) is written in place: it cannot be replaced."""
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file() and not target.is_dir():
+        with open(target, 'w', encoding='utf-8') as f:
+            yield f
+        return
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name}.', suffix='.part')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8', newline='\n') as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: PathLike, rows: Iterable[Any]) -> int:
+    """Write values as JSON lines (UTF-8, non-ASCII kept), atomically; returns the count."""
+    n = 0
+    with atomic_write(path) as f:
+        for row in rows:
+            f.write(dumps(row) + '\n')
+            n += 1
+    return n
+
+
+def write_json(path: PathLike, obj: Any, indent: int = 2) -> None:
+    """Write one JSON document, atomically."""
+    text = dumps(obj, indent=indent) + '\n'
+    with atomic_write(path) as f:
+        f.write(text)
+
+
+def _same(a: PathLike, b: PathLike) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def check_input(label: str, path: PathLike) -> None:
+    """An input that can be opened for reading (a file, a pipe or a device; not a folder)."""
+    p = Path(path)
+    if not p.exists():
+        raise PathError(f'cannot read {label} {path}: it does not exist; check the path')
+    if p.is_dir():
+        raise PathError(f'cannot read {label} {path}: it is a folder; give a file')
+    if not os.access(p, os.R_OK):
+        raise PathError(f'cannot read {label} {path}: permission denied')
+
+
+def check_output_dir(label: str, path: PathLike) -> None:
+    """A folder that exists or can be created (no file in the way)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise PathError(f'{label} {path} is a file, not a folder; give a folder path')
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PathError(f'{label} {path}: {parent} is a file, so the folder cannot be created')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PathError(f'{label} {path}: cannot create or write to folder {parent} (permission denied)')
+
+
+def check_paths(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, PathLike | None] | None = None) -> None:
+    """Refuse outputs that would overwrite an input or each other, are folders, or have no folder;
+    keys are the names shown in the message (an option such as ``--output``)."""
+    outs = {k: v for k, v in outputs.items() if v is not None}
+    ins = {k: v for k, v in (inputs or {}).items() if v is not None}
+    for label, path in outs.items():
+        p = Path(path)
+        if p.is_dir():
+            raise PathError(f'{label} {path} is a folder; give a file path')
+        if p.exists() and not p.is_file():
+            continue  # a device or pipe, written in place
+        folder = Path(os.path.realpath(p)).parent
+        if folder.exists() and not folder.is_dir():
+            raise PathError(f'{label} {path}: {folder} is a file, not a folder')
+        if not folder.is_dir():
+            raise PathError(f'{label} {path}: folder {folder} does not exist; create it first')
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PathError(f'{label} {path}: cannot write to folder {folder} (permission denied)')
+        for in_label, in_path in ins.items():
+            if _same(path, in_path):
+                raise PathError(f'{label} {path} is the same file as {in_label} {in_path}; '
+                                'choose another path (inputs are never overwritten)')
+    labels = list(outs)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            if _same(outs[a], outs[b]):
+                raise PathError(f'{a} and {b} are the same file ({outs[a]}); give two different paths')
