@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
+from .jsonl import JsonlError, read_jsonl, write_jsonl  # noqa: F401  (write_jsonl: the notebooks' import)
+
 Lang = Literal['zh', 'en']
 LANGS: tuple[str, ...] = ('zh', 'en')
 
@@ -72,6 +74,10 @@ class CaseError(ValueError):
     """A tool, instruction or evaluation case that does not follow the format."""
 
 
+class DuplicateIdError(CaseError):
+    """An id used twice in a file of cases or predictions, which are matched by id."""
+
+
 def has_chinese(text: Any) -> bool:
     """modelscope-agent's test for Chinese text (CJK unified ideographs in ``str(text)``)."""
     return bool(_CJK.search(f'{text}'))
@@ -82,23 +88,38 @@ class ToolParam:
     """One parameter in modelscope-agent's tool style."""
     name: str
     description: str = ''
-    type: str = 'string'
+    type: str | list[str] = 'string'  # a JSON schema type (a list of them is allowed too)
     required: bool = False
     enum: list | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> 'ToolParam':
         if not isinstance(d, Mapping) or not isinstance(d.get('name'), str) or not d['name']:
-            raise CaseError(f'a tool parameter needs a non-empty "name": {d!r}')
-        ptype = d.get('type') or (d.get('schema') or {}).get('type') or 'string'
+            raise CaseError(f'a tool parameter needs a non-empty "name": {_short(d)}')
+        schema = d.get('schema') or {}
+        if not isinstance(schema, Mapping):
+            raise CaseError(f'parameter {d["name"]!r}: "schema" must be an object such as {{"type": "string"}}, '
+                            f'got {type(schema).__name__}')
+        ptype = d.get('type') or schema.get('type') or 'string'
+        if not (isinstance(ptype, str) or isinstance(ptype, list) and all(isinstance(t, str) for t in ptype)):
+            raise CaseError(f'parameter {d["name"]!r}: "type" must be a JSON type such as "string", got {_short(ptype)}')
+        enum = d.get('enum') or None
+        if enum is not None and not isinstance(enum, list):
+            raise CaseError(f'parameter {d["name"]!r}: "enum" must be a list of values, got {type(enum).__name__}')
         return cls(name=d['name'], description=str(d.get('description', '')), type=ptype,
-                   required=_truthy(d.get('required', False)), enum=d.get('enum') or None)
+                   required=_truthy(d.get('required', False)), enum=enum)
 
     def to_dict(self) -> dict:
         d = {'name': self.name, 'type': self.type, 'description': self.description, 'required': self.required}
         if self.enum:
             d['enum'] = list(self.enum)
         return d
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about arbitrary input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + '…'
 
 
 def _truthy(value: Any) -> bool:
@@ -134,13 +155,21 @@ class Tool:
 
     @classmethod
     def from_openai(cls, fn: Mapping[str, Any]) -> 'Tool':
+        """A tool from ``{"name", "description", "parameters": <JSON schema of an object>}``."""
+        name = fn.get('name')
         schema = fn.get('parameters') or {}
-        required = set(schema.get('required') or [])
-        params = [ToolParam(name=k, description=str(v.get('description', '')), type=v.get('type', 'string'),
-                            required=k in required, enum=v.get('enum') or None)
-                  for k, v in (schema.get('properties') or {}).items()]
-        return cls.from_dict({'name': fn.get('name'), 'description': fn.get('description', ''),
-                              'parameters': [p.to_dict() for p in params]})
+        properties = (schema.get('properties') or {}) if isinstance(schema, Mapping) else None
+        if not isinstance(properties, Mapping):
+            raise CaseError(f'tool {name}: "parameters" must be a JSON schema whose "properties" is an object')
+        required = schema.get('required') or []
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            raise CaseError(f'tool {name}: "required" must be a list of parameter names, got {_short(required)}')
+        params = []
+        for k, v in properties.items():
+            if not isinstance(v, Mapping):
+                raise CaseError(f'tool {name}: property {k!r} must be an object such as {{"type": "string"}}')
+            params.append(ToolParam.from_dict({**v, 'name': k, 'required': k in required}).to_dict())
+        return cls.from_dict({'name': name, 'description': fn.get('description', ''), 'parameters': params})
 
     def to_dict(self) -> dict:
         return {'name': self.name, 'description': self.description,
@@ -177,6 +206,11 @@ def check_instruction(instruction: Any) -> Instruction:
         extra = set(instruction) - {'name', 'description', 'instruction'}
         if extra:
             raise CaseError(f'unknown role-config keys {sorted(extra)}; use name, description, instruction')
+        if not isinstance(instruction.get('description', ''), str):
+            raise CaseError('a role-config "description" must be a string')
+        ins = instruction.get('instruction', '')
+        if not (isinstance(ins, str) or isinstance(ins, list) and all(isinstance(i, str) for i in ins)):
+            raise CaseError('a role-config "instruction" must be a string or a list of strings')
         return dict(instruction)
     raise CaseError(f'instruction must be a string or an object, got {type(instruction).__name__}')
 
@@ -282,9 +316,24 @@ class ToolCall:
 
 
 def parse_action(text: str | None) -> ToolCall | None:
-    """The call RolePlay would execute for a model output: first ``Action:``/``Action Input:`` match."""
-    match = ACTION_PATTERN.search(text or '')
-    return ToolCall(match.group(1), match.group(2)) if match else None
+    """The call RolePlay would execute for a model output: the first match of :data:`ACTION_PATTERN`,
+    found in linear time (the pattern itself backtracks quadratically over a long line of ``Action: ``).
+
+    A match is an ``Action: `` with a non-empty rest of its line, and a next line that starts with
+    ``Action Input: `` and has more after it; the two groups are those rests of line.
+    """
+    text = text or ''
+    pos = text.find('Action: ')
+    while pos != -1:
+        end = text.find('\n', pos)
+        if end == -1:
+            return None
+        following = text.find('\n', end + 1)
+        second = text[end + 1:following if following != -1 else len(text)]
+        if end > pos + 8 and second.startswith('Action Input: ') and len(second) > 14:
+            return ToolCall(text[pos + 8:end], second[14:])
+        pos = text.find('Action: ', end)  # the other Action: on this line share its next line
+    return None
 
 
 def format_call(name: str, arguments: Mapping[str, Any]) -> str:
@@ -339,10 +388,17 @@ class EvalCase:
             raise CaseError(f'case {cid}: history must be a list of {{"role", "content"}} messages')
         if not isinstance(d['query'], str) or not d['query']:
             raise CaseError(f'case {cid}: "query" must be a non-empty string')
+        reference = d.get('reference_answer')
+        if reference is not None and not isinstance(reference, str):
+            raise CaseError(f'case {cid}: "reference_answer" must be a string or null (no reference)')
+        observation = d.get('observation')
+        meta = d.get('meta') or {}
+        if not isinstance(meta, Mapping):
+            raise CaseError(f'case {cid}: "meta" must be an object')
         return cls(id=cid, lang=_check_lang(d['lang']), instruction=check_instruction(d['instruction']),
-                   tools=tools, query=d['query'], expected_call=call, observation=str(d.get('observation', '')),
-                   reference_answer=str(d.get('reference_answer', '')), history=[dict(m) for m in history],
-                   meta=dict(d.get('meta') or {}))
+                   tools=tools, query=d['query'], expected_call=call,
+                   observation='' if observation is None else str(observation), reference_answer=reference or '',
+                   history=[dict(m) for m in history], meta=dict(meta))
 
     def to_dict(self) -> dict:
         d = {'id': self.id, 'lang': self.lang, 'instruction': self.instruction,
@@ -363,28 +419,25 @@ class EvalCase:
         return next_turn(msgs, model_output, self.observation if observation is None else observation)
 
 
-def load_cases(path) -> list[EvalCase]:
-    """Read a JSONL file of cases; a bad line raises :class:`CaseError` naming the line."""
-    cases = []
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+def load_cases(path, allow_duplicates: bool = False) -> list[EvalCase]:
+    """Read a JSONL file of cases; a bad line, or an id used twice (unless ``allow_duplicates``), raises
+    :class:`CaseError` naming the file and line."""
+    cases: list[EvalCase] = []
+    lines: dict[str, int] = {}
+    try:
+        for n, obj in read_jsonl(path):
             try:
-                cases.append(EvalCase.from_dict(json.loads(line)))
-            except (ValueError, KeyError, TypeError) as e:
-                raise CaseError(f'{path}:{n}: {e}') from e
+                case = EvalCase.from_dict(obj)
+            except (ValueError, KeyError, TypeError, RecursionError) as e:
+                raise CaseError(f'{path}:{n}: {e}; fix or remove that case') from None
+            if case.id in lines and not allow_duplicates:
+                raise DuplicateIdError(f'{path}:{n}: case id {case.id!r} repeats line {lines[case.id]}; '
+                                       'give every case its own id')
+            lines.setdefault(case.id, n)
+            cases.append(case)
+    except JsonlError as e:
+        raise CaseError(str(e)) from None
     return cases
-
-
-def write_jsonl(path, rows) -> int:
-    """Write dicts as JSON lines (UTF-8, non-ASCII kept); returns the count."""
-    n = 0
-    with open(path, 'w', encoding='utf-8') as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + '\n')
-            n += 1
-    return n
 
 
 def detect_lang(query: str, history: Sequence[Mapping[str, str]] = ()) -> Lang:
