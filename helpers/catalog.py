@@ -10,12 +10,10 @@ checks the data against the rules the synthetic data generator relies on.
 """
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import json
 import math
-import operator
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -23,8 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .agentfabric import LANGS, Instruction, Tool, ToolParam, check_instruction, has_chinese
+from .jsonl import dumps, read_json
+from .sandbox import calculate, run_code
 
 DATA_DIR = Path(__file__).resolve().parent.parent / 'data'
+DATA_FILES = {'catalog': 'tool_catalog.json', 'slots': 'slot_values.json', 'no_call': 'no_call_queries.json',
+              'instructions': 'instructions.json'}  # what the loaders below read by default
 PARAM_TYPES = ('string', 'integer', 'number', 'boolean')
 CATEGORIES = ('weather', 'image', 'speech', 'translation', 'search', 'calendar', 'maps', 'math', 'code',
               'ecommerce', 'travel', 'finance', 'news', 'media', 'health', 'messaging')
@@ -87,8 +89,12 @@ class CatalogTool:
         return IMPLEMENTATIONS[self.impl](dict(args))
 
     def observation(self, args: Mapping[str, Any]) -> str:
-        """The result as the tool returns it to the agent."""
-        return json.dumps(self.run(args), ensure_ascii=False)
+        """The result as the tool returns it to the agent: JSON, or ``{"error": …}`` when the arguments
+        cannot be used (the model reads why, as from a real tool)."""
+        try:
+            return dumps(self.run(args))
+        except ValueError as e:
+            return dumps({'error': str(e)})
 
     def answer_text(self, lang: str, args: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         """The final answer in ``lang``, filled from the call's arguments and the result."""
@@ -104,9 +110,11 @@ def _substitute(text: str, values: Mapping[str, Any]) -> str:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text(encoding='utf-8'))
-    except (OSError, json.JSONDecodeError) as e:
+        return read_json(path)
+    except OSError as e:
         raise ValueError(f'cannot read {path}: {e}') from e
+    except ValueError as e:  # names the file already
+        raise ValueError(f'cannot read {e}') from e
 
 
 def _field(d: Any, key: str, kind: type | tuple, where: str) -> Any:
@@ -164,7 +172,7 @@ def _parse_tool(d: Any, where: str) -> CatalogTool:
 
 def load_catalog(path: str | Path | None = None) -> list[CatalogTool]:
     """The tools of ``data/tool_catalog.json`` (or ``path``)."""
-    path = Path(path or DATA_DIR / 'tool_catalog.json')
+    path = Path(path or DATA_DIR / DATA_FILES['catalog'])
     data = _read_json(path)
     if not isinstance(data, list):
         raise ValueError(f'{path}: the catalog must be a JSON list of tools')
@@ -173,7 +181,7 @@ def load_catalog(path: str | Path | None = None) -> list[CatalogTool]:
 
 def load_slot_values(path: str | Path | None = None) -> dict[str, dict[str, list]]:
     """The value pools, ``{slot: {"zh": [...], "en": [...]}}``."""
-    path = Path(path or DATA_DIR / 'slot_values.json')
+    path = Path(path or DATA_DIR / DATA_FILES['slots'])
     data = _read_json(path)
     if not isinstance(data, Mapping):
         raise ValueError(f'{path}: slot values must be an object of pools')
@@ -187,7 +195,7 @@ def load_slot_values(path: str | Path | None = None) -> dict[str, dict[str, list
 
 def load_no_call(path: str | Path | None = None) -> dict[str, list[dict[str, str]]]:
     """Queries that need no tool call, with a short answer: ``{lang: [{"id", "text", "answer"}]}``."""
-    path = Path(path or DATA_DIR / 'no_call_queries.json')
+    path = Path(path or DATA_DIR / DATA_FILES['no_call'])
     data = _read_json(path)
     for lang in LANGS:
         for i, item in enumerate(_field(data, lang, list, str(path))):
@@ -199,7 +207,7 @@ def load_no_call(path: str | Path | None = None) -> dict[str, list[dict[str, str
 
 def load_instructions(path: str | Path | None = None) -> dict[str, list[Instruction]]:
     """Role instructions per language: plain strings or role configs ``{"name", "description", "instruction"}``."""
-    path = Path(path or DATA_DIR / 'instructions.json')
+    path = Path(path or DATA_DIR / DATA_FILES['instructions'])
     data = _read_json(path)
     for lang in LANGS:
         for i, item in enumerate(_field(data, lang, list, str(path))):
@@ -207,9 +215,6 @@ def load_instructions(path: str | Path | None = None) -> dict[str, list[Instruct
                 check_instruction(item)
             except ValueError as e:
                 raise ValueError(f'{path}: {lang} #{i}: {e}') from e
-            ins = item.get('instruction', '') if isinstance(item, dict) else item
-            if not (isinstance(ins, str) or isinstance(ins, list) and all(isinstance(s, str) for s in ins)):
-                raise ValueError(f'{path}: {lang} #{i}: "instruction" must be a string or a list of strings')
     return {lang: data[lang] for lang in LANGS}
 
 
@@ -303,7 +308,7 @@ def _check_runs(tool: CatalogTool, slots: Mapping[str, Mapping[str, list]]) -> l
                     problems.append(f'{t.id}: {tool.name} is not deterministic')
                 if not isinstance(result, dict) or not 3 <= len(result) <= 6:
                     problems.append(f'{t.id}: {tool.name} must return a dict of 3-6 keys')
-                json.dumps(result)
+                dumps(result)
                 tool.answer_text(lang, args, result)
             except KeyError as e:
                 problems.append(f'{t.id}: answer placeholder {e} is neither a required argument nor a result key')
@@ -394,7 +399,10 @@ class _Call:
             if not _type_ok(args[name], kind):
                 raise ValueError(f'argument {name!r} must be a non-empty {kind}, got {args[name]!r}')
         self.args = dict(args)
-        canonical = json.dumps(self.args, sort_keys=True, ensure_ascii=False, default=str)
+        try:
+            canonical = json.dumps(self.args, sort_keys=True, ensure_ascii=False, default=str)
+        except RecursionError:
+            raise ValueError('arguments nested too deeply') from None
         self.seed = hashlib.sha256(canonical.encode('utf-8')).digest()
         self._n = 0
 
@@ -623,111 +631,6 @@ def route_plan(c: _Call) -> dict:
             'steps': c.integer(3, 14)}
 
 
-# -- a small, safe evaluator for the calculator and the code runner: literals, arithmetic, comparisons,
-#    indexing, one-generator comprehensions and a few builtins and str methods; never eval/exec.
-_LIMIT = 100_000  # longest sequence, and most evaluation steps
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
-_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-            ast.Gt: operator.gt, ast.GtE: operator.ge}
-_METHODS = {'upper', 'lower', 'title', 'strip', 'split', 'count', 'startswith', 'endswith', 'join'}
-_CONSTANTS = {'pi': math.pi, 'e': math.e}
-
-
-class _Unsupported(Exception):
-    """Code the offline evaluator does not run."""
-
-
-def _range(*args: int) -> range:
-    r = range(*args)
-    if len(r) > _LIMIT:
-        raise ValueError('range too long for the sandbox')
-    return r
-
-
-_FUNCS: dict[str, Callable] = {'abs': abs, 'round': round, 'min': min, 'max': max, 'sum': sum, 'len': len,
-                               'sorted': sorted, 'list': list, 'reversed': lambda x: list(reversed(x)),
-                               'range': _range, 'sqrt': math.sqrt, 'str': str, 'int': int, 'float': float}
-
-
-def _binop(op: type, a: Any, b: Any) -> Any:
-    """``a op b``, refusing results that would be huge."""
-    if op is ast.Pow and isinstance(a, int) and isinstance(b, int) and abs(a) > 1 and b * abs(a).bit_length() > 4096:
-        raise ValueError('number too large for the sandbox')
-    if op is ast.Mult:
-        for seq, n in ((a, b), (b, a)):
-            if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > _LIMIT:
-                raise ValueError('sequence too long for the sandbox')
-        if isinstance(a, int) and isinstance(b, int) and a.bit_length() + b.bit_length() > 8192:
-            raise ValueError('number too large for the sandbox')
-    return _BINOPS[op](a, b)
-
-
-class _Evaluator:
-    """Evaluates one expression tree with a step budget."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def __call__(self, node: ast.AST, env: dict[str, Any]) -> Any:
-        self.steps += 1
-        if self.steps > _LIMIT:
-            raise ValueError('too much work for the sandbox')
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
-            return node.value
-        if isinstance(node, ast.Name) and (node.id in env or node.id in _CONSTANTS):
-            return env[node.id] if node.id in env else _CONSTANTS[node.id]
-        if isinstance(node, (ast.List, ast.Tuple)):
-            items = [self(e, env) for e in node.elts]
-            return items if isinstance(node, ast.List) else tuple(items)
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return _binop(type(node.op), self(node.left, env), self(node.right, env))
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-            return _UNARY[type(node.op)](self(node.operand, env))
-        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:
-            return _COMPARE[type(node.ops[0])](self(node.left, env), self(node.comparators[0], env))
-        if isinstance(node, ast.Subscript):
-            s = node.slice
-            key = (slice(*(None if p is None else self(p, env) for p in (s.lower, s.upper, s.step)))
-                   if isinstance(s, ast.Slice) else self(s, env))
-            return self(node.value, env)[key]
-        if isinstance(node, (ast.ListComp, ast.GeneratorExp)) and len(node.generators) == 1 \
-                and isinstance(node.generators[0].target, ast.Name) and not node.generators[0].is_async:
-            gen, out = node.generators[0], []
-            for item in self(gen.iter, env):
-                scope = {**env, gen.target.id: item}
-                if all(self(cond, scope) for cond in gen.ifs):
-                    out.append(self(node.elt, scope))
-            return out
-        if isinstance(node, ast.Call) and not node.keywords:
-            args = [self(a, env) for a in node.args]
-            if isinstance(node.func, ast.Name) and node.func.id in _FUNCS:
-                return _FUNCS[node.func.id](*args)
-            if isinstance(node.func, ast.Attribute) and node.func.attr in _METHODS:
-                obj = self(node.func.value, env)
-                if isinstance(obj, str):
-                    if node.func.attr == 'join' and args and len(obj) * len(args[0]) > _LIMIT:
-                        raise ValueError('string too long for the sandbox')
-                    return getattr(obj, node.func.attr)(*args)
-        raise _Unsupported(type(node).__name__)
-
-
-def _run_snippet(code: str) -> str:
-    """What a line of Python prints: ``print(...)`` calls, and the repr of bare expressions."""
-    evaluate, lines = _Evaluator(), []
-    for stmt in ast.parse(code, mode='exec').body:
-        if not isinstance(stmt, ast.Expr):
-            raise _Unsupported(type(stmt).__name__)
-        node = stmt.value
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'print' \
-                and not node.keywords:
-            lines.append(' '.join(str(evaluate(a, {})) for a in node.args))
-        else:
-            lines.append(repr(evaluate(node, {})))
-    return '\n'.join(lines)
-
-
 # -- maths / units
 _UNITS = {'km': ('length', 1000.0), 'mile': ('length', 1609.344), 'm': ('length', 1.0), 'ft': ('length', 0.3048),
           'cm': ('length', 0.01), 'inch': ('length', 0.0254), 'kg': ('mass', 1000.0), 'lb': ('mass', 453.59237),
@@ -737,15 +640,10 @@ _UNITS = {'km': ('length', 1000.0), 'mile': ('length', 1609.344), 'm': ('length'
 
 @_impl(expression='string')
 def calculator(c: _Call) -> dict:
-    """The expression's real value (``^``, ``×`` and ``÷`` are read as ``**``, ``*`` and ``/``)."""
+    """The expression's real value (``^``, ``×`` and ``÷`` are read as ``**``, ``*`` and ``/``), computed in
+    the :mod:`~helpers.sandbox` (``SandboxError``, a ValueError, when there is none)."""
     expression = c['expression']
-    source = expression.replace('^', '**').replace('×', '*').replace('÷', '/')
-    try:
-        value = _Evaluator()(ast.parse(source, mode='eval').body, {})
-    except (SyntaxError, _Unsupported, ArithmeticError, ValueError, TypeError, RecursionError) as e:
-        raise ValueError(f'cannot evaluate {expression!r}: {type(e).__name__}') from e
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ValueError(f'{expression!r} is not a numeric expression')
+    value = calculate(expression.replace('^', '**').replace('×', '*').replace('÷', '/'))
     rounded = isinstance(value, float) and round(value, 6) != value
     value = round(value, 6) if isinstance(value, float) else value
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
@@ -774,32 +672,57 @@ def unit_convert(c: _Call) -> dict:
 # -- code execution
 @_impl(code='string')
 def run_python(c: _Call) -> dict:
-    """The snippet's output from the safe evaluator, or a canned note for code it does not cover."""
-    try:
-        status, stdout = 'ok', _run_snippet(c['code'])
-    except _Unsupported:
-        status, stdout = 'executed', '(no output captured in the offline sandbox)'
-    except SyntaxError as e:
-        status, stdout = 'error', f'SyntaxError: {e.msg}'
-    except (ArithmeticError, ValueError, TypeError, IndexError, KeyError, RecursionError) as e:
-        status, stdout = 'error', f'{type(e).__name__}: {e}'
+    """The snippet's output from the :mod:`~helpers.sandbox`, a canned note for code it does not cover,
+    or the error."""
+    status, stdout = run_code(c['code'])
     return {'status': status, 'stdout': stdout or '(no output)', 'exec_ms': c.integer(2, 60)}
+
+
+_SQL_TOKEN = re.compile(r"\s+|'(?:[^']|'')*'?|\"[^\"]*\"?|\w+|.", re.S)  # no nested quantifiers: linear time
+_SQL_MAX = 20_000  # characters of one query
+_AGGREGATES = {'count', 'sum', 'avg', 'max', 'min'}
+
+
+def _sql_select(sql: str) -> tuple[list[str], list[str]]:
+    """The query's tokens (whitespace dropped, words lower-cased) and its top-level column list."""
+    if len(sql) > _SQL_MAX:
+        raise ValueError(f'the query is longer than {_SQL_MAX} characters')
+    tokens = [t.lower() if t[0].isalnum() or t[0] == '_' else t for t in _SQL_TOKEN.findall(sql) if not t.isspace()]
+    start = 1 if tokens[:1] == ['select'] else None
+    if tokens[:1] == ['with']:  # a common table expression: the first SELECT outside its parentheses
+        depth = 0
+        for i, t in enumerate(tokens):
+            depth = max(0, depth + (t == '(') - (t == ')'))
+            if t == 'select' and depth == 0 and i and tokens[i - 1] == ')':
+                start = i + 1
+                break
+    if start is None or start >= len(tokens):
+        raise ValueError('the sample database is read-only: only SELECT queries can run')
+    depth = 0
+    for i in range(start, len(tokens)):
+        depth = max(0, depth + (tokens[i] == '(') - (tokens[i] == ')'))
+        if tokens[i] == 'from' and depth == 0 and i > start:
+            return tokens, tokens[start:i]
+    raise ValueError('the sample database is read-only: only SELECT queries can run')
 
 
 @_impl(sql='string')
 def run_sql(c: _Call) -> dict:
-    """Row and column counts for a read-only query."""
-    sql, database = c['sql'].strip(), c.opt('database', 'string', 'demo')
-    select = re.match(r'(?is)\s*(?:with\b.*?\)\s*)?select\s+(.*?)\s+from\b', sql)
-    if not select:
-        raise ValueError('the sample database is read-only: only SELECT queries can run')
-    columns_sql = re.sub(r'\([^()]*\)', '()', select[1])
-    columns = c.integer(3, 9) if columns_sql.strip() == '*' else columns_sql.count(',') + 1
-    limit = re.search(r'(?i)\blimit\s+(\d+)', sql)
-    if re.search(r'(?i)\b(count|sum|avg|max|min)\s*\(', select[1]) and not re.search(r'(?i)\bgroup\s+by\b', sql):
+    """Row and column counts for a read-only query (read by a linear tokenizer: no backtracking)."""
+    database = c.opt('database', 'string', 'demo')
+    tokens, select = _sql_select(c['sql'])
+    depth, commas = 0, 0
+    for t in select:
+        depth = max(0, depth + (t == '(') - (t == ')'))
+        commas += t == ',' and depth == 0
+    columns = c.integer(3, 9) if select == ['*'] else commas + 1
+    limit = next((m[0] for t, n in zip(tokens, tokens[1:]) if t == 'limit' and (m := re.match(r'\d+', n))), None)
+    aggregate = any(t in _AGGREGATES and n == '(' for t, n in zip(select, select[1:]))
+    if aggregate and not any(t == 'group' and n == 'by' for t, n in zip(tokens, tokens[1:])):
         rows = 1
     else:
-        rows = c.integer(0, min(int(limit[1]), 120) if limit else 120)
+        digits = (limit or '120').lstrip('0') or '0'
+        rows = c.integer(0, min(int(digits), 120) if len(digits) <= 3 else 120)
     return {'db_name': database, 'rows': rows, 'columns': columns, 'elapsed_ms': c.integer(3, 180)}
 
 
@@ -988,7 +911,8 @@ def calorie_lookup(c: _Call) -> dict:
 @_impl(to='string', subject='string')
 def send_email(c: _Call) -> dict:
     """The sent message's id."""
-    if not re.fullmatch(r'[^@\s]+@[^@\s]+\.[^@\s]+', c['to']):
+    to = c['to']  # name@domain.tld, checked without a backtracking pattern
+    if not re.fullmatch(r'[^@\s]+@[^@\s]+', to) or '.' not in to.partition('@')[2][1:-1]:
         raise ValueError(f'argument "to" must be an email address, got {c["to"]!r}')
     c.opt('body', 'string', None)
     priority = 'high' if c.opt('high_priority', 'boolean', False) else 'normal'
