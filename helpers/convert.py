@@ -8,8 +8,11 @@ calls with their observations, final answers), and :func:`~helpers.agentfabric.r
 sample per request RolePlay would make. Unlike the published script this keeps every parameter and the
 right ``required`` list, numbers any count of APIs, and writes arguments as valid one-line JSON.
 
-Nothing is dropped silently: a record that cannot be converted goes to the report with its line number
-and reason, and ``read == converted + rejected``.
+Nothing is dropped silently and one record never stops the others: a record that cannot be read
+(not UTF-8, not JSON, nested too deeply), parsed (a tool schema of the wrong shape, an Action Input
+with NaN or Infinity, which JSON does not have) or rendered goes to the report with its line number and
+reason, and ``read == converted + rejected``. :func:`convert_file` writes its output atomically.
+Every pattern here runs in linear time, whatever the record holds.
 """
 from __future__ import annotations
 
@@ -24,16 +27,20 @@ from typing import Any, Iterable, Iterator
 import json5
 
 from .agentfabric import Call, CaseError, Conversation, Instruction, Tool, Turn, check_instruction, has_chinese, render
+from .jsonl import BadLine, atomic_write, check_paths, dumps, loads, read_text_lines
 
 FORMATS = ('messages', 'agentfabric')
 _API_HEADER = re.compile(r'You have access to the following (?:APIs|tools):\s*\n', re.I)
-_API_FOOTER = re.compile(r'\n\s*Use the following format', re.I)
-_API_ENTRY = re.compile(r'(?:^|\n)\s*(\d+)\.\s+(?=\S+?:)')
-_USEFUL = re.compile(r'Call this tool to interact with the (.*?) API\.\s*What is the .*? API useful for\?\s*(.*)', re.S)
+_API_FOOTER = re.compile(r'\n[^\S\n]*Use the following format', re.I)
+_API_ENTRY = re.compile(r'(?:^|\n)[^\S\n]*\d+\.[^\S\n]+(?=\S+?:)')  # any numbered line
 _INTERACT = re.compile(r'Call this tool to interact with the (.*?) API\.\s*(.*)', re.S)
-# A tool line of an AgentFabric-style system prompt (RolePlay's, or the published conversion script's)
-_AF_TOOL = re.compile(r'^(\S+): (.+?) API[。.] ?(.*?) ?(?:输入参数|Parameters): (.+?) Format the arguments as a JSON '
-                      r'object\.\s*$', re.M)
+_USEFUL = re.compile(r'What is the .*? API useful for\?\s*(.*)', re.S)  # what may follow _INTERACT
+# A tool line of an AgentFabric-style system prompt (RolePlay's, or the published conversion script's):
+# "name: display API。description 输入参数: {schema} Format the arguments as a JSON object."
+_AF_HEAD = re.compile(r'(\S+): ')
+_AF_API = re.compile(r' API[。.] ?')
+_AF_PARAMS = re.compile(r' ?(?:输入参数|Parameters): ')
+_AF_TAIL = ' Format the arguments as a JSON object.'
 _BLOCK_KEYS = re.compile(r'^(Thought|Action|Action Input|Observation|Final Answer):[ \t]?', re.M)
 
 
@@ -95,8 +102,9 @@ def parse_api(entry: str) -> Tool:
             raise ConversionError(f'{name}: "Parameters:" is not followed by a list')
         params = _parse_literal(_bracketed(after, m.start()))
     desc_text = desc_text.strip()
-    m = _USEFUL.match(desc_text) or _INTERACT.match(desc_text)
-    description = (m.group(2) if m else desc_text).strip()
+    m = _INTERACT.match(desc_text)
+    useful = _USEFUL.match(m.group(2)) if m else None
+    description = (useful.group(1) if useful else m.group(2) if m else desc_text).strip()
     if description.endswith('.'):  # the template's own separator: "… useful for? {description}. Parameters:"
         description = description[:-1].rstrip()
     if not description and m:
@@ -108,24 +116,56 @@ def parse_api(entry: str) -> Tool:
             raise ConversionError(f'{name}: parameters are neither a list nor a JSON schema')
         return Tool.from_dict({'name': name, 'description': description, 'parameters': params})
     except CaseError as e:
-        raise ConversionError(f'{name}: {e}') from e
+        raise ConversionError(str(e) if str(e).startswith(f'tool {name}:') else f'{name}: {e}') from e
+
+
+def _agentfabric_tool_line(line: str) -> tuple[str, str, str] | None:
+    """``(name, description, schema text)`` of one tool line, or None for any other line."""
+    line = line.rstrip()
+    head = _AF_HEAD.match(line)
+    if not head or not line.endswith(_AF_TAIL):
+        return None
+    api = _AF_API.search(line, head.end() + 1)
+    params = _AF_PARAMS.search(line, api.end()) if api else None
+    if not params or params.end() >= len(line) - len(_AF_TAIL):
+        return None
+    return head.group(1), line[api.end():params.start()], line[params.end():len(line) - len(_AF_TAIL)]
 
 
 def parse_agentfabric_system(system: str) -> list[Tool]:
     """The tools of an AgentFabric-style system prompt (e.g. ms_agent_for_agentfabric records)."""
     tools = []
-    for m in _AF_TOOL.finditer(system):
+    for name, description, schema in filter(None, map(_agentfabric_tool_line, system.split('\n'))):
         try:
-            params = json.loads(m.group(4))
+            params = loads(schema)
         except ValueError as e:
-            raise ConversionError(f'{m.group(1)}: its parameter schema is not valid JSON ({e})') from e
+            raise ConversionError(f'{name}: its parameter schema is not valid JSON ({e})') from e
         try:
-            tools.append(Tool.from_openai({'name': m.group(1), 'description': m.group(3).strip(), 'parameters': params}))
-        except (CaseError, AttributeError) as e:
-            raise ConversionError(f'{m.group(1)}: unusable parameter schema ({e})') from e
+            tools.append(Tool.from_openai({'name': name, 'description': description.strip(), 'parameters': params}))
+        except CaseError as e:
+            raise ConversionError(f'{name}: unusable parameter schema ({e})') from e
     if not tools:
         raise ConversionError('system prompt lists no tools')
     return tools
+
+
+def _api_entries(body: str) -> list[str]:
+    """The text of each API entry. Entry ``k`` starts at ``k. name:`` on a new line and runs through its
+    ``Parameters:`` list, so a description holding a numbered line (even ``\n\n2. name: …``) stays in its
+    tool; an entry without a parameter list ends at the next number."""
+    entries, pos = [], 0
+    while mark := re.compile(rf'(?:^|\n)[^\S\n]*{len(entries) + 1}\.[^\S\n]+(?=\S+?:)').search(body, pos):
+        nxt = re.compile(rf'\n[^\S\n]*{len(entries) + 2}\.[^\S\n]+(?=\S+?:)').search(body, mark.end())
+        end = nxt.start() if nxt else len(body)
+        params = body.find('Parameters:', mark.end())
+        bracket = re.compile(r'[\[{]').search(body, params) if params != -1 else None
+        if bracket:
+            end = bracket.start() + len(_bracketed(body, bracket.start()))
+        entries.append(body[mark.end():end])
+        pos = end
+    if _API_ENTRY.search(body, pos):
+        raise ConversionError('API entries must be numbered 1, 2, 3, … in order')
+    return entries
 
 
 def parse_system(system: str) -> list[Tool]:
@@ -142,13 +182,10 @@ def parse_system(system: str) -> list[Tool]:
     body = system[head.end():]
     foot = _API_FOOTER.search(body)
     body = body[:foot.start()] if foot else body
-    marks = list(_API_ENTRY.finditer(body))
-    if not marks:
+    entries = _api_entries(body)
+    if not entries:
         raise ConversionError('no numbered API entries found in the system prompt')
-    tools = []
-    for i, m in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(body)
-        tools.append(parse_api(body[m.end():end].strip()))
+    tools = [parse_api(entry.strip()) for entry in entries]
     names = [t.name for t in tools]
     if len(set(names)) != len(names):
         raise ConversionError(f'duplicate API names {names}')
@@ -181,6 +218,10 @@ def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
                 raise ConversionError(f'Action Input of {pending["name"]!r} is {e}') from e
             if not isinstance(args, dict):
                 raise ConversionError(f'Action Input of {pending["name"]!r} is not a JSON object')
+            try:
+                dumps(args)
+            except (TypeError, ValueError) as e:  # NaN, Infinity, or a Python-only value such as a set
+                raise ConversionError(f'Action Input of {pending["name"]!r} is not valid JSON ({e})') from None
             pending['arguments'] = args
         elif key == 'Observation':
             if not pending or 'arguments' not in pending:
@@ -250,31 +291,63 @@ class ConversionReport:
         return {**self.summary(), 'rejects': self.rejected}
 
 
-def convert_lines(lines: Iterable[str], instruction: Instruction | None = None, pool: dict | None = None,
-                  report: ConversionReport | None = None) -> Iterator[Conversation]:
-    """Parse raw JSONL lines into conversations; bad ones are recorded in ``report``."""
-    report = report if report is not None else ConversionReport()
+def _record(line: str | BadLine) -> Any:
+    """The JSON value of one raw line (ConversionError when there is none)."""
+    if isinstance(line, BadLine):
+        raise ConversionError(line.reason)
+    try:
+        return loads(line)
+    except ValueError as e:
+        raise ConversionError(f'not JSON: {e}') from None
+
+
+def _record_id(record: Any, default: str) -> str:
+    rid = record.get('id') if isinstance(record, dict) else None
+    if rid is None:
+        return default
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        raise ConversionError('"id" must be a string or an integer')
+    return str(rid)
+
+
+def _conversation(record: Any, rid: str, instruction: Instruction | None, pool: dict | None,
+                  fmt: str) -> tuple[Conversation, list[str]]:
+    """One raw record → its conversation and its output rows as JSON text (ConversionError: why not)."""
+    tools, turns = parse_record(record, rid)
+    lang = 'zh' if has_chinese(turns[0].query) else 'en'
+    instr = instruction if instruction is not None else pick_instruction(pool or {}, rid, lang)
+    conv = Conversation(id=rid, instruction=instr, tools=tools, turns=turns, lang=None, meta={'source': 'ms_agent'})
+    return conv, [dumps(row) for row in sample_rows([conv], fmt)]
+
+
+def _convert(lines: Iterable[str | BadLine], instruction: Instruction | None, pool: dict | None,
+             report: ConversionReport, fmt: str) -> Iterator[tuple[Conversation, list[str]]]:
     for n, line in enumerate(lines, 1):
-        if not line.strip():
+        if isinstance(line, str) and not line.strip():
             continue
         report.read += 1
         rid = f'line{n}'
         try:
-            try:
-                record = json.loads(line)
-            except ValueError as e:
-                raise ConversionError(f'not JSON: {e}') from e
-            if isinstance(record, dict) and record.get('id') is not None:
-                rid = str(record['id'])
-            tools, turns = parse_record(record, rid)
+            record = _record(line)
+            rid = _record_id(record, rid)
+            conv, rows = _conversation(record, rid, instruction, pool, fmt)
         except ConversionError as e:
-            report.rejected.append({'line': n, 'id': rid, 'reason': str(e)})
+            reason = str(e)
+        except Exception as e:  # noqa: BLE001 - whatever fails inside one record rejects that record only
+            reason = f'{type(e).__name__}: {e}' if str(e) else type(e).__name__
+        else:
+            report.converted += 1
+            yield conv, rows
             continue
-        lang = 'zh' if has_chinese(turns[0].query) else 'en'
-        instr = instruction if instruction is not None else pick_instruction(pool or {}, rid, lang)
-        report.converted += 1
-        yield Conversation(id=rid, instruction=instr, tools=tools, turns=turns, lang=None,
-                           meta={'source': 'ms_agent'})
+        report.rejected.append({'line': n, 'id': rid[:200], 'reason': reason[:500]})
+
+
+def convert_lines(lines: Iterable[str | BadLine], instruction: Instruction | None = None, pool: dict | None = None,
+                  report: ConversionReport | None = None) -> Iterator[Conversation]:
+    """Parse raw JSONL lines into conversations; bad ones are recorded in ``report``."""
+    report = report if report is not None else ConversionReport()
+    for conv, _ in _convert(lines, instruction, pool, report, 'messages'):
+        yield conv
 
 
 def sample_rows(conversations: Iterable[Conversation], fmt: str = 'messages') -> Iterator[dict]:
@@ -288,12 +361,18 @@ def sample_rows(conversations: Iterable[Conversation], fmt: str = 'messages') ->
 
 def convert_file(input_path: str | Path, output_path: str | Path, fmt: str = 'messages',
                  instruction: Instruction | None = None, pool: dict | None = None) -> ConversionReport:
-    """Convert a raw ms_agent JSONL file; raises OSError only when the input cannot be read at all."""
+    """Convert a raw ms_agent JSONL file, writing the output atomically. Raises
+    :class:`~helpers.jsonl.PathError` for an output that would overwrite the input (or has no folder)
+    and OSError only when the input cannot be read at all."""
+    if fmt not in FORMATS:
+        raise ValueError(f'unknown format {fmt!r}: use one of {FORMATS}')
+    check_paths({'output': output_path}, {'input': input_path})
     report = ConversionReport()
-    with open(input_path, encoding='utf-8') as src, open(output_path, 'w', encoding='utf-8') as out:
-        for row in sample_rows(convert_lines(src, instruction, pool, report), fmt):
-            out.write(json.dumps(row, ensure_ascii=False) + '\n')
-            report.written += 1
+    lines = read_text_lines(input_path)
+    with atomic_write(output_path) as out:
+        for _, rows in _convert(lines, instruction, pool, report, fmt):
+            out.writelines(row + '\n' for row in rows)
+            report.written += len(rows)
     return report
 
 
