@@ -13,11 +13,19 @@ predictions, so runs can be rescored and compared. Definitions (exactly these):
   (no JSON object: no predicted pairs);
 * ``false_positive_rate`` — over cases whose ``expected_call`` is null: share with a parsed call;
 * ``invalid_call_rate`` — over cases with a parsed call: share whose Action Input is not a JSON object;
-* ``answer_rouge_l`` — mean ROUGE-L F1 of ``answer`` vs ``reference_answer`` over cases with a reference:
-  characters as tokens when either text has CJK characters, else lower-cased whitespace tokens; an empty
-  answer scores 0.
+* ``answer_rouge_l`` — mean ROUGE-L F1 of ``answer`` vs ``reference_answer`` over cases with a reference
+  (a missing, null or blank reference leaves the case out): characters as tokens when either text has CJK
+  characters, else lower-cased whitespace tokens; an empty answer scores 0. **Bound:** each text is cut to
+  its first :data:`ROUGE_MAX_CHARS` (10,000) characters before tokenizing, and the longest common
+  subsequence is computed bit-parallel, so even two texts at the bound score in well under a second
+  (a 5 MB answer costs no more than a 10,000-character one).
 
-Rates come with their count and a Wilson 95% interval. A model that keeps calling tools after the
+Scoring files (:func:`score_files`) refuses, by default, a case id or prediction id that appears twice
+and a prediction whose id is not a case: each would silently change the metrics. Allowed explicitly, the
+first of each id counts, and the output says how many were set aside.
+
+Before the first case, :func:`evaluate` checks that the server answers ``GET /models`` within a few
+seconds (:class:`ServerUnavailable` otherwise). Rates come with their count and a Wilson 95% interval. A model that keeps calling tools after the
 observation is stopped after ``max_llm_calls`` requests in a case (RolePlay itself allows 10), which
 bounds the cost of a run; such cases are counted in ``n_stopped``.
 """
@@ -25,18 +33,30 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import time
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-from .agentfabric import EvalCase, has_chinese, load_cases, parse_action
+from .agentfabric import DuplicateIdError, EvalCase, has_chinese, load_cases, parse_action
+from .jsonl import JsonlError, read_jsonl, write_json, write_jsonl
 
 RATES = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate', 'invalid_call_rate')
+ROUGE_MAX_CHARS = 10_000  # of each text, before tokenizing
+HEALTH_TIMEOUT = 5.0  # seconds the server has to answer GET /models
+
+
+class ServerUnavailable(RuntimeError):
+    """No OpenAI-compatible server answers at the base URL."""
+
+
+class UnknownIdError(ValueError):
+    """A prediction whose id is not among the cases."""
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
@@ -54,21 +74,31 @@ def _tokens(text: str, cjk: bool) -> list[str]:
     return [c for c in text if not c.isspace()] if cjk else text.lower().split()
 
 
+def lcs_length(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence, bit-parallel over ``b`` (Allison–Dix / Crochemore et al.):
+    one pass over ``a`` with big-integer operations on ``len(b)`` bits."""
+    masks: dict[str, int] = {}
+    for j, y in enumerate(b):
+        masks[y] = masks.get(y, 0) | 1 << j
+    full = (1 << len(b)) - 1
+    row = full
+    for x in a:
+        match = row & masks.get(x, 0)
+        row = ((row + match) | (row - match)) & full
+    return len(b) - row.bit_count()
+
+
 def rouge_l(answer: str, reference: str) -> float:
-    """ROUGE-L F1 (β = 1) on characters when either text has CJK characters, else on lower-cased words."""
-    if not answer or not answer.strip() or not reference or not reference.strip():
+    """ROUGE-L F1 (β = 1) on characters when either text has CJK characters, else on lower-cased words;
+    each text is cut to its first :data:`ROUGE_MAX_CHARS` characters."""
+    answer, reference = answer[:ROUGE_MAX_CHARS], reference[:ROUGE_MAX_CHARS]
+    if not answer.strip() or not reference.strip():
         return 0.0
     cjk = has_chinese(answer) or has_chinese(reference)
     a, r = _tokens(answer, cjk), _tokens(reference, cjk)
     if not a or not r:
         return 0.0
-    prev = [0] * (len(r) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(r, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    lcs = prev[-1]
+    lcs = lcs_length(a, r)
     if lcs == 0:
         return 0.0
     p, rec = lcs / len(a), lcs / len(r)
@@ -158,17 +188,42 @@ def aggregate(cases: list[EvalCase], scores: list[CaseScore]) -> dict:
     return metrics
 
 
-def load_predictions(path: str | Path) -> dict[str, dict]:
-    preds = {}
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                    preds[str(row['id'])] = row
-                except (ValueError, KeyError, TypeError) as e:
-                    raise ValueError(f'{path}:{n}: not a prediction row ({e})') from e
-    return preds
+def _prediction_rows(path: str | Path) -> Iterator[tuple[int, str, dict]]:
+    """``(line, id, row)`` for every prediction; a row that is not one raises ValueError naming the line."""
+    for n, row in read_jsonl(path):
+        where = f'{path}:{n}'
+        if not isinstance(row, dict) or 'id' not in row:
+            raise ValueError(f'{where}: not a prediction row (a JSON object with an "id"); fix or remove that line')
+        if not isinstance(row['id'], (str, int)) or isinstance(row['id'], bool):
+            raise ValueError(f'{where}: the prediction "id" must be a string or an integer')
+        for key in ('output', 'answer'):
+            if row.get(key) is not None and not isinstance(row[key], str):
+                raise ValueError(f'{where}: "{key}" must be a string or null, got {type(row[key]).__name__}')
+        yield n, str(row['id']), row
+
+
+def _first_of_each(rows: Iterable[tuple[int, str, dict]], path, allow_duplicates: bool) -> tuple[dict, int]:
+    """Predictions by id (the first of each) and how many repeats were set aside."""
+    preds: dict[str, dict] = {}
+    lines: dict[str, int] = {}
+    repeats = 0
+    for n, pid, row in rows:
+        if pid in preds:
+            if not allow_duplicates:
+                raise DuplicateIdError(f'{path}:{n}: prediction id {pid!r} repeats line {lines[pid]}; '
+                                       'keep one prediction per case')
+            repeats += 1
+            continue
+        preds[pid], lines[pid] = row, n
+    return preds, repeats
+
+
+def load_predictions(path: str | Path, allow_duplicates: bool = False) -> dict[str, dict]:
+    """Predictions by id; a repeated id is a ValueError unless ``allow_duplicates`` (the first counts)."""
+    try:
+        return _first_of_each(_prediction_rows(path), path, allow_duplicates)[0]
+    except JsonlError as e:
+        raise ValueError(str(e)) from None
 
 
 def score(cases: list[EvalCase], predictions: dict[str, dict]) -> tuple[dict, list[CaseScore]]:
@@ -222,9 +277,32 @@ def predict_case(case: EvalCase, llm: dict, max_tokens: int, max_llm_calls: int 
     return row
 
 
+def check_server(base_url: str, timeout: float = HEALTH_TIMEOUT) -> None:
+    """Raise :class:`ServerUnavailable` unless ``GET {base_url}/models`` answers within ``timeout`` seconds."""
+    url = f'{base_url.rstrip("/")}/models'
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            r.read(2 ** 16)
+        return
+    except urllib.error.HTTPError as e:
+        reason = f'HTTP {e.code}'
+    except (urllib.error.URLError, OSError, ValueError) as e:  # refused, timed out, not a URL
+        reason = str(getattr(e, 'reason', e))
+    raise ServerUnavailable(f'no server answers GET {url} ({reason}); start the model server (notebook 03 '
+                            'serves one) or fix the base URL')
+
+
 def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Path, workers: int = 8,
              max_tokens: int = 96, progress: bool = True, max_llm_calls: int = 4) -> dict:
-    """Run all cases against ``base_url`` (one server, ``workers`` at a time); write predictions and metrics."""
+    """Run all cases against ``base_url`` (one server, ``workers`` at a time); write predictions and metrics
+    (atomically). Raises :class:`ServerUnavailable` within seconds when no server answers."""
+    for name, value in (('workers', workers), ('max_tokens', max_tokens), ('max_llm_calls', max_llm_calls)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f'{name} must be a whole number of at least 1, got {value!r}')
+    ids = [c.id for c in cases]
+    if len(set(ids)) != len(ids):
+        raise ValueError('case ids must be unique: predictions are matched to cases by id')
+    check_server(base_url)
     from .agent_tools import llm_config, modelscope_agent
     modelscope_agent()  # import once here, before the worker threads start
     out = Path(out_dir)
@@ -238,29 +316,54 @@ def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Pa
         bar = tqdm(total=len(cases), desc=f'evaluating {model}', unit='case', mininterval=5)
     # RolePlay prints a traceback to stdout for every tool call with bad arguments; the prediction
     # already records it, so it is kept out of the notebook.
-    with ThreadPoolExecutor(max_workers=workers) as pool, contextlib.redirect_stdout(io.StringIO()):
-        futures = {pool.submit(predict_case, c, llm, max_tokens, max_llm_calls): c.id for c in cases}
-        for fut in as_completed(futures):
-            rows[futures[fut]] = fut.result()
-            if bar:
-                bar.update(1)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            futures = {pool.submit(predict_case, c, llm, max_tokens, max_llm_calls): c.id for c in cases}
+            for fut in as_completed(futures):
+                rows[futures[fut]] = fut.result()
+                if bar:
+                    bar.update(1)
+    finally:  # on Ctrl-C, cases not yet started are dropped: only those running finish
+        pool.shutdown(wait=True, cancel_futures=True)
     if bar:
         bar.close()
     wall = time.time() - start
-    with open(out / 'predictions.jsonl', 'w', encoding='utf-8') as f:
-        for c in cases:
-            f.write(json.dumps(rows[c.id], ensure_ascii=False) + '\n')
+    write_jsonl(out / 'predictions.jsonl', (rows[c.id] for c in cases))
     metrics, _ = score(cases, rows)
     metrics['n_stopped'] = sum(bool(r.get('stopped')) for r in rows.values())
     metrics['eval'] = {'model': model, 'wall_seconds': round(wall, 1),
                        'cases_per_second': round(len(cases) / wall, 3) if wall else None,
                        'workers': workers, 'max_tokens': max_tokens, 'max_llm_calls': max_llm_calls}
-    (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+    write_json(out / 'metrics.json', metrics)
     return metrics
 
 
-def score_files(cases_path: str | Path, predictions_path: str | Path) -> dict:
-    metrics, _ = score(load_cases(cases_path), load_predictions(predictions_path))
+def score_files(cases_path: str | Path, predictions_path: str | Path, allow_duplicates: bool = False,
+                allow_unknown: bool = False) -> dict:
+    """Metrics for a predictions file against a cases file. Repeated ids and predictions for ids that are
+    not cases raise ValueError naming the line, unless allowed; allowed, the first of each id counts and
+    ``n_duplicate_cases``, ``n_duplicate_predictions`` and ``n_unknown_predictions`` say how many were set aside."""
+    all_cases = load_cases(cases_path, allow_duplicates=allow_duplicates)
+    if not all_cases:
+        raise ValueError(f'{cases_path} holds no cases; give a JSONL file of evaluation cases')
+    cases, seen = [], set()
+    for c in all_cases:  # the first of each id
+        if c.id not in seen:
+            seen.add(c.id)
+            cases.append(c)
+    try:
+        preds, repeats = _first_of_each(_prediction_rows(predictions_path), predictions_path, allow_duplicates)
+    except JsonlError as e:
+        raise ValueError(str(e)) from None
+    ids = {c.id for c in cases}
+    unknown = [pid for pid in preds if pid not in ids]
+    if unknown and not allow_unknown:
+        raise UnknownIdError(f'{predictions_path}: {len(unknown)} prediction id(s) are not cases in {cases_path} '
+                             f'(first: {unknown[0]!r}); check that the two files belong together')
+    metrics, _ = score(cases, {pid: row for pid, row in preds.items() if pid in ids})
+    metrics.update(n_duplicate_cases=len(all_cases) - len(cases), n_duplicate_predictions=repeats,
+                   n_unknown_predictions=len(unknown))
     return metrics
 
 

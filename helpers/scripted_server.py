@@ -35,8 +35,9 @@ class ScriptedServer:
     """``with ScriptedServer(['Action: ...']) as srv: ... srv.base_url ... srv.requests``"""
 
     def __init__(self, script: Script = (), model: str = 'scripted-model', host: str = '127.0.0.1',
-                 port: int = 0, chunk_chars: int = 3):
+                 port: int = 0, chunk_chars: int = 3, error_status: int = 500):
         self.script = script
+        self.error_status = error_status  # reply status when the script raises: 500 is retried, 400 is not
         self.model = model
         self.requests: list[dict] = []
         self._chunk = chunk_chars
@@ -113,7 +114,7 @@ class ScriptedServer:
                 try:
                     text = apply_stop(server.reply_for(body), body.get('stop'))
                 except Exception as e:  # a broken script must surface as an API error, not a hang
-                    self._json({'error': {'message': str(e), 'type': 'script_error'}}, 500)
+                    self._json({'error': {'message': str(e), 'type': 'script_error'}}, server.error_status)
                     return
                 usage = {'prompt_tokens': 0, 'completion_tokens': len(text), 'total_tokens': len(text)}
                 base = {'id': f'chatcmpl-{len(server.requests)}', 'created': int(time.time()),

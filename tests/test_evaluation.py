@@ -148,7 +148,7 @@ def test_a_failing_case_is_recorded_and_the_run_goes_on(tmp_path):
             raise RuntimeError('model crashed')
         return 'It is sunny.'
 
-    with ScriptedServer(script) as srv:
+    with ScriptedServer(script, error_status=400) as srv:  # 400: the OpenAI client does not retry
         metrics = evaluate(cases, srv.base_url, 'scripted', tmp_path, workers=1, progress=False)
     rows = [json.loads(line) for line in (tmp_path / 'predictions.jsonl').read_text().splitlines()]
     assert rows[1]['error'] and not rows[0]['error']  # RolePlay retried, gave up, the case is marked failed
