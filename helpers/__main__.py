@@ -1,30 +1,59 @@
-"""Command line: ``python -m helpers <command> …`` (``--help`` on any command lists its options)."""
+"""Command line: ``python -m helpers <command> …`` (``--help`` on any command lists its options).
+
+Bad input gets one line on stderr that says what is wrong, where (file and line) and what to do, and a
+non-zero exit: 2 for a bad argument or input file, 1 when the work itself failed (a notebook, every
+record or every evaluation case), 130 on Ctrl-C. Arguments and paths are checked before the heavy
+imports; outputs are written atomically and never over an input (:mod:`helpers.jsonl`).
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+from .jsonl import JsonlError, PathError, check_input, check_output_dir, check_paths
+
+
+class UsageError(Exception):
+    """A bad argument or input: its message is the one line the user sees (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not the usage block
+        self.exit(2, f'error: {self.prog}: {message} (see --help)\n')
+
+
+def _at_least(minimum: int):
+    """An argparse type: a whole number ≥ ``minimum``."""
+    def number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}') from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'must be at least {minimum}, got {value}')
+        return value
+    return number
 
 
 def cmd_prompt(args) -> int:
-    from .agentfabric import CaseError, EvalCase
-    try:
-        with open(args.case, encoding='utf-8') as f:
-            text = f.read()
-        try:
-            obj = json.loads(text)
-        except ValueError:  # a JSONL file of cases: take its first line
-            obj = json.loads(text.strip().splitlines()[0])
-        case = EvalCase.from_dict(obj)
-    except (OSError, ValueError, CaseError) as e:
-        print(f'error: cannot read a case from {args.case}: {e}', file=sys.stderr)
-        return 2
     if (args.model_output is None) != (args.observation is None):
-        print('error: give --model-output and --observation together (both describe the second turn)',
-              file=sys.stderr)
-        return 2
-    messages = case.messages(args.model_output, args.observation)
-    print(json.dumps(messages, ensure_ascii=False, indent=2))
+        raise UsageError('give --model-output and --observation together (both describe the second turn)')
+    check_input('--case', args.case)
+    from .agentfabric import CaseError, EvalCase
+    from .jsonl import read_json, read_jsonl
+    try:
+        obj = read_json(args.case)
+    except JsonlError:  # a JSONL file of cases: its first case
+        obj = next((value for _, value in read_jsonl(args.case)), None)
+    if obj is None:
+        raise UsageError(f'--case {args.case} is empty; give one evaluation case as a JSON object')
+    try:
+        case = EvalCase.from_dict(obj)
+    except CaseError as e:
+        raise UsageError(f'{args.case}: {e}') from None
+    print(json.dumps(case.messages(args.model_output, args.observation), ensure_ascii=False, indent=2))
     return 0
 
 
@@ -33,28 +62,30 @@ def cmd_prepare_model(args) -> int:
     try:
         print(prepare_model(args.model))
     except ModelUnavailable as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
     return 0
 
 
 def cmd_pipeline(args) -> int:
-    from .environment import ProfileError
-    from .pipeline import PipelineError, run_pipeline
     params = {}
     for item in args.p or []:
         key, sep, value = item.partition('=')
-        if not sep:
-            print(f'error: -p takes name=value, got {item!r}', file=sys.stderr)
-            return 2
+        if not sep or not key:
+            raise UsageError(f'-p takes name=value, got {item!r}')
         try:
             params[key] = json.loads(value)
         except ValueError:
             params[key] = value
+    if args.run_dir:
+        check_output_dir('--run-dir', args.run_dir)
+    from .environment import ProfileError
+    from .pipeline import PipelineError, run_pipeline
     try:
         results = run_pipeline(args.profile, args.run_dir, params, only=args.only, start_from=args.start_from,
                                force=args.force, live_output=not args.quiet)
-    except (PipelineError, ProfileError) as e:
+    except ProfileError as e:
+        raise UsageError(str(e)) from None
+    except PipelineError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     for r in results:
@@ -63,49 +94,72 @@ def cmd_pipeline(args) -> int:
     return 0
 
 
-def cmd_convert(args) -> int:
-    from .convert import convert_file
-    instruction = None
-    if args.instruction:
+def _instruction(text: str | None):
+    """``--instruction``: a JSON role config when it starts with ``{``, else the text itself."""
+    if not text:
+        return None
+    from .agentfabric import CaseError, check_instruction
+    from .jsonl import loads
+    value = text
+    if text.lstrip().startswith('{'):
         try:
-            instruction = json.loads(args.instruction)
-        except ValueError:
-            instruction = args.instruction
-    pool = None
-    if instruction is None:
-        from .catalog import load_instructions
-        pool = load_instructions()
+            value = loads(text)
+        except ValueError as e:
+            raise UsageError(f'--instruction looks like a JSON role config but is not valid JSON ({e}); '
+                             'give plain text or {"name": …, "description": …, "instruction": …}') from None
+    try:
+        return check_instruction(value)
+    except CaseError as e:
+        raise UsageError(f'--instruction: {e}') from None
+
+
+def cmd_convert(args) -> int:
+    check_input('--input', args.input)
+    check_paths({'--output': args.output, '--report': args.report}, {'--input': args.input})
+    instruction = _instruction(args.instruction)
+    from .catalog import load_instructions
+    from .convert import convert_file
+    from .jsonl import write_json
+    pool = load_instructions() if instruction is None else None
     try:
         report = convert_file(args.input, args.output, args.to, instruction, pool)
+        if args.report:
+            write_json(args.report, report.to_dict())
     except OSError as e:
-        print(f'error: cannot read {args.input}: {e}', file=sys.stderr)
-        return 2
-    if args.report:
-        with open(args.report, 'w', encoding='utf-8') as f:
-            json.dump(report.to_dict(), f, ensure_ascii=False, indent=2)
+        where = f' ({e.filename})' if e.filename else ''
+        raise UsageError(f'cannot convert {args.input} into {args.output}: {e.strerror or e}{where}') from None
     s = report.summary()
     print(f"read {s['read']}, converted {s['converted']}, rejected {s['rejected']}, "
           f"wrote {s['samples_written']} samples to {args.output}", file=sys.stderr)
     for r in report.rejected[:10]:
-        print(f"  rejected line {r['line']} ({r['id']}): {r['reason']}", file=sys.stderr)
+        print(f"  rejected {args.input}:{r['line']} ({r['id']}): {r['reason']}", file=sys.stderr)
+    if len(report.rejected) > 10:
+        print(f'  … and {len(report.rejected) - 10} more' + (f' (all in {args.report})' if args.report else
+                                                             ' (--report REPORT.json lists them all)'),
+              file=sys.stderr)
+    if s['read'] == 0:
+        print(f'warning: {args.input} holds no records', file=sys.stderr)
+    elif s['converted'] == 0:
+        print(f'error: none of the {s["read"]} records of {args.input} could be converted (reasons above)',
+              file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_synth(args) -> int:
+    from .catalog import DATA_DIR, DATA_FILES
+    check_paths({'--out': args.out}, {f'data file {name}': DATA_DIR / name for name in DATA_FILES.values()})
+    from .agentfabric import to_case
+    from .jsonl import write_jsonl
     from .synth import Generator, SynthConfig
     cfg = SynthConfig(langs=tuple(args.langs), max_tools=args.max_tools)
     gen = Generator(cfg, args.seed)
     counts = dict(zip(('train', 'val', 'test'), _split_counts(args.n, cfg.split_ratios)))
     if args.split != 'all':
         counts = {args.split: args.n}
-    from .agentfabric import to_case
-    n = 0
-    with open(args.out, 'w', encoding='utf-8') as f:
-        for split, k in counts.items():
-            for conv in gen.conversations(split, k):
-                f.write(json.dumps(to_case(conv).to_dict() if args.cases else conv.to_dict(), ensure_ascii=False)
-                        + '\n')
-                n += 1
+    rows = ((to_case(conv).to_dict() if args.cases else conv.to_dict())
+            for split, k in counts.items() for conv in gen.conversations(split, k))
+    n = write_jsonl(args.out, rows)
     print(f'wrote {n} {"cases" if args.cases else "conversations"} to {args.out} ({counts})', file=sys.stderr)
     return 0
 
@@ -117,27 +171,47 @@ def _split_counts(n: int, ratios) -> list[int]:
 
 
 def cmd_evaluate(args) -> int:
+    check_input('--cases', args.cases)
+    check_output_dir('--out', args.out)
+    if os.path.isdir(args.out):
+        check_paths({'predictions.jsonl': os.path.join(args.out, 'predictions.jsonl'),
+                     'metrics.json': os.path.join(args.out, 'metrics.json')}, {'--cases': args.cases})
     from .agentfabric import CaseError, load_cases
-    from .evaluation import evaluate
     try:
         cases = load_cases(args.cases)
-    except (OSError, CaseError) as e:
+    except CaseError as e:
+        raise UsageError(str(e)) from None
+    if not cases:
+        raise UsageError(f'--cases {args.cases} holds no cases; give a JSONL file of evaluation cases')
+    from .evaluation import ServerUnavailable, evaluate, load_predictions
+    try:
+        metrics = evaluate(cases, args.base_url, args.model, args.out, workers=args.workers,
+                           max_tokens=args.max_tokens, max_llm_calls=args.max_llm_calls)
+    except ServerUnavailable as e:
         print(f'error: {e}', file=sys.stderr)
-        return 2
-    metrics = evaluate(cases, args.base_url, args.model, args.out, workers=args.workers, max_tokens=args.max_tokens,
-                       max_llm_calls=args.max_llm_calls)
+        return 1
     print(json.dumps({k: v for k, v in metrics.items() if k not in ('counts', 'ci95')}, indent=2), file=sys.stderr)
+    if metrics['n_errors'] == metrics['n_cases']:
+        first = next(iter(load_predictions(os.path.join(args.out, 'predictions.jsonl')).values()))
+        print(f'error: every one of the {metrics["n_cases"]} cases failed, e.g. {first["id"]}: {first["error"]}; '
+              f'see {os.path.join(args.out, "predictions.jsonl")}', file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_score(args) -> int:
-    from .agentfabric import CaseError
-    from .evaluation import score_files
+    check_input('--cases', args.cases)
+    check_input('--predictions', args.predictions)
+    from .agentfabric import DuplicateIdError
+    from .evaluation import UnknownIdError, score_files
     try:
-        metrics = score_files(args.cases, args.predictions)
-    except (OSError, ValueError, CaseError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+        metrics = score_files(args.cases, args.predictions, args.allow_duplicates, args.allow_unknown)
+    except DuplicateIdError as e:
+        raise UsageError(f'{e} (or pass --allow-duplicates to score the first of each id)') from None
+    except UnknownIdError as e:
+        raise UsageError(f'{e} (or pass --allow-unknown to leave them out)') from None
+    except ValueError as e:  # CaseError and JsonlError included: they name the file and line
+        raise UsageError(str(e)) from None
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -147,18 +221,20 @@ def cmd_bench(args) -> int:
     parts = args.parts or list(PARTS)
     unknown = set(parts) - set(PARTS)
     if unknown:
-        print(f'error: unknown part(s) {sorted(unknown)}: choose from {", ".join(PARTS)}', file=sys.stderr)
-        return 2
+        raise UsageError(f'unknown part(s) {sorted(unknown)}: choose from {", ".join(PARTS)}')
+    if args.out:
+        check_output_dir('--out', args.out)
     run_bench(parts, args.out)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='python -m helpers', description=__doc__)
+    parser = _Parser(prog='python -m helpers', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
+    count = _at_least(1)
 
     p = sub.add_parser('prompt', help='print the messages RolePlay sends for one evaluation case (JSON)')
-    p.add_argument('--case', required=True, help='CASE.json: one evaluation case')
+    p.add_argument('--case', required=True, help='CASE.json: one evaluation case (or a JSONL file: its first)')
     p.add_argument('--model-output', help='the model\'s first-turn output, to render the second turn')
     p.add_argument('--observation', help='the tool result that follows that output')
     p.set_defaults(func=cmd_prompt)
@@ -172,18 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--to', choices=['messages', 'agentfabric'], default='messages',
                    help='messages: ms-swift messages; agentfabric: from/value conversations')
     p.add_argument('--report', help='REPORT.json with counts and every rejected line')
-    p.add_argument('--instruction', help='role instruction (text or JSON role config); default: a stable pick '
-                                         'from data/instructions.json')
+    p.add_argument('--instruction', help='role instruction: text, or a JSON role config {"name", "description", '
+                                         '"instruction"}; default: a stable pick from data/instructions.json')
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser('synth', help='generate AgentFabric conversations from the bundled tool catalog')
-    p.add_argument('--n', type=int, required=True, help='number of conversations')
+    p.add_argument('--n', type=count, required=True, help='number of conversations (at least 1)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', required=True, help='FILE.jsonl of conversations (meta.split says the split)')
     p.add_argument('--split', choices=['all', 'train', 'val', 'test'], default='all',
                    help='all: 80/10/10 over train/val/test')
     p.add_argument('--langs', nargs='+', choices=['zh', 'en'], default=['zh', 'en'])
-    p.add_argument('--max-tools', type=int, default=4)
+    p.add_argument('--max-tools', type=count, default=4, help='most tools offered in one conversation')
     p.add_argument('--cases', action='store_true', help='write evaluation cases (last turn of each) instead')
     p.set_defaults(func=cmd_synth)
 
@@ -192,15 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--base-url', required=True, help='OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1')
     p.add_argument('--model', required=True, help='served model name')
     p.add_argument('--out', required=True, help='DIR for predictions.jsonl and metrics.json')
-    p.add_argument('--workers', type=int, default=8, help='cases run at the same time')
-    p.add_argument('--max-tokens', type=int, default=96, help='cap on new tokens per LLM call')
-    p.add_argument('--max-llm-calls', type=int, default=4,
+    p.add_argument('--workers', type=count, default=8, help='cases run at the same time')
+    p.add_argument('--max-tokens', type=count, default=96, help='cap on new tokens per LLM call')
+    p.add_argument('--max-llm-calls', type=count, default=4,
                    help='stop a case whose model keeps calling tools after this many requests (RolePlay: 10)')
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser('score', help='metrics JSON for predictions (stdout carries only the JSON)')
     p.add_argument('--cases', required=True)
     p.add_argument('--predictions', required=True)
+    p.add_argument('--allow-duplicates', action='store_true',
+                   help='score the first of each repeated case or prediction id (counted in the output)')
+    p.add_argument('--allow-unknown', action='store_true',
+                   help='leave out predictions whose id is not a case (counted in the output)')
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser('bench', help='print speed figures: convert, train, serve, eval, pipeline')
@@ -222,7 +302,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (UsageError, PathError, JsonlError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('interrupted: unfinished outputs were removed, existing files are unchanged', file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as e:  # noqa: BLE001 - the last resort: still one line, with how to see more
+        if os.environ.get('HELPERS_TRACEBACK'):
+            raise
+        print(f'error: unexpected {type(e).__name__}: {e} (a bug in helpers; HELPERS_TRACEBACK=1 shows where)',
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == '__main__':

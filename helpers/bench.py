@@ -12,13 +12,13 @@ Nothing here asserts a target: the figures are printed, and written to ``runs/be
 """
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from .environment import repo_root
+from .jsonl import read_jsonl, write_json, write_jsonl
 
 PARTS = ('convert', 'train', 'serve', 'eval', 'pipeline')
 
@@ -40,9 +40,7 @@ def bench_convert(work: Path, n: int = 30000) -> list[dict]:
     raw = work / 'raw.jsonl'
     gen = Generator(seed=11)
     t = time.time()
-    with open(raw, 'w', encoding='utf-8') as f:
-        for conv in gen.conversations('train', n):
-            f.write(json.dumps(to_ms_agent(conv), ensure_ascii=False) + '\n')
+    write_jsonl(raw, (to_ms_agent(conv) for conv in gen.conversations('train', n)))
     made = time.time() - t
     rows = []
     for fmt in ('messages', 'agentfabric'):
@@ -66,7 +64,7 @@ def bench_train(work: Path, steps: int = 6) -> list[dict]:
     write_splits(data, PROFILE_DATA['cpu'], seed=0)
     spec = MODELS['smollm2-135m']
     model = str(prepare_model(spec.key))
-    rows_all = [json.loads(line) for line in (data / 'train.jsonl').read_text().splitlines()]
+    rows_all = [row for _, row in read_jsonl(data / 'train.jsonl')]
     mean_tokens = statistics.mean(token_lengths(rows_all[:100], AutoTokenizer.from_pretrained(model)))
     rows = []
     for name in ('cpu', 'original-guide'):
@@ -168,6 +166,6 @@ def run_bench(parts=PARTS, out_dir: str | Path | None = None) -> dict:
             rows = fn(work)
             results[part] = rows
             _print_table(f'{part} ({time.time() - t:.0f} s)', rows)
-    (out / 'bench.json').write_text(json.dumps(results, indent=2))
+    write_json(out / 'bench.json', results)
     print(f'\nwritten to {out / "bench.json"}')
     return results

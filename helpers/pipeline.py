@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .environment import prepare_run_dir, repo_root, resolve_profile
+from .jsonl import read_json, write_json
 
 NOTEBOOK_DIR = repo_root() / 'notebooks'
 CELL_TIMEOUT = {'tiny': 900, 'cpu': 7200, 'gpu': 6 * 3600}  # seconds one cell may run before the run is failed
@@ -52,14 +53,19 @@ def _failing_cell(path: Path) -> str:
 
 
 def _timings(run: Path) -> dict:
+    """What earlier runs in this directory recorded (nothing when the file is missing or unreadable)."""
     path = run / 'timings.json'
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        timings = read_json(path) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+    return timings if isinstance(timings, dict) else {}
 
 
 def _write_timing(run: Path, result: StepResult) -> None:
     timings = _timings(run)
     timings[result.notebook] = asdict(result)
-    (run / 'timings.json').write_text(json.dumps(timings, indent=2))
+    write_json(run / 'timings.json', timings)
 
 
 def select(only: list[str] | None = None, start_from: str | None = None) -> list[Path]:

@@ -8,6 +8,8 @@ import html
 import json
 from pathlib import Path
 
+from .jsonl import atomic_write
+
 KEYS = ('tool_selection_acc', 'args_exact_acc', 'args_f1', 'false_positive_rate', 'invalid_call_rate',
         'answer_rouge_l')
 
@@ -154,8 +156,9 @@ def build_report(run: str | Path) -> tuple[Path, Path]:
              'max-width:420px;word-wrap:break-word;white-space:pre-wrap}pre{background:#f6f8fa;padding:8px;'
              'white-space:pre-wrap}')
     html_path, md_path = run / 'report.html', run / 'report.md'
-    html_path.write_text(f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-                         f'<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{"".join(parts_html)}'
-                         '</body></html>', encoding='utf-8')
-    md_path.write_text(f'# {title}\n\n' + '\n'.join(parts_md), encoding='utf-8')
+    with atomic_write(html_path) as f:
+        f.write(f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+                f'<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{"".join(parts_html)}</body></html>')
+    with atomic_write(md_path) as f:
+        f.write(f'# {title}\n\n' + '\n'.join(parts_md))
     return html_path, md_path

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .agentfabric import Call, Conversation, Turn, check_instruction, render, to_case
 from .catalog import CatalogTool, load_catalog, load_instructions, load_no_call, load_slot_values
+from .jsonl import write_json, write_jsonl
 
 SPLITS = ('train', 'val', 'test')
 FOLLOW_UPS = {  # generic follow-ups that change the primary argument; split like the query templates
@@ -53,6 +54,15 @@ class SynthConfig:
     p_session: float = 0.0  # train split only: share of conversations that are sessions of several queries
     session_turns: tuple[int, int] = (3, 5)  # queries per session
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+    def __post_init__(self) -> None:
+        if not self.langs or not set(self.langs) <= {'zh', 'en'}:
+            raise ValueError(f'langs must be some of zh, en; got {self.langs!r}')
+        if not isinstance(self.max_tools, int) or self.max_tools < 1:
+            raise ValueError(f'max_tools must be a whole number of at least 1, got {self.max_tools!r}')
+        low, high = self.session_turns
+        if not 1 <= low <= high:
+            raise ValueError(f'session_turns must be (low, high) with 1 <= low <= high, got {self.session_turns!r}')
 
 
 def _rng(*parts) -> random.Random:
@@ -262,6 +272,8 @@ class Generator:
     def conversations(self, split: str, n: int) -> list[Conversation]:
         if split not in SPLITS:
             raise ValueError(f'split must be one of {SPLITS}')
+        if n < 0:
+            raise ValueError(f'the number of conversations cannot be negative, got {n}')
         return [self.conversation(split, i) for i in range(n)]
 
 
@@ -321,24 +333,18 @@ def write_splits(out_dir: str | Path, plan: DataPlan, seed: int = 0, resources: 
     summary = {'seed': seed, 'plan': {**asdict(plan), 'config': asdict(plan.config)}}
     for split, n in (('train', plan.n_train), ('val', plan.n_val), ('test', plan.n_test)):
         convs = gen.conversations(split, n)
-        with open(out / f'{split}_conversations.jsonl', 'w', encoding='utf-8') as f:
-            for c in convs:
-                f.write(json.dumps(c.to_dict(), ensure_ascii=False) + '\n')
+        write_jsonl(out / f'{split}_conversations.jsonl', (c.to_dict() for c in convs))
         if split == 'test':
             cases = [to_case(c) for c in convs]
-            with open(out / 'test_cases.jsonl', 'w', encoding='utf-8') as f:
-                for c in cases:
-                    f.write(json.dumps(c.to_dict(), ensure_ascii=False) + '\n')
+            write_jsonl(out / 'test_cases.jsonl', (c.to_dict() for c in cases))
             summary['test'] = {'cases': len(cases), 'with_call': sum(c.expected_call is not None for c in cases)}
         else:
             rows = training_rows(convs, plan.answer_share if split == 'train' else 1.0, seed,
                                  train_history=plan.train_history and split == 'train')
-            with open(out / f'{split}.jsonl', 'w', encoding='utf-8') as f:
-                for r in rows:
-                    f.write(json.dumps(r, ensure_ascii=False) + '\n')
+            write_jsonl(out / f'{split}.jsonl', rows)
             summary[split] = {'conversations': len(convs), 'samples': len(rows),
                               'kinds': dict(Counter(r['meta']['kind'] for r in rows))}
-    (out / 'data_summary.json').write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    write_json(out / 'data_summary.json', summary)
     return summary
 
 
