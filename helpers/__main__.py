@@ -115,12 +115,14 @@ def _instruction(text: str | None):
 
 def cmd_convert(args) -> int:
     check_input('--input', args.input)
-    check_paths({'--output': args.output, '--report': args.report}, {'--input': args.input})
     instruction = _instruction(args.instruction)
-    from .catalog import load_instructions
+    from .catalog import DATA_DIR, DATA_FILES, load_instructions
+    pool_file = DATA_DIR / DATA_FILES['instructions'] if instruction is None else None
+    check_paths({'--output': args.output, '--report': args.report},
+                {'--input': args.input, 'the instruction pool': pool_file})
     from .convert import convert_file
     from .jsonl import write_json
-    pool = load_instructions() if instruction is None else None
+    pool = load_instructions(pool_file) if pool_file else None
     try:
         report = convert_file(args.input, args.output, args.to, instruction, pool)
         if args.report:

@@ -48,13 +48,17 @@ class ConversionError(ValueError):
     """Why one record cannot be converted (goes to the report)."""
 
 
+_JSON5_MAX = 20_000  # characters; the pure-Python JSON5 parser needs seconds per 100 KB
+
+
 def _parse_literal(text: str) -> Any:
-    """JSON, then a Python literal (ms_agent often writes single quotes), then JSON5."""
+    """JSON, then a Python literal (ms_agent often writes single quotes), then JSON5 (short texts only)."""
     text = text.strip()
-    for parse in (json.loads, ast.literal_eval, json5.loads):
+    parsers = (json.loads, ast.literal_eval) + ((json5.loads,) if len(text) <= _JSON5_MAX else ())
+    for parse in parsers:
         try:
             return parse(text)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure means: try the next reading
             continue
     raise ConversionError(f'not JSON: {text[:80]!r}')
 

@@ -206,6 +206,8 @@ def check_paths(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, Pat
             raise PathError(f'{label} {path} is a folder; give a file path')
         if p.exists() and not p.is_file():
             continue  # a device or pipe, written in place
+        if p.exists() and not os.access(p, os.W_OK):
+            raise PathError(f'{label} {path} is read-only; make it writable or choose another path')
         folder = Path(os.path.realpath(p)).parent
         if folder.exists() and not folder.is_dir():
             raise PathError(f'{label} {path}: {folder} is a file, not a folder')

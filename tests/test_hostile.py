@@ -514,3 +514,21 @@ def test_the_cli_prints_no_traceback_in_a_real_process(tmp_path):
     res = subprocess.run([sys.executable, '-m', 'helpers', 'prompt', '--case', str(empty)], capture_output=True,
                          text=True, timeout=60, cwd=repo_root())
     assert res.returncode == 2 and res.stdout == '' and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root may write any file')
+def test_a_read_only_output_is_refused(capsys, tmp_path):
+    out = tmp_path / 'o.jsonl'
+    out.write_text('keep\n')
+    out.chmod(0o444)
+    code, _, err = cli(capsys, 'convert', '--input', SAMPLE, '--output', out)
+    assert code == 2 and out.read_text() == 'keep\n'
+    one_error_line(err, 'read-only')
+
+
+def test_the_instruction_pool_is_an_input_too(capsys):
+    path = repo_root() / 'data' / 'instructions.json'
+    before = digest(path)
+    code, _, err = cli(capsys, 'convert', '--input', SAMPLE, '--output', path)
+    assert code == 2 and digest(path) == before
+    one_error_line(err, 'instruction pool')
