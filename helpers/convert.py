@@ -41,6 +41,7 @@ _AF_HEAD = re.compile(r'(\S+): ')
 _AF_API = re.compile(r' API[。.] ?')
 _AF_PARAMS = re.compile(r' ?(?:输入参数|Parameters): ')
 _AF_TAIL = ' Format the arguments as a JSON object.'
+_OPENING = re.compile(r'[\[{]')
 _BLOCK_KEYS = re.compile(r'^(Thought|Action|Action Input|Observation|Final Answer):[ \t]?', re.M)
 
 
@@ -101,7 +102,7 @@ def parse_api(entry: str) -> Tool:
     else:
         desc_text = rest[:pos]
         after = rest[pos + len('Parameters:'):]
-        m = re.search(r'[\[{]', after)
+        m = _OPENING.search(after)
         if not m:
             raise ConversionError(f'{name}: "Parameters:" is not followed by a list')
         params = _parse_literal(_bracketed(after, m.start()))
@@ -157,14 +158,17 @@ def _api_entries(body: str) -> list[str]:
     """The text of each API entry. Entry ``k`` starts at ``k. name:`` on a new line and runs through its
     ``Parameters:`` list, so a description holding a numbered line (even ``\n\n2. name: …``) stays in its
     tool; an entry without a parameter list ends at the next number."""
-    entries, pos = [], 0
+    entries, pos, params = [], 0, 0
     while mark := re.compile(rf'(?:^|\n)[^\S\n]*{len(entries) + 1}\.[^\S\n]+(?=\S+?:)').search(body, pos):
         nxt = re.compile(rf'\n[^\S\n]*{len(entries) + 2}\.[^\S\n]+(?=\S+?:)').search(body, mark.end())
         end = nxt.start() if nxt else len(body)
-        params = body.find('Parameters:', mark.end())
-        bracket = re.compile(r'[\[{]').search(body, params) if params != -1 else None
+        if 0 <= params < mark.end():  # -1: no "Parameters:" left (searched once, so linear time)
+            params = body.find('Parameters:', mark.end())
+        bracket = _OPENING.search(body, params) if params != -1 else None
         if bracket:
             end = bracket.start() + len(_bracketed(body, bracket.start()))
+        else:
+            params = -1  # no list after any later "Parameters:" either
         entries.append(body[mark.end():end])
         pos = end
     if _API_ENTRY.search(body, pos):
