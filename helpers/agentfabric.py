@@ -102,7 +102,8 @@ class ToolParam:
                             f'got {type(schema).__name__}')
         ptype = d.get('type') or schema.get('type') or 'string'
         if not (isinstance(ptype, str) or isinstance(ptype, list) and all(isinstance(t, str) for t in ptype)):
-            raise CaseError(f'parameter {d["name"]!r}: "type" must be a JSON type such as "string", got {_short(ptype)}')
+            raise CaseError(f'parameter {d["name"]!r}: "type" must be a JSON type such as "string", '
+                            f'got {_short(ptype)}')
         enum = d.get('enum') or None
         if enum is not None and not isinstance(enum, list):
             raise CaseError(f'parameter {d["name"]!r}: "enum" must be a list of values, got {type(enum).__name__}')

@@ -25,9 +25,9 @@ and a prediction whose id is not a case: each would silently change the metrics.
 first of each id counts, and the output says how many were set aside.
 
 Before the first case, :func:`evaluate` checks that the server answers ``GET /models`` within a few
-seconds (:class:`ServerUnavailable` otherwise). Rates come with their count and a Wilson 95% interval. A model that keeps calling tools after the
-observation is stopped after ``max_llm_calls`` requests in a case (RolePlay itself allows 10), which
-bounds the cost of a run; such cases are counted in ``n_stopped``.
+seconds (:class:`ServerUnavailable` otherwise). Rates come with their count and a Wilson 95% interval.
+A model that keeps calling tools after the observation is stopped after ``max_llm_calls`` requests in a
+case (RolePlay itself allows 10), which bounds the cost of a run; such cases are counted in ``n_stopped``.
 """
 from __future__ import annotations
 

@@ -68,7 +68,8 @@ def system(params: str, desc: str = 'Track a parcel') -> str:
 
 
 PARAMS = '[{"name": "tracking_no", "description": "number", "required": "True"}]'
-REPLY = 'Action: parcel_tracking\nAction Input: {"tracking_no": "SF1"}\nObservation: in transit\nFinal Answer: On its way.'
+REPLY = ('Action: parcel_tracking\nAction Input: {"tracking_no": "SF1"}\nObservation: in transit\n'
+         'Final Answer: On its way.')
 GOOD = raw(system(PARAMS), REPLY, 'good')
 
 

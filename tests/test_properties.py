@@ -37,8 +37,20 @@ PIECES = st.sampled_from([
     'tool_a: tool_a API. d Parameters: {"type": "object"} Format the arguments as a JSON object.', ',', ' ', '天气'])
 TEXT = st.lists(PIECES, max_size=12).map(''.join) | st.text(max_size=30)
 MESSAGE = st.fixed_dictionaries({'from': st.sampled_from(['system', 'user', 'assistant', 'tool', 3]), 'value': TEXT})
-SAMPLES = [json.loads(line) for line in (repo_root() / 'data' / 'ms_agent_sample' / 'raw.jsonl').read_text().splitlines()
-           if line.startswith('{"id"') and line.rstrip().endswith('}')]
+
+
+def sample_records() -> list[dict]:
+    """The bundled raw sample's records that are JSON objects with messages (some lines are broken on purpose)."""
+    records = []
+    for line in (repo_root() / 'data' / 'ms_agent_sample' / 'raw.jsonl').read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return [r for r in records if isinstance(r, dict) and r.get('conversations')]
+
+
+SAMPLES = sample_records()
 
 
 def mutate(record: dict, edits: list[tuple[int, int, str]]) -> dict:
