@@ -81,7 +81,7 @@ def read_text_lines(path: PathLike) -> Iterator[str | BadLine]:
             if len(raw) > MAX_LINE_BYTES and not raw.endswith(b'\n'):
                 while (rest := f.readline(2 ** 20)) and not rest.endswith(b'\n'):
                     pass
-                yield BadLine(f'line longer than {MAX_LINE_BYTES // 2 ** 20} MiB')
+                yield BadLine(f'line longer than {MAX_LINE_BYTES:,} bytes')
                 first = False
                 continue
             raw = raw.rstrip(b'\n').rstrip(b'\r')
