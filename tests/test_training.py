@@ -1,6 +1,8 @@
 """Training: command building and presets, the two-process CPU path, resume after a kill, clear failures."""
 import json
 import os
+import re
+import shlex
 import signal
 import threading
 import time
@@ -8,16 +10,75 @@ from pathlib import Path
 
 import pytest
 
-from helpers.models import prepare_model
+from helpers.models import MODELS, prepare_model
 from helpers.synth import PROFILE_DATA, write_splits
 from helpers.training import PRESETS, TrainingError, last_checkpoint, preset, read_log_history, run_training
 
 
-def test_original_guide_preset_is_the_published_recipe():
-    g = PRESETS['original-guide']
-    assert (g['lora_rank'], g['lora_alpha'], g['lora_dropout'], g['learning_rate'], g['num_train_epochs']) == \
-        (8, 32, 0.05, 5e-5, 2)
-    assert g['batch_size'] == 2 and g['global_batch_size'] == 64 and g['general_mix_ratio'] == 2.0
+# The training command of the AgentFabric tool-calling best-practice guide (ModelScope, English edition, section
+# "Fine-tuning Process", 8×A100), as published for ms-swift 1.x's llm_sft.py; the launcher (nohup torchrun
+# --nproc_per_node --master_port 29500) is left out. The Chinese edition of the guide differs in three values
+# (max_length 2048, weight_decay 0.01, accumulation 1/nproc_per_node); the series follows the English one.
+GUIDE_COMMAND = """
+    --model_id_or_path qwen/Qwen-7B-Chat --model_revision master --sft_type lora --tuner_backend swift
+    --dtype AUTO --output_dir output --dataset ms-agent-for-agentfabric-default ms-agent-for-agentfabric-addition
+    --train_dataset_mix_ratio 2.0 --train_dataset_sample -1 --num_train_epochs 2 --max_length 1500
+    --check_dataset_strategy warning --lora_rank 8 --lora_alpha 32 --lora_dropout_p 0.05 --lora_target_modules ALL
+    --self_cognition_sample 3000 --model_name 卡卡罗特 --model_author 陶白白 --gradient_checkpointing true
+    --batch_size 2 --weight_decay 0.1 --learning_rate 5e-5 --gradient_accumulation_steps $(expr 32 / $nproc_per_node)
+    --max_grad_norm 0.5 --warmup_ratio 0.03 --eval_steps 100 --save_steps 100 --save_total_limit 2 --logging_steps 10
+"""
+# guide flag -> (TrainConfig field, the guide's value in TrainConfig terms)
+GUIDE_TO_PRESET = {
+    'sft_type': ('tuner', str), 'lora_rank': ('lora_rank', int), 'lora_alpha': ('lora_alpha', int),
+    'lora_dropout_p': ('lora_dropout', float), 'lora_target_modules': ('target_modules', {'ALL': 'all-linear'}.get),
+    'learning_rate': ('learning_rate', float), 'num_train_epochs': ('num_train_epochs', float),
+    'max_length': ('max_length', int), 'batch_size': ('batch_size', int), 'weight_decay': ('weight_decay', float),
+    'max_grad_norm': ('max_grad_norm', float), 'warmup_ratio': ('warmup_ratio', float),
+    'eval_steps': ('eval_steps', int), 'save_steps': ('save_steps', int), 'save_total_limit': ('save_total_limit', int),
+    'logging_steps': ('logging_steps', int), 'gradient_checkpointing': ('gradient_checkpointing', {'true': True}.get),
+    'train_dataset_mix_ratio': ('general_mix_ratio', float), 'self_cognition_sample': ('self_cognition', int),
+    'model_name': ('model_name', str), 'model_author': ('model_author', str),
+    'dtype': ('dtype', {'AUTO': None}.__getitem__),  # AUTO: bf16 where supported, which ms-swift 4 decides too
+}
+NOT_IN_THE_PRESET = {
+    'model_id_or_path': 'the model is chosen apart from the preset: models.MODELS["qwen-7b-chat"], checked below',
+    'model_revision': "'master' is ModelScope's default revision",
+    'tuner_backend': "ms-swift 1.x's own LoRA; ms-swift 4 applies the same LoRA through peft",
+    'output_dir': 'set per run', 'dataset': "the guide's converted ms_agent data; the series trains on its own",
+    'train_dataset_sample': '-1 = every sample, as the series does', 'check_dataset_strategy': 'gone in ms-swift 3',
+    'gradient_accumulation_steps': 'derived from the effective batch, checked below for 1-8 GPUs',
+}
+# What the guide leaves to ms-swift 1.7's defaults (swift/llm/utils/argument.py at v1.7.3, March 2024).
+SWIFT_17_DEFAULTS = {'lr_scheduler': 'linear', 'general_dataset': 'iic/ms_bench',  # train_dataset_mix_ds ms-bench
+                     'loss_scale': 'default', 'seed': 42}
+
+
+def _guide_flags():
+    text = re.sub(r'\$\(expr (\d+) / \$nproc_per_node\)', r'\1/nproc', GUIDE_COMMAND)
+    flags, key = {}, None
+    for token in shlex.split(text):
+        if token.startswith('--'):
+            key = token[2:]
+            flags[key] = []
+        else:
+            flags[key].append(token)
+    return flags
+
+
+def test_original_guide_preset_matches_the_guide_field_by_field():
+    flags = _guide_flags()
+    assert set(flags) == set(GUIDE_TO_PRESET) | set(NOT_IN_THE_PRESET)  # every flag of the guide is accounted for
+    cfg = preset('original-guide')
+    for flag, (field_name, convert) in GUIDE_TO_PRESET.items():
+        assert getattr(cfg, field_name) == convert(flags[flag][0]), flag
+    for field_name, value in SWIFT_17_DEFAULTS.items():
+        assert getattr(cfg, field_name) == value, field_name
+    assert flags['gradient_accumulation_steps'] == ['32/nproc']
+    for gpus in (1, 2, 4, 8):
+        assert preset('original-guide', nproc_per_node=gpus).gradient_accumulation_steps == 32 // gpus
+    assert MODELS['qwen-7b-chat'].model_id == flags['model_id_or_path'][0]
+    assert cfg.datasets(100)[1:] == ['iic/ms_bench#200', 'swift/self-cognition#3000']
 
 
 @pytest.mark.parametrize('gpus, accum', [(1, 32), (2, 16), (4, 8), (8, 4)])
@@ -46,11 +107,14 @@ def test_multi_node_and_deepspeed_options():
         preset('cpu', learning_rte=1)
 
 
-def test_general_mix_only_with_a_dataset():
+def test_hub_data_only_when_asked_for_and_droppable_offline():
     cfg = preset('original-guide', train_file='t.jsonl')
-    assert cfg.datasets(100) == ['t.jsonl', 'iic/ms_bench#200']
-    cfg.general_dataset = None
-    assert cfg.datasets(100) == ['t.jsonl']
+    assert cfg.datasets(100) == ['t.jsonl', 'iic/ms_bench#200', 'swift/self-cognition#3000']
+    args = cfg.args(100)
+    assert args[args.index('--model_name'):][:4] == ['--model_name', '卡卡罗特', '--model_author', '陶白白']
+    assert cfg.drop_hub_data() == ['iic/ms_bench', 'swift/self-cognition']
+    assert cfg.datasets(100) == ['t.jsonl'] and '--model_name' not in cfg.args(100)
+    assert preset('cpu', train_file='t.jsonl').drop_hub_data() == []
 
 
 @pytest.fixture(scope='module')
