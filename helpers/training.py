@@ -64,7 +64,8 @@ class TrainConfig:
     seed: int = 42
     loss_scale: str = 'agentfabric'  # ours (see swift_plugin.py) or any ms-swift loss scale, e.g. 'default'
     gradient_checkpointing: bool = False
-    dtype: str | None = None  # None: ms-swift decides (float32 on CPU, bfloat16 on recent GPUs)
+    precision: str = 'auto'  # bf16 | fp32 | auto (GPU: ms-swift decides from the model and the GPU); see preset()
+    attn_impl: str | None = None  # None: the model's default (sdpa); 'eager' measured faster in bf16 on CPU
     general_dataset: str | None = None  # e.g. 'iic/ms_bench' (only when the hub is reachable)
     general_mix_ratio: float = 0.0  # general samples per training sample
     self_cognition: int = 0  # samples of swift/self-cognition (who the model says it is), needs the hub
@@ -140,15 +141,19 @@ class TrainConfig:
               '--external_plugins', str(PLUGIN), '--callbacks', 'aft_rank_checksum',
               '--output_dir', self.output_dir, '--add_version', 'false', '--check_model', 'false',
               '--dataloader_num_workers', '0', '--report_to', 'none', '--save_only_model', 'false']
-        if self.dtype:
-            a += ['--torch_dtype', self.dtype]
+        if self.precision == 'bf16':  # bf16 weights and autocast (ms-swift sets bf16=True for this dtype)
+            a += ['--torch_dtype', 'bfloat16']
+        elif self.precision == 'fp32':  # ms-swift would switch fp16 on for float32 weights: say no explicitly
+            a += ['--torch_dtype', 'float32', '--fp16', 'false', '--bf16', 'false']
+        if self.attn_impl:
+            a += ['--attn_impl', self.attn_impl]
         if self.self_cognition > 0:
             for flag, value in (('--model_name', self.model_name), ('--model_author', self.model_author)):
                 a += [flag, value] if value else []
         if self.deepspeed:
             a += ['--deepspeed', self.deepspeed]
-        if self.use_cpu:
-            a += ['--use_cpu', 'true', '--ddp_backend', 'gloo']
+        if self.use_cpu:  # needed for bf16 on a CPU; gloo only for several processes
+            a += ['--use_cpu', 'true'] + (['--ddp_backend', 'gloo'] if self.world_size > 1 else [])
         if resume_from:
             a += ['--resume_from_checkpoint', resume_from]
         return a + list(self.extra_args)
@@ -218,13 +223,27 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset(name: str, **overrides) -> TrainConfig:
+def preset(name: str, cuda: bool | None = None, **overrides) -> TrainConfig:
+    """A preset with ``overrides``, its precision resolved for this machine (``cuda``: None detects it).
+
+    Without a GPU, training says ``--use_cpu true`` (ms-swift refuses bf16 on a CPU otherwise), trains in
+    bf16 where the CPU has bf16 matrix instructions, and then uses eager attention, which measured faster
+    than SDPA in bf16 on this series' 2-core CPU (``make bench`` compares them).
+    """
+    from .environment import detect_hardware, resolve_precision
     if name not in PRESETS:
         raise ValueError(f'unknown preset {name!r}: choose one of {", ".join(PRESETS)}')
     unknown = set(overrides) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f'unknown training options {sorted(unknown)}')
-    return TrainConfig(**{**PRESETS[name], **overrides})
+    cfg = TrainConfig(**{**PRESETS[name], **overrides})
+    cuda = detect_hardware().cuda if cuda is None else cuda
+    cfg.precision = resolve_precision(cfg.precision, cuda)
+    if not cuda:
+        cfg.use_cpu = True
+        if cfg.precision == 'bf16' and 'attn_impl' not in overrides:
+            cfg.attn_impl = 'eager'
+    return cfg
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:

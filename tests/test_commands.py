@@ -61,16 +61,19 @@ def vllm():
 
 
 @pytest.mark.parametrize('backend', ['vllm', 'vllm-cpu'])
-@pytest.mark.parametrize('tp, remote_code', [(1, False), (4, True)])
-def test_vllm_server_command_parses_with_vllms_own_parser(vllm, backend, tp, remote_code):
+@pytest.mark.parametrize('tp, remote_code, precision', [(1, False, 'bf16'), (4, True, 'auto'), (1, False, 'fp32')])
+def test_vllm_server_command_parses_with_vllms_own_parser(vllm, backend, tp, remote_code, precision):
     spec = ServerSpec('/models/merged', served_name='agentfabric-finetuned', backend=backend, max_model_len=8192,
-                      tensor_parallel_size=tp, trust_remote_code=remote_code)
+                      tensor_parallel_size=tp, trust_remote_code=remote_code, precision=precision)
     cmd = spec.command(port=8123)
     assert cmd[1:3] == ['-m', VLLM_SERVER_MODULE] and importlib.util.find_spec(VLLM_SERVER_MODULE)
     args = vllm(cmd[3:])
     assert (args.model, args.served_model_name, args.host, args.port, args.max_model_len, args.trust_remote_code) == \
         ('/models/merged', ['agentfabric-finetuned'], '127.0.0.1', 8123, 8192, remote_code)
     assert args.tensor_parallel_size == (tp if backend == 'vllm' else 1)
+    assert args.dtype == {'bf16': 'bfloat16', 'fp32': 'float32', 'auto': 'auto'}[precision]
+    assert args.enforce_eager == (backend == 'vllm-cpu')  # vllm-cpu: start in seconds, not minutes
+    assert args.kv_cache_memory_bytes == (2 * 2**30 if backend == 'vllm-cpu' else None)
     from vllm.engine.arg_utils import AsyncEngineArgs
     assert AsyncEngineArgs.from_cli_args(args).model == '/models/merged'
 
@@ -143,8 +146,9 @@ def swift_parse():
     return parse
 
 
-def _train(name, **kw):
-    return preset(name, model='/models/base', model_type='qwen2', template='qwen2_5', train_file='/d/train.jsonl',
+def _train(name, cuda=None, **kw):
+    cuda = name in ('gpu', 'original-guide') if cuda is None else cuda  # the machine each preset is meant for
+    return preset(name, cuda=cuda, model='/models/base', model_type='qwen2', template='qwen2_5', train_file='/d/train.jsonl',
                   val_file='/d/val.jsonl', output_dir='/runs/train', **kw)
 
 
@@ -182,7 +186,7 @@ def test_swift_sft_commands_parse(swift_parse, monkeypatch, name, kw):
         import swift
         assert ns.deepspeed == cfg.deepspeed and (Path(swift.__file__).parent / 'config' / f'{cfg.deepspeed}.json').exists()
     if cfg.use_cpu:
-        assert ns.use_cpu is True and ns.ddp_backend == 'gloo'
+        assert ns.use_cpu is True and ns.ddp_backend == ('gloo' if cfg.world_size > 1 else None)
     if cfg.self_cognition:
         from swift.dataset import DATASET_MAPPING
         assert any(m.ms_dataset_id == SELF_COGNITION for m in DATASET_MAPPING.values())
@@ -200,6 +204,15 @@ def test_swift_sft_commands_parse(swift_parse, monkeypatch, name, kw):
                 args.master_addr, args.master_port) == \
             (cfg.nproc_per_node, (cfg.nnodes, cfg.nnodes), cfg.node_rank, cfg.master_addr, cfg.master_port)
         assert args.training_script == script and args.training_script_args == cmd[2:]
+
+
+@pytest.mark.parametrize('precision, dtype, fp16, bf16', [('bf16', 'bfloat16', None, None),
+                                                           ('fp32', 'float32', False, False)])
+def test_cpu_precision_flags_parse(swift_parse, precision, dtype, fp16, bf16):
+    cfg = _train('cpu', cuda=False, precision=precision)
+    ns = swift_parse('sft', cfg.command()[2:])
+    assert (ns.torch_dtype, ns.fp16, ns.bf16, ns.use_cpu) == (dtype, fp16, bf16, True)
+    assert ns.attn_impl == ('eager' if precision == 'bf16' else None)
 
 
 def test_the_loss_scales_the_presets_name_exist():

