@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from .jsonl import JsonlError, PathError, check_input, check_output_dir, check_paths
 
@@ -226,7 +227,12 @@ def cmd_bench(args) -> int:
         raise UsageError(f'unknown part(s) {sorted(unknown)}: choose from {", ".join(PARTS)}')
     if args.out:
         check_output_dir('--out', args.out)
-    run_bench(parts, args.out)
+    if args.eval_cases is not None and args.eval_cases < 1:
+        raise UsageError(f'--eval-cases must be at least 1, got {args.eval_cases}')
+    if args.run_dir and not (Path(args.run_dir) / 'serve' / 'model.json').is_file():
+        raise UsageError(f'--run-dir {args.run_dir}: no serve/model.json there; give a run directory where '
+                         'notebook 03 ran, or leave it out')
+    run_bench(parts, args.out, eval_cases=args.eval_cases, run_dir=args.run_dir)
     return 0
 
 
@@ -288,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('bench', help='print speed figures: convert, train, serve, eval, pipeline')
     p.add_argument('parts', nargs='*', help='which parts (default: all)')
     p.add_argument('--out', help='folder for bench.json (default: runs/bench)')
+    p.add_argument('--eval-cases', type=int, help='held-out cases per model in the eval part (default: 150)')
+    p.add_argument('--run-dir', help='eval part: the base and fine-tuned model of this run (default: the bench\'s own)')
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser('pipeline', help='run the notebooks in order with papermill into one run directory')

