@@ -17,6 +17,7 @@ Every pattern here runs in linear time, whatever the record holds.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import re
@@ -26,7 +27,8 @@ from typing import Any, Iterable, Iterator
 
 import json5
 
-from .agentfabric import Call, CaseError, Conversation, Instruction, Tool, Turn, check_instruction, has_chinese, render
+from .agentfabric import (Call, CaseError, Conversation, Instruction, Tool, ToolParam, Turn, check_instruction,
+                          has_chinese, render)
 from .jsonl import BadLine, atomic_write, check_paths, dumps, loads, read_text_lines
 
 FORMATS = ('messages', 'agentfabric')
@@ -64,29 +66,33 @@ def _parse_literal(text: str) -> Any:
     raise ConversionError(f'not JSON: {text[:80]!r}')
 
 
+_JSON = json.JSONDecoder()
+# Outside quotes only brackets and quotes matter; a quoted string is skipped whole (a backslash escapes the
+# next character). A lone quote is one that never closes.
+_SCAN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|\'[^\'\\]*(?:\\.[^\'\\]*)*\'|(["\'])|([\[{])|([\]}])', re.S)
+
+
 def _bracketed(text: str, start: int) -> str:
     """The balanced ``[...]`` or ``{...}`` starting at ``text[start]`` (quotes respected)."""
-    open_ch = text[start]
-    close_ch = {'[': ']', '{': '}'}[open_ch]
-    depth, quote, i = 0, None, start
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == '\\':
-                i += 1
-            elif ch == quote:
-                quote = None
-        elif ch in '"\'':
-            quote = ch
-        elif ch in '[{':
+    try:  # valid JSON (the usual case) ends where the scan below would end it
+        return text[start:_JSON.raw_decode(text, start)[1]]
+    except (ValueError, RecursionError):
+        pass
+    close_ch = {'[': ']', '{': '}'}[text[start]]
+    depth, pos = 0, start
+    while m := _SCAN.search(text, pos):
+        lone_quote, opening, closing = m.groups()
+        if lone_quote:
+            break
+        pos = m.end()
+        if opening:
             depth += 1
-        elif ch in ']}':
+        elif closing:
             depth -= 1
             if depth == 0:
-                if ch != close_ch:
+                if closing != close_ch:
                     break
-                return text[start:i + 1]
-        i += 1
+                return text[start:pos]
     raise ConversionError(f'unbalanced parameter list: {text[start:start + 80]!r}')
 
 
@@ -181,11 +187,19 @@ def parse_system(system: str) -> list[Tool]:
 
     An AgentFabric-style system prompt (``## 你拥有如下工具：`` / ``## You have the following tools:``)
     is read too, so already-converted data can be re-rendered with the exact current format.
+    Records share system prompts, so each text is parsed once (the last 4,096 are kept); every call gets
+    its own Tool objects.
     """
+    return [Tool(t.name, t.description, [ToolParam(p.name, p.description, p.type, p.required, p.enum and list(p.enum))
+                                         for p in t.parameters]) for t in _parse_system(system)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_system(system: str) -> tuple[Tool, ...]:
     head = _API_HEADER.search(system)
     if not head:
         if re.search(r'## (你拥有如下工具：|You have the following tools:)', system):
-            return parse_agentfabric_system(system)
+            return tuple(parse_agentfabric_system(system))
         raise ConversionError('system prompt lists no APIs ("You have access to the following APIs:" missing)')
     body = system[head.end():]
     foot = _API_FOOTER.search(body)
@@ -197,7 +211,7 @@ def parse_system(system: str) -> list[Tool]:
     names = [t.name for t in tools]
     if len(set(names)) != len(names):
         raise ConversionError(f'duplicate API names {names}')
-    return tools
+    return tuple(tools)
 
 
 def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
