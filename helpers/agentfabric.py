@@ -17,11 +17,11 @@ because a case is exactly the input of one rendering.
 """
 from __future__ import annotations
 
-import copy
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from .jsonl import JsonlError, read_jsonl, write_jsonl  # noqa: F401  (write_jsonl: the notebooks' import)
 
@@ -68,6 +68,7 @@ OBSERVATION_CHAR_LIMIT = int(6000 / 2 - 12)
 # RolePlay's own parser (detect_multi_tool): the first match is the call it executes.
 ACTION_PATTERN = re.compile(r'Action: (.+)\nAction Input: (.+)')
 _CJK = re.compile(r'[\u4e00-\u9fff]+')
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(…, ensure_ascii=False), built once
 
 
 class CaseError(ValueError):
@@ -191,7 +192,7 @@ class Tool:
         """The tool's line in the system prompt (``BaseTool._parser_function``)."""
         template = _TOOL_LINE['zh' if has_chinese(self.description) else 'en']
         return template.format(name=self.name, description=self.description,
-                               parameters=json.dumps(self.schema(), ensure_ascii=False))
+                               parameters=_JSON_TEXT(self.schema()))
 
 
 Instruction = str | dict
@@ -275,7 +276,7 @@ def observation_suffix(observation: Any) -> str:
 
 def next_turn(messages: Sequence[Mapping[str, str]], model_output: str, observation: Any) -> list[dict]:
     """The messages of the following LLM call: output and observation appended to the last user message."""
-    new = copy.deepcopy([dict(m) for m in messages])
+    new = [dict(m) for m in messages]  # the messages' values are strings: copying the dicts suffices
     new[-1]['content'] += model_output + observation_suffix(observation)
     return new
 
@@ -339,7 +340,7 @@ def parse_action(text: str | None) -> ToolCall | None:
 
 def format_call(name: str, arguments: Mapping[str, Any]) -> str:
     """What the model must write to call a tool: RolePlay reads one line of arguments, so one-line JSON."""
-    return f'Action: {name}\nAction Input: {json.dumps(dict(arguments), ensure_ascii=False)}\n'
+    return f'Action: {name}\nAction Input: {_JSON_TEXT(dict(arguments))}\n'
 
 
 @dataclass

@@ -34,7 +34,7 @@ from .jsonl import BadLine, atomic_write, check_paths, dumps, loads, read_text_l
 FORMATS = ('messages', 'agentfabric')
 _API_HEADER = re.compile(r'You have access to the following (?:APIs|tools):\s*\n', re.I)
 _API_FOOTER = re.compile(r'\n[^\S\n]*Use the following format', re.I)
-_API_ENTRY = re.compile(r'(?:^|\n)[^\S\n]*\d+\.[^\S\n]+(?=\S+?:)')  # any numbered line
+_API_ENTRY = re.compile(r'\n[^\S\n]*\d+\.[^\S\n]+(?=\S+?:)')  # any numbered line
 _INTERACT = re.compile(r'Call this tool to interact with the (.*?) API\.\s*(.*)', re.S)
 _USEFUL = re.compile(r'What is the .*? API useful for\?\s*(.*)', re.S)  # what may follow _INTERACT
 # A tool line of an AgentFabric-style system prompt (RolePlay's, or the published conversion script's):
@@ -164,8 +164,9 @@ def _api_entries(body: str) -> list[str]:
     """The text of each API entry. Entry ``k`` starts at ``k. name:`` on a new line and runs through its
     ``Parameters:`` list, so a description holding a numbered line (even ``\n\n2. name: …``) stays in its
     tool; an entry without a parameter list ends at the next number."""
+    body = '\n' + body  # every entry starts after a line end (a pattern starting with "\n" is found fast)
     entries, pos, params = [], 0, 0
-    while mark := re.compile(rf'(?:^|\n)[^\S\n]*{len(entries) + 1}\.[^\S\n]+(?=\S+?:)').search(body, pos):
+    while mark := re.compile(rf'\n[^\S\n]*{len(entries) + 1}\.[^\S\n]+(?=\S+?:)').search(body, pos):
         nxt = re.compile(rf'\n[^\S\n]*{len(entries) + 2}\.[^\S\n]+(?=\S+?:)').search(body, mark.end())
         end = nxt.start() if nxt else len(body)
         if 0 <= params < mark.end():  # -1: no "Parameters:" left (searched once, so linear time)
