@@ -96,8 +96,19 @@ def _bracketed(text: str, start: int) -> str:
     raise ConversionError(f'unbalanced parameter list: {text[start:start + 80]!r}')
 
 
+def _copy(tool: Tool) -> Tool:
+    """A tool of its own for the caller (parsed tools are memoised, so they are never handed out)."""
+    return Tool(tool.name, tool.description, [ToolParam(p.name, p.description, p.type, p.required,
+                                                        p.enum and list(p.enum)) for p in tool.parameters])
+
+
 def parse_api(entry: str) -> Tool:
     """One numbered API line of an ms_agent system prompt → a :class:`Tool` with a JSON schema."""
+    return _copy(_parse_api(entry))
+
+
+@functools.lru_cache(maxsize=4096)  # records draw their APIs from a far smaller set: parse each text once
+def _parse_api(entry: str) -> Tool:
     name, sep, rest = entry.partition(':')
     name = name.strip()
     if not sep or not name or re.search(r'[\s,\[\]]', name):
@@ -191,8 +202,7 @@ def parse_system(system: str) -> list[Tool]:
     Records share system prompts, so each text is parsed once (the last 4,096 are kept); every call gets
     its own Tool objects.
     """
-    return [Tool(t.name, t.description, [ToolParam(p.name, p.description, p.type, p.required, p.enum and list(p.enum))
-                                         for p in t.parameters]) for t in _parse_system(system)]
+    return [_copy(t) for t in _parse_system(system)]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -208,7 +218,7 @@ def _parse_system(system: str) -> tuple[Tool, ...]:
     entries = _api_entries(body)
     if not entries:
         raise ConversionError('no numbered API entries found in the system prompt')
-    tools = [parse_api(entry.strip()) for entry in entries]
+    tools = [_parse_api(entry.strip()) for entry in entries]
     names = [t.name for t in tools]
     if len(set(names)) != len(names):
         raise ConversionError(f'duplicate API names {names}')
