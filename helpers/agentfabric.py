@@ -118,6 +118,14 @@ class ToolParam:
         return d
 
 
+def _strings(value: Any) -> tuple[str, ...] | None:
+    """A list of strings as a tuple; None for anything else."""
+    return tuple(value) if type(value) is list and all(type(v) is str for v in value) else None
+
+
+_TOOL_LINES: dict[tuple, str] = {}  # Tool.describe's lines by Tool._line_key (conversions repeat tools)
+
+
 def _short(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters, for error messages about arbitrary input."""
     text = repr(value)
@@ -190,9 +198,31 @@ class Tool:
 
     def describe(self) -> str:
         """The tool's line in the system prompt (``BaseTool._parser_function``)."""
-        template = _TOOL_LINE['zh' if has_chinese(self.description) else 'en']
-        return template.format(name=self.name, description=self.description,
-                               parameters=_JSON_TEXT(self.schema()))
+        key = self._line_key()
+        line = _TOOL_LINES.get(key) if key else None
+        if line is None:
+            template = _TOOL_LINE['zh' if has_chinese(self.description) else 'en']
+            line = template.format(name=self.name, description=self.description, parameters=_JSON_TEXT(self.schema()))
+            if key:
+                if len(_TOOL_LINES) >= 4096:
+                    _TOOL_LINES.clear()
+                _TOOL_LINES[key] = line
+        return line
+
+    def _line_key(self) -> tuple | None:
+        """Everything the tool's line depends on, when it is all plain strings (lists of them for a type or an
+        enum) and booleans, so that equal keys mean equal lines; None otherwise (that line is not kept)."""
+        if type(self.name) is not str or type(self.description) is not str:
+            return None
+        key: list = [self.name, self.description]
+        for p in self.parameters:
+            ptype = p.type if type(p.type) is str else _strings(p.type)
+            enum = None if p.enum is None else _strings(p.enum)  # () for [], which the schema leaves out
+            if ptype is None or enum is None and p.enum is not None or type(p.name) is not str \
+                    or type(p.description) is not str:
+                return None
+            key.append((p.name, p.description, ptype, bool(p.required), enum or None))
+        return tuple(key)
 
 
 Instruction = str | dict
