@@ -171,15 +171,19 @@ def parse_agentfabric_system(system: str) -> list[Tool]:
     return tools
 
 
+@functools.lru_cache(maxsize=256)
+def _numbered(k: int) -> re.Pattern:
+    """Line ``k. name:`` of an API list."""
+    return re.compile(rf'\n[^\S\n]*{k}\.[^\S\n]+(?=\S+?:)')
+
+
 def _api_entries(body: str) -> list[str]:
     """The text of each API entry. Entry ``k`` starts at ``k. name:`` on a new line and runs through its
     ``Parameters:`` list, so a description holding a numbered line (even ``\n\n2. name: …``) stays in its
     tool; an entry without a parameter list ends at the next number."""
     body = '\n' + body  # every entry starts after a line end (a pattern starting with "\n" is found fast)
     entries, pos, params = [], 0, 0
-    while mark := re.compile(rf'\n[^\S\n]*{len(entries) + 1}\.[^\S\n]+(?=\S+?:)').search(body, pos):
-        nxt = re.compile(rf'\n[^\S\n]*{len(entries) + 2}\.[^\S\n]+(?=\S+?:)').search(body, mark.end())
-        end = nxt.start() if nxt else len(body)
+    while mark := _numbered(len(entries) + 1).search(body, pos):
         if 0 <= params < mark.end():  # -1: no "Parameters:" left (searched once, so linear time)
             params = body.find('Parameters:', mark.end())
         bracket = _OPENING.search(body, params) if params != -1 else None
@@ -187,6 +191,8 @@ def _api_entries(body: str) -> list[str]:
             end = bracket.start() + len(_bracketed(body, bracket.start()))
         else:
             params = -1  # no list after any later "Parameters:" either
+            nxt = _numbered(len(entries) + 2).search(body, mark.end())
+            end = nxt.start() if nxt else len(body)
         entries.append(body[mark.end():end])
         pos = end
     if _API_ENTRY.search(body, pos):
@@ -404,7 +410,7 @@ def convert_file(input_path: str | Path, output_path: str | Path, fmt: str = 'me
     lines = read_text_lines(input_path)
     with atomic_write(output_path) as out:
         for _, rows in _convert(lines, instruction, pool, report, fmt):
-            out.writelines(row + '\n' for row in rows)
+            out.write(''.join(row + '\n' for row in rows))
             report.written += len(rows)
     return report
 
