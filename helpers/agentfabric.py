@@ -203,7 +203,7 @@ class Tool:
         if line is None:
             template = _TOOL_LINE['zh' if has_chinese(self.description) else 'en']
             line = template.format(name=self.name, description=self.description, parameters=_JSON_TEXT(self.schema()))
-            if key:
+            if key and len(line) <= 4096:  # bounded: at most 4,096 lines of up to 4,096 characters
                 if len(_TOOL_LINES) >= 4096:
                     _TOOL_LINES.clear()
                 _TOOL_LINES[key] = line

@@ -102,12 +102,29 @@ def _copy(tool: Tool) -> Tool:
                                                         p.enum and list(p.enum)) for p in tool.parameters])
 
 
+_MEMO_MAX_CHARS = 8192
+
+
+def _memoised(maxsize: int):
+    """Parse each text once: records repeat their system prompts and draw their APIs from a far smaller set.
+    Only the last ``maxsize`` texts of up to :data:`_MEMO_MAX_CHARS` are kept, so the memo stays small
+    whatever the input holds (a longer text is parsed every time)."""
+    def wrap(parse):
+        memo = functools.lru_cache(maxsize=maxsize)(parse)
+
+        @functools.wraps(parse)
+        def parse_once(text: str):
+            return memo(text) if len(text) <= _MEMO_MAX_CHARS else parse(text)
+        return parse_once
+    return wrap
+
+
 def parse_api(entry: str) -> Tool:
     """One numbered API line of an ms_agent system prompt → a :class:`Tool` with a JSON schema."""
     return _copy(_parse_api(entry))
 
 
-@functools.lru_cache(maxsize=4096)  # records draw their APIs from a far smaller set: parse each text once
+@_memoised(maxsize=2048)
 def _parse_api(entry: str) -> Tool:
     name, sep, rest = entry.partition(':')
     name = name.strip()
@@ -205,13 +222,12 @@ def parse_system(system: str) -> list[Tool]:
 
     An AgentFabric-style system prompt (``## 你拥有如下工具：`` / ``## You have the following tools:``)
     is read too, so already-converted data can be re-rendered with the exact current format.
-    Records share system prompts, so each text is parsed once (the last 4,096 are kept); every call gets
-    its own Tool objects.
+    Each text is parsed once (:func:`_memoised`); every call gets its own Tool objects.
     """
     return [_copy(t) for t in _parse_system(system)]
 
 
-@functools.lru_cache(maxsize=4096)
+@_memoised(maxsize=1024)
 def _parse_system(system: str) -> tuple[Tool, ...]:
     head = _API_HEADER.search(system)
     if not head:
