@@ -17,11 +17,11 @@ because a case is exactly the input of one rendering.
 """
 from __future__ import annotations
 
-import copy
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from .jsonl import JsonlError, read_jsonl, write_jsonl  # noqa: F401  (write_jsonl: the notebooks' import)
 
@@ -68,6 +68,7 @@ OBSERVATION_CHAR_LIMIT = int(6000 / 2 - 12)
 # RolePlay's own parser (detect_multi_tool): the first match is the call it executes.
 ACTION_PATTERN = re.compile(r'Action: (.+)\nAction Input: (.+)')
 _CJK = re.compile(r'[\u4e00-\u9fff]+')
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(…, ensure_ascii=False), built once
 
 
 class CaseError(ValueError):
@@ -115,6 +116,14 @@ class ToolParam:
         if self.enum:
             d['enum'] = list(self.enum)
         return d
+
+
+def _strings(value: Any) -> tuple[str, ...] | None:
+    """A list of strings as a tuple; None for anything else."""
+    return tuple(value) if type(value) is list and all(type(v) is str for v in value) else None
+
+
+_TOOL_LINES: dict[tuple, str] = {}  # Tool.describe's lines by Tool._line_key (conversions repeat tools)
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -189,9 +198,31 @@ class Tool:
 
     def describe(self) -> str:
         """The tool's line in the system prompt (``BaseTool._parser_function``)."""
-        template = _TOOL_LINE['zh' if has_chinese(self.description) else 'en']
-        return template.format(name=self.name, description=self.description,
-                               parameters=json.dumps(self.schema(), ensure_ascii=False))
+        key = self._line_key()
+        line = _TOOL_LINES.get(key) if key else None
+        if line is None:
+            template = _TOOL_LINE['zh' if has_chinese(self.description) else 'en']
+            line = template.format(name=self.name, description=self.description, parameters=_JSON_TEXT(self.schema()))
+            if key and len(line) <= 4096:  # bounded: at most 4,096 lines of up to 4,096 characters
+                if len(_TOOL_LINES) >= 4096:
+                    _TOOL_LINES.clear()
+                _TOOL_LINES[key] = line
+        return line
+
+    def _line_key(self) -> tuple | None:
+        """Everything the tool's line depends on, when it is all plain strings (lists of them for a type or an
+        enum) and booleans, so that equal keys mean equal lines; None otherwise (that line is not kept)."""
+        if type(self.name) is not str or type(self.description) is not str:
+            return None
+        key: list = [self.name, self.description]
+        for p in self.parameters:
+            ptype = p.type if type(p.type) is str else _strings(p.type)
+            enum = None if p.enum is None else _strings(p.enum)  # () for [], which the schema leaves out
+            if ptype is None or enum is None and p.enum is not None or type(p.name) is not str \
+                    or type(p.description) is not str:
+                return None
+            key.append((p.name, p.description, ptype, bool(p.required), enum or None))
+        return tuple(key)
 
 
 Instruction = str | dict
@@ -275,7 +306,7 @@ def observation_suffix(observation: Any) -> str:
 
 def next_turn(messages: Sequence[Mapping[str, str]], model_output: str, observation: Any) -> list[dict]:
     """The messages of the following LLM call: output and observation appended to the last user message."""
-    new = copy.deepcopy([dict(m) for m in messages])
+    new = [dict(m) for m in messages]  # the messages' values are strings: copying the dicts suffices
     new[-1]['content'] += model_output + observation_suffix(observation)
     return new
 
@@ -339,7 +370,7 @@ def parse_action(text: str | None) -> ToolCall | None:
 
 def format_call(name: str, arguments: Mapping[str, Any]) -> str:
     """What the model must write to call a tool: RolePlay reads one line of arguments, so one-line JSON."""
-    return f'Action: {name}\nAction Input: {json.dumps(dict(arguments), ensure_ascii=False)}\n'
+    return f'Action: {name}\nAction Input: {_JSON_TEXT(dict(arguments))}\n'
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Benchmarks: speed figures printed side by side (``make bench``, ``python -m helpers bench [part …]``).
 
 * ``matmul`` — the machine's fp32 and bf16 matrix throughput (GFLOP/s), the yardstick of the rest;
-* ``convert`` — records/s converting 30,000 generated raw ms_agent records;
+* ``convert`` — records/s converting 30,000 generated raw ms_agent records with ``helpers convert``, side by
+  side with the original guide's published conversion script on the same file (taken from the guide's
+  seed document at bench time: ``../shared/seeds`` next to the repository, or ``$HELPERS_GUIDE_SEEDS``);
 * ``train`` — training throughput of the ``cpu`` preset before (fp32) and now (the CPU's precision) and of
   the original guide's preset: tokens/s, s/sample, s/step, peak memory, share of the matmul peak;
 * ``serve`` — merge time, then for each CPU backend installed: time to the first healthy response and
@@ -14,9 +16,17 @@ Nothing here asserts a target: the figures are printed, and written to ``runs/be
 """
 from __future__ import annotations
 
+import ast
+import json
+import os
+import re
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .environment import repo_root
@@ -36,22 +46,125 @@ def _print_table(title: str, rows: list[dict]) -> None:
         print('  '.join(str(r.get(c, '')).ljust(widths[c]) for c in cols), flush=True)
 
 
-def bench_convert(work: Path, n: int = 30000) -> list[dict]:
-    from .convert import convert_file, to_ms_agent
+GUIDE_SEEDS_ENV = 'HELPERS_GUIDE_SEEDS'  # the seed document holding the guide's conversion script, or its folder
+_PYTHON_BLOCK = re.compile(r'^```python[^\S\n]*\n(.*?)^```', re.M | re.S)
+
+
+@dataclass
+class GuideScript:
+    """The guide's published ms_agent → AgentFabric conversion script, as its seed document prints it."""
+    code: str
+    source: Path
+    input_path: str  # the file it reads and the one it writes, relative to its working folder
+    output_path: str
+
+
+def _open_paths(code: str) -> dict[str, str]:
+    """``{mode: path}`` of the ``open(path, 'r'|'w')`` calls whose path is a literal or a module-level name."""
+    tree = ast.parse(code)
+    names = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+             and isinstance(n.value.value, str) for t in n.targets if isinstance(t, ast.Name)}
+    paths = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'open' \
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+            arg = node.args[0]
+            path = arg.value if isinstance(arg, ast.Constant) else names.get(getattr(arg, 'id', None))
+            if isinstance(path, str):
+                paths.setdefault(str(node.args[1].value)[:1], path)
+    return paths
+
+
+def find_guide_script(seeds: str | Path | None = None) -> GuideScript | None:
+    """The first ```python block of a seed document that defines ``_process_system`` and opens one file to
+    read and one to write; None when there is none (the seed documents are not part of this repository)."""
+    where = Path(seeds or os.environ.get(GUIDE_SEEDS_ENV) or repo_root().parent / 'shared' / 'seeds')
+    docs = sorted(p for p in where.iterdir() if p.is_file()) if where.is_dir() else [where] if where.is_file() else []
+    for doc in docs:
+        for block in _PYTHON_BLOCK.finditer(doc.read_text(encoding='utf-8', errors='replace')):
+            code = block.group(1)
+            if 'def _process_system(' not in code:
+                continue
+            try:
+                paths = _open_paths(code)
+            except SyntaxError:
+                continue
+            if 'r' in paths and 'w' in paths:
+                return GuideScript(code, doc, paths['r'], paths['w'])
+    return None
+
+
+def run_guide_script(script: GuideScript, raw: Path, work: Path) -> tuple[float, int]:
+    """Run the script on a copy of ``raw`` in a fresh folder: ``(seconds, lines written)``."""
+    folder = Path(tempfile.mkdtemp(dir=work, prefix='guide-'))
+    try:
+        source = folder / script.input_path
+        source.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(raw, source)
+        (folder / 'guide_convert.py').write_text(script.code, encoding='utf-8')
+        t = time.perf_counter()
+        done = subprocess.run([sys.executable, 'guide_convert.py'], cwd=folder, capture_output=True, text=True,
+                              timeout=1800)
+        secs = time.perf_counter() - t
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ['no message'])[-1]
+            raise RuntimeError(f"the guide's script failed ({done.returncode}): {last}")
+        with open(folder / script.output_path, 'rb') as f:
+            return secs, sum(1 for _ in f)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_convert(raw: Path, work: Path, fmt: str) -> tuple[float, dict]:
+    """``helpers convert`` as a user runs it (a fresh process): ``(seconds, report summary)``."""
+    report = work / f'report-{fmt}.json'
+    t = time.perf_counter()
+    subprocess.run([sys.executable, '-m', 'helpers', 'convert', '--input', str(raw), '--output',
+                    str(work / f'out-{fmt}.jsonl'), '--to', fmt, '--report', str(report)],
+                   cwd=repo_root(), check=True, capture_output=True, timeout=1800)
+    secs = time.perf_counter() - t
+    return secs, json.loads(report.read_text(encoding='utf-8'))
+
+
+def bench_convert(work: Path, n: int = 30000, runs: int = 3) -> list[dict]:
+    """Median of ``runs`` runs of each converter, taken in turn so that both see the same machine load."""
+    from .convert import to_ms_agent
     from .synth import Generator
     raw = work / 'raw.jsonl'
-    gen = Generator(seed=11)
     t = time.time()
-    write_jsonl(raw, (to_ms_agent(conv) for conv in gen.conversations('train', n)))
+    write_jsonl(raw, (to_ms_agent(conv) for conv in Generator(seed=11).conversations('train', n)))
     made = time.time() - t
+    script = find_guide_script()
+    times: dict[str, list[float]] = {'messages': [], 'agentfabric': [], 'guide': []}
+    reports, guide_lines, guide_error = {}, 0, None
+    for _ in range(runs):
+        if script and not guide_error:
+            try:
+                secs, guide_lines = run_guide_script(script, raw, work)
+                times['guide'].append(secs)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                guide_error = str(e)
+        for fmt in ('messages', 'agentfabric'):
+            secs, reports[fmt] = _run_convert(raw, work, fmt)
+            times[fmt].append(secs)
+    guide_rate = n / statistics.median(times['guide']) if times['guide'] else None
     rows = []
     for fmt in ('messages', 'agentfabric'):
-        t = time.time()
-        report = convert_file(raw, work / f'out-{fmt}.jsonl', fmt=fmt)
-        secs = time.time() - t
-        rows.append({'format': fmt, 'records': report.read, 'rejected': len(report.rejected),
-                     'samples': report.written, 'seconds': round(secs, 1), 'records/s': round(report.read / secs),
-                     'generation s': round(made, 1)})
+        rate = reports[fmt]['read'] / statistics.median(times[fmt])
+        rows.append({'converter': f'helpers convert --to {fmt}', 'records': reports[fmt]['read'],
+                     'rejected': reports[fmt]['rejected'], 'samples': reports[fmt]['samples_written'],
+                     'seconds': round(statistics.median(times[fmt]), 2), 'records/s': round(rate),
+                     'vs guide': round(rate / guide_rate, 2) if guide_rate else '',
+                     'note': f'median of {runs}; input generated in {made:.1f} s'})
+    if guide_rate:
+        rows.append({'converter': "the guide's script", 'records': n, 'samples': guide_lines,
+                     'seconds': round(statistics.median(times['guide']), 2), 'records/s': round(guide_rate),
+                     'vs guide': 1.0, 'note': f'median of {runs}; code block of {script.source.name}, run as is'})
+    else:
+        where = os.environ.get(GUIDE_SEEDS_ENV) or repo_root().parent / 'shared' / 'seeds'
+        reason = guide_error or (f'no seed document with its conversion script in {where} '
+                                 f'(set {GUIDE_SEEDS_ENV} to the document or its folder)')
+        rows.append({'converter': "the guide's script", 'note': f'not run: {reason}'})
     return rows
 
 

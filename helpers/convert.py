@@ -17,6 +17,7 @@ Every pattern here runs in linear time, whatever the record holds.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import re
@@ -26,13 +27,14 @@ from typing import Any, Iterable, Iterator
 
 import json5
 
-from .agentfabric import Call, CaseError, Conversation, Instruction, Tool, Turn, check_instruction, has_chinese, render
+from .agentfabric import (Call, CaseError, Conversation, Instruction, Tool, ToolParam, Turn, check_instruction,
+                          has_chinese, render)
 from .jsonl import BadLine, atomic_write, check_paths, dumps, loads, read_text_lines
 
 FORMATS = ('messages', 'agentfabric')
 _API_HEADER = re.compile(r'You have access to the following (?:APIs|tools):\s*\n', re.I)
 _API_FOOTER = re.compile(r'\n[^\S\n]*Use the following format', re.I)
-_API_ENTRY = re.compile(r'(?:^|\n)[^\S\n]*\d+\.[^\S\n]+(?=\S+?:)')  # any numbered line
+_API_ENTRY = re.compile(r'\n[^\S\n]*\d+\.[^\S\n]+(?=\S+?:)')  # any numbered line
 _INTERACT = re.compile(r'Call this tool to interact with the (.*?) API\.\s*(.*)', re.S)
 _USEFUL = re.compile(r'What is the .*? API useful for\?\s*(.*)', re.S)  # what may follow _INTERACT
 # A tool line of an AgentFabric-style system prompt (RolePlay's, or the published conversion script's):
@@ -64,34 +66,66 @@ def _parse_literal(text: str) -> Any:
     raise ConversionError(f'not JSON: {text[:80]!r}')
 
 
+_JSON = json.JSONDecoder()
+# Outside quotes only brackets and quotes matter; a quoted string is skipped whole (a backslash escapes the
+# next character). A lone quote is one that never closes.
+_SCAN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|\'[^\'\\]*(?:\\.[^\'\\]*)*\'|(["\'])|([\[{])|([\]}])', re.S)
+
+
 def _bracketed(text: str, start: int) -> str:
     """The balanced ``[...]`` or ``{...}`` starting at ``text[start]`` (quotes respected)."""
-    open_ch = text[start]
-    close_ch = {'[': ']', '{': '}'}[open_ch]
-    depth, quote, i = 0, None, start
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == '\\':
-                i += 1
-            elif ch == quote:
-                quote = None
-        elif ch in '"\'':
-            quote = ch
-        elif ch in '[{':
+    try:  # valid JSON (the usual case) ends where the scan below would end it
+        return text[start:_JSON.raw_decode(text, start)[1]]
+    except (ValueError, RecursionError):
+        pass
+    close_ch = {'[': ']', '{': '}'}[text[start]]
+    depth, pos = 0, start
+    while m := _SCAN.search(text, pos):
+        lone_quote, opening, closing = m.groups()
+        if lone_quote:
+            break
+        pos = m.end()
+        if opening:
             depth += 1
-        elif ch in ']}':
+        elif closing:
             depth -= 1
             if depth == 0:
-                if ch != close_ch:
+                if closing != close_ch:
                     break
-                return text[start:i + 1]
-        i += 1
+                return text[start:pos]
     raise ConversionError(f'unbalanced parameter list: {text[start:start + 80]!r}')
+
+
+def _copy(tool: Tool) -> Tool:
+    """A tool of its own for the caller (parsed tools are memoised, so they are never handed out)."""
+    return Tool(tool.name, tool.description, [ToolParam(p.name, p.description, p.type, p.required,
+                                                        p.enum and list(p.enum)) for p in tool.parameters])
+
+
+_MEMO_MAX_CHARS = 8192
+
+
+def _memoised(maxsize: int):
+    """Parse each text once: records repeat their system prompts and draw their APIs from a far smaller set.
+    Only the last ``maxsize`` texts of up to :data:`_MEMO_MAX_CHARS` are kept, so the memo stays small
+    whatever the input holds (a longer text is parsed every time)."""
+    def wrap(parse):
+        memo = functools.lru_cache(maxsize=maxsize)(parse)
+
+        @functools.wraps(parse)
+        def parse_once(text: str):
+            return memo(text) if len(text) <= _MEMO_MAX_CHARS else parse(text)
+        return parse_once
+    return wrap
 
 
 def parse_api(entry: str) -> Tool:
     """One numbered API line of an ms_agent system prompt → a :class:`Tool` with a JSON schema."""
+    return _copy(_parse_api(entry))
+
+
+@_memoised(maxsize=2048)
+def _parse_api(entry: str) -> Tool:
     name, sep, rest = entry.partition(':')
     name = name.strip()
     if not sep or not name or re.search(r'[\s,\[\]]', name):
@@ -154,14 +188,19 @@ def parse_agentfabric_system(system: str) -> list[Tool]:
     return tools
 
 
+@functools.lru_cache(maxsize=256)
+def _numbered(k: int) -> re.Pattern:
+    """Line ``k. name:`` of an API list."""
+    return re.compile(rf'\n[^\S\n]*{k}\.[^\S\n]+(?=\S+?:)')
+
+
 def _api_entries(body: str) -> list[str]:
     """The text of each API entry. Entry ``k`` starts at ``k. name:`` on a new line and runs through its
     ``Parameters:`` list, so a description holding a numbered line (even ``\n\n2. name: …``) stays in its
     tool; an entry without a parameter list ends at the next number."""
+    body = '\n' + body  # every entry starts after a line end (a pattern starting with "\n" is found fast)
     entries, pos, params = [], 0, 0
-    while mark := re.compile(rf'(?:^|\n)[^\S\n]*{len(entries) + 1}\.[^\S\n]+(?=\S+?:)').search(body, pos):
-        nxt = re.compile(rf'\n[^\S\n]*{len(entries) + 2}\.[^\S\n]+(?=\S+?:)').search(body, mark.end())
-        end = nxt.start() if nxt else len(body)
+    while mark := _numbered(len(entries) + 1).search(body, pos):
         if 0 <= params < mark.end():  # -1: no "Parameters:" left (searched once, so linear time)
             params = body.find('Parameters:', mark.end())
         bracket = _OPENING.search(body, params) if params != -1 else None
@@ -169,6 +208,8 @@ def _api_entries(body: str) -> list[str]:
             end = bracket.start() + len(_bracketed(body, bracket.start()))
         else:
             params = -1  # no list after any later "Parameters:" either
+            nxt = _numbered(len(entries) + 2).search(body, mark.end())
+            end = nxt.start() if nxt else len(body)
         entries.append(body[mark.end():end])
         pos = end
     if _API_ENTRY.search(body, pos):
@@ -181,11 +222,17 @@ def parse_system(system: str) -> list[Tool]:
 
     An AgentFabric-style system prompt (``## 你拥有如下工具：`` / ``## You have the following tools:``)
     is read too, so already-converted data can be re-rendered with the exact current format.
+    Each text is parsed once (:func:`_memoised`); every call gets its own Tool objects.
     """
+    return [_copy(t) for t in _parse_system(system)]
+
+
+@_memoised(maxsize=1024)
+def _parse_system(system: str) -> tuple[Tool, ...]:
     head = _API_HEADER.search(system)
     if not head:
         if re.search(r'## (你拥有如下工具：|You have the following tools:)', system):
-            return parse_agentfabric_system(system)
+            return tuple(parse_agentfabric_system(system))
         raise ConversionError('system prompt lists no APIs ("You have access to the following APIs:" missing)')
     body = system[head.end():]
     foot = _API_FOOTER.search(body)
@@ -193,11 +240,11 @@ def parse_system(system: str) -> list[Tool]:
     entries = _api_entries(body)
     if not entries:
         raise ConversionError('no numbered API entries found in the system prompt')
-    tools = [parse_api(entry.strip()) for entry in entries]
+    tools = [_parse_api(entry.strip()) for entry in entries]
     names = [t.name for t in tools]
     if len(set(names)) != len(names):
         raise ConversionError(f'duplicate API names {names}')
-    return tools
+    return tuple(tools)
 
 
 def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
@@ -379,7 +426,7 @@ def convert_file(input_path: str | Path, output_path: str | Path, fmt: str = 'me
     lines = read_text_lines(input_path)
     with atomic_write(output_path) as out:
         for _, rows in _convert(lines, instruction, pool, report, fmt):
-            out.writelines(row + '\n' for row in rows)
+            out.write(''.join(row + '\n' for row in rows))
             report.written += len(rows)
     return report
 

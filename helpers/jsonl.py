@@ -58,9 +58,14 @@ def loads(text: str | bytes) -> Any:
         raise ValueError('nested too deeply to parse') from None
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # built once: dumps runs per row
+
+
 def dumps(obj: Any, indent: int | None = None) -> str:
     """JSON text with non-ASCII kept; NaN/Infinity (not JSON) raise ValueError."""
     try:
+        if indent is None:
+            return _ENCODER.encode(obj)
         return json.dumps(obj, ensure_ascii=False, allow_nan=False, indent=indent)
     except RecursionError:
         raise ValueError('nested too deeply to write as JSON') from None

@@ -20,6 +20,31 @@ def test_tool_line_follows_description_language():
     assert en.describe().startswith('f: f API. Do f. Parameters: {"type": "object", "properties": {}, "required": []}')
 
 
+def test_a_kept_tool_line_is_the_line_of_the_tool_as_it_is_now():
+    """Lines are memoised by value: tools that differ in any way (a changed field, an enum of 1 vs True vs "1",
+    a type list vs a string, an empty vs a missing enum) get their own line, equal to one built afresh."""
+    def fresh(tool):
+        zh = has_chinese(tool.description)
+        template = '{n}: {n} API。{d} 输入参数: {p}' if zh else '{n}: {n} API. {d} Parameters: {p}'
+        params = json.dumps(tool.schema(), ensure_ascii=False)
+        return template.format(n=tool.name, d=tool.description, p=params) + ' Format the arguments as a JSON object.'
+
+    tool = Tool.from_dict(WEATHER)
+    tools = [tool]
+    for change in ({'enum': ['1']}, {'enum': [1]}, {'enum': [True]}, {'enum': []}, {'enum': ('a',)},
+                   {'type': ['string']}, {'type': 'string'}, {'required': False}, {'description': '区'}):
+        other = Tool.from_dict(WEATHER)
+        for field, value in change.items():
+            setattr(other.parameters[0], field, value)
+        tools.append(other)
+    lines = [t.describe() for t in tools] + [t.describe() for t in tools]  # the second time from the memo
+    assert lines == [fresh(t) for t in tools] * 2
+    tool.parameters[0].description = '改了'
+    tool.description = 'Changed'
+    line = tool.describe()
+    assert line == fresh(tool) and '"改了"' in line and 'API. Changed Parameters' in line
+
+
 def test_required_strings_and_schema_forms_are_understood():
     t = Tool.from_dict({'name': 'x', 'description': 'd', 'parameters': [
         {'name': 'a', 'description': '', 'required': 'True'}, {'name': 'b', 'required': 'False'}]})

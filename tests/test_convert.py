@@ -65,6 +65,28 @@ def test_chinese_and_english_descriptions_render_in_their_language():
     assert 'flight_search: flight_search API. Search flights between two cities Parameters:' in text
 
 
+def test_python_literal_parameter_lists_end_at_their_own_bracket():
+    """Lists that are not JSON are scanned with their quotes respected: brackets and the other quote inside a
+    string, escaped quotes, and text after the list belong to no parameter."""
+    params = ("[{'name': 'q', 'description': 'a [list] of {it\\'s} \"x\" items', 'required': 'True'}, "
+              "{'name': 'n', 'description': \"it's ]\", 'required': False}]")
+    second = api('other', 'Other', [{'name': 'z', 'description': 'z', 'required': 'True'}])
+    tools = parse_system(system(f'odd: Call this tool. Parameters: {params} and [no more]', second))
+    assert [t.name for t in tools] == ['odd', 'other']
+    assert [(p.name, p.description, p.required) for p in tools[0].parameters] == [
+        ('q', 'a [list] of {it\'s} "x" items', True), ('n', "it's ]", False)]
+    for broken in ("[{'name': 'a', 'description': 'never closed}]", "[{'name': 'a'}}", '[' * 5000):
+        with pytest.raises(ConversionError, match='unbalanced'):
+            parse_system(system(f'bad: Call this tool. Parameters: {broken}'))
+
+
+def test_a_repeated_system_prompt_gives_equal_but_separate_tools():
+    first, again = parse_system(system(FLIGHT, WEATHER_ZH)), parse_system(system(FLIGHT, WEATHER_ZH))
+    assert first == again and first[0] is not again[0] and first[0].parameters[0] is not again[0].parameters[0]
+    first[0].parameters.clear()
+    assert len(parse_system(system(FLIGHT, WEATHER_ZH))[0].parameters) == 3
+
+
 def test_single_quoted_and_multiline_action_input_become_one_line_json():
     names = {'flight_search'}
     calls, answer = parse_assistant("Action: flight_search\nAction Input: {'origin': 'New York', 'destination': "
