@@ -39,7 +39,7 @@ def cmd_prepare_model(args) -> int:
 
 
 def cmd_pipeline(args) -> int:
-    from .environment import ProfileError
+    from .environment import ProfileError, RunNotFound
     from .pipeline import PipelineError, run_pipeline
     params = {}
     for item in args.p or []:
@@ -54,12 +54,19 @@ def cmd_pipeline(args) -> int:
     try:
         results = run_pipeline(args.profile, args.run_dir, params, only=args.only, start_from=args.start_from,
                                force=args.force, live_output=not args.quiet)
-    except (PipelineError, ProfileError) as e:
+    except (PipelineError, ProfileError, RunNotFound) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     for r in results:
         print(f'{r.notebook:28s} {r.seconds:8.1f} s  {r.status}')
     print(f'{"total":28s} {sum(r.seconds for r in results):8.1f} s')
+    return 0
+
+
+def cmd_kernel(args) -> int:
+    from .environment import KERNEL_DISPLAY_NAME, install_kernel
+    path = install_kernel(args.prefix)
+    print(f'kernel "{KERNEL_DISPLAY_NAME}" ({sys.executable}) registered in {path}')
     return 0
 
 
@@ -166,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('prepare-model', help='build, dequantize or download a model; prints its folder')
     p.add_argument('model', help='tiny-qwen2 | smollm2-135m | qwen2.5-7b-instruct | qwen-7b-chat | a folder')
     p.set_defaults(func=cmd_prepare_model)
+    p = sub.add_parser('kernel', help='register this Python as the notebooks\' Jupyter kernel (user scope)')
+    p.add_argument('--prefix', help='register under this prefix instead of the user\'s Jupyter folder')
+    p.set_defaults(func=cmd_kernel)
+
     p = sub.add_parser('convert', help='raw ms_agent JSONL -> AgentFabric training samples')
     p.add_argument('--input', required=True, help='RAW.jsonl in the ms_agent "conversations" format')
     p.add_argument('--output', required=True, help='OUT.jsonl, one sample per RolePlay request')
@@ -210,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('pipeline', help='run the notebooks in order with papermill into one run directory')
     p.add_argument('--profile', default='auto', help='auto | tiny | cpu | gpu')
-    p.add_argument('--run-dir', help='run directory (default: runs/<time>-<profile>)')
+    p.add_argument('--run-dir', help='run directory (default: a new runs/<time>-<profile>, or with --from/--only '
+                                     'after 00 the latest run of the profile, runs/latest-<profile>)')
     p.add_argument('--only', nargs='+', metavar='NN', help='only these notebook numbers, e.g. --only 00 01')
     p.add_argument('--from', dest='start_from', metavar='NN', help='start at this notebook, e.g. --from 02')
     p.add_argument('--force', action='store_true', help='rerun notebooks already done in this run dir')

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .environment import repo_root
+from .environment import runs_root
 
 PARTS = ('convert', 'train', 'serve', 'eval', 'pipeline')
 
@@ -157,7 +157,7 @@ def bench_pipeline(work: Path) -> list[dict]:
 
 
 def run_bench(parts=PARTS, out_dir: str | Path | None = None) -> dict:
-    out = Path(out_dir or repo_root() / 'runs' / 'bench')
+    out = Path(out_dir or runs_root() / 'bench')
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     with tempfile.TemporaryDirectory(dir=out) as tmp:

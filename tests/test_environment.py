@@ -1,3 +1,6 @@
+import os
+import shutil
+
 import pytest
 
 from helpers import environment as env
@@ -44,5 +47,30 @@ def test_hub_probe_is_offline_aware(monkeypatch):
     assert env.hub_reachable('http://127.0.0.1:9/', timeout=1) is False
 
 
-def test_run_dir(tmp_path):
-    assert env.prepare_run_dir(tmp_path / 'r', 'cpu') == (tmp_path / 'r').resolve()
+def test_a_given_run_dir_is_used_as_it_is(tmp_path, monkeypatch):
+    monkeypatch.setenv('AFT_RUNS', str(tmp_path / 'runs'))
+    assert env.start_run('cpu', tmp_path / 'r') == (tmp_path / 'r').resolve()
+    assert env.find_run('cpu', tmp_path / 'r2') == (tmp_path / 'r2').resolve()
+    assert not (tmp_path / 'runs').exists()  # an explicit run dir moves no pointer
+
+
+def test_notebook_00_starts_the_run_the_later_notebooks_find(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('AFT_RUNS', str(tmp_path))
+    with pytest.raises(env.RunNotFound, match='run notebook 00 first'):
+        env.find_run('cpu')
+    with pytest.raises(SystemExit, match="no cpu run yet .*run notebook 00 first"):
+        env.notebook_run('cpu', '')
+    first = env.notebook_run('cpu', '', new=True)
+    assert capsys.readouterr().out == f'run dir: {first}\n'
+    assert first.parent == tmp_path.resolve() and first.name.endswith('-cpu')
+    assert env.find_run('cpu') == first
+    link = tmp_path / 'latest-cpu'
+    assert link.is_symlink() and os.readlink(link) == first.name  # relative: the runs folder can move
+    second = env.start_run('cpu')  # within the same second: a distinct folder
+    assert second != first and env.find_run('cpu') == second
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []  # no temporary link left
+    with pytest.raises(env.RunNotFound):
+        env.find_run('tiny')  # one pointer per profile
+    shutil.rmtree(second)
+    with pytest.raises(env.RunNotFound):  # a pointer to a deleted run is no run
+        env.find_run('cpu')

@@ -1,16 +1,16 @@
-"""Every notebook runs top to bottom with papermill on the tiny profile, in one shared run directory;
-committed notebooks carry no outputs and a tagged parameters cell; stable cells pass nbval-lax."""
+"""Every notebook runs top to bottom by hand on the tiny profile (see conftest.py), 00 → 05 sharing the run
+00 started; committed notebooks carry no outputs and a tagged parameters cell; stable cells pass nbval-lax."""
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from helpers.environment import repo_root
+from conftest import run_by_hand
 from helpers.pipeline import notebooks
 
-ROOT = repo_root()
 
 NOTEBOOKS = notebooks()
 
@@ -31,17 +31,37 @@ def test_committed_notebook_is_clean(nb):
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_on_tiny_profile(tiny_run, nb):
     run_dir, results = tiny_run
-    assert results[nb.name].status == 'ok'
+    assert nb.name in results, 'an earlier notebook failed, so a learner would not get here'
+    executed = json.loads(Path(results[nb.name].output).read_text())
+    errors = [f"{o['ename']}: {o['evalue']}" for c in executed['cells'] for o in c.get('outputs', [])
+              if o.get('output_type') == 'error']
+    assert results[nb.name].status == 'ok' and not errors, errors
+
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.name)
+def test_each_notebook_prints_the_run_dir_it_uses_first(tiny_run, nb):
+    run_dir, _ = tiny_run
     executed = json.loads((run_dir / 'notebooks' / nb.name).read_text())
-    assert not [o for c in executed['cells'] for o in c.get('outputs', []) if o.get('output_type') == 'error']
+    streams = [o for c in executed['cells'] if c['cell_type'] == 'code' for o in c['outputs']
+               if o['output_type'] == 'stream']
+    assert ''.join(streams[0]['text']).splitlines()[0] == f'run dir: {run_dir}'
 
 
-def test_stable_cells_pass_nbval(tiny_run):
+def test_a_later_notebook_without_a_run_says_to_run_00_first(tmp_path, monkeypatch):
+    monkeypatch.setenv('AFT_RUNS', str(tmp_path))
+    executed, error = run_by_hand(NOTEBOOKS[-1], 'tiny')
+    assert error is not None
+    out = next(o for c in executed.cells for o in c.get('outputs', []) if o.get('output_type') == 'error')
+    assert out['ename'] == 'SystemExit' and 'run notebook 00 first' in out['evalue']
+
+
+def test_stable_cells_pass_nbval(tiny_run, tmp_path):
     run_dir, _ = tiny_run
     checked = [run_dir / 'notebooks' / nb.name for nb in NOTEBOOKS
-               if 'NBVAL_CHECK_OUTPUT' in nb.read_text()]
-    assert checked, 'at least one notebook marks cells whose output must stay stable'
-    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+               if any('nbval-check-output' in c.get('metadata', {}).get('tags', [])
+                      for c in json.loads(nb.read_text())['cells'])]
+    assert checked, 'at least one notebook tags cells whose output must stay stable (nbval-check-output)'
+    env = {**os.environ, 'AFT_RUNS': str(tmp_path)}  # nbval executes them again: their new run goes there
     res = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '--nbval-lax',
                           '-o', 'addopts=', *map(str, checked)], capture_output=True, text=True, timeout=1800,
                          cwd=checked[0].parent, env=env)

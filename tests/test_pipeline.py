@@ -2,12 +2,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import papermill as pm
 import pytest
 
 from conftest import SECRETS
-from helpers.environment import DiskSpaceError, ProfileError, require_free_space
+from helpers.environment import DiskSpaceError, ProfileError, latest_run_link, require_free_space
 from helpers.pipeline import NOTEBOOK_DIR, PipelineError, run_pipeline, select
 
 
@@ -46,10 +47,16 @@ def test_servers_listen_on_loopback_and_are_gone(tiny_run):
     assert str(run_dir) not in ps, 'a process of the run is still alive'
 
 
-def test_done_notebooks_are_skipped(tiny_run):
-    run_dir, _ = tiny_run
-    results = run_pipeline('tiny', run_dir, only=['00', '01'], log=lambda *a: None, report=False)
-    assert [r.status for r in results] == ['skipped', 'skipped']
+def test_the_batch_starts_a_run_with_the_notebooks_kernel_and_skips_what_is_done(tmp_path, monkeypatch):
+    monkeypatch.setenv('AFT_RUNS', str(tmp_path))
+    first = run_pipeline('tiny', only=['00'], log=lambda *a: None, report=False)
+    run_dir = latest_run_link('tiny').resolve()  # a batch run is the one notebooks opened by hand find
+    assert [r.status for r in first] == ['ok'] and Path(first[0].output) == run_dir / 'notebooks' / '00_environment.ipynb'
+    executed = json.loads(Path(first[0].output).read_text())
+    assert executed['metadata']['papermill']['parameters'] == {'profile': 'tiny', 'run_dir': str(run_dir)}
+    assert json.loads((run_dir / 'timings.json').read_text())['00_environment.ipynb']['status'] == 'ok'
+    again = run_pipeline('tiny', run_dir, only=['00'], log=lambda *a: None, report=False)
+    assert [r.status for r in again] == ['skipped']
 
 
 def test_unknown_profile_and_bad_selection():
