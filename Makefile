@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 
 setup: $(STAMP)
 
-$(STAMP): scripts/setup.sh requirements/base.txt requirements/offline-models.txt requirements/constraints-cpu.txt requirements/gpu.txt
+$(STAMP): scripts/setup.sh pyproject.toml requirements/base.txt requirements/offline-models.txt requirements/constraints-cpu.txt requirements/gpu.txt
 	PYTHON=$(PYTHON) VENV=$(VENV) USE_CURRENT_ENV=$(USE_CURRENT_ENV) bash scripts/setup.sh
 	touch $(STAMP)
 

@@ -1,5 +1,7 @@
+import json
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -74,3 +76,10 @@ def test_notebook_00_starts_the_run_the_later_notebooks_find(tmp_path, monkeypat
     shutil.rmtree(second)
     with pytest.raises(env.RunNotFound):  # a pointer to a deleted run is no run
         env.find_run('cpu')
+
+
+def test_the_kernel_is_this_python_under_the_name_the_notebooks_use(tmp_path):
+    path = env.install_kernel(tmp_path)
+    assert path == tmp_path / 'share' / 'jupyter' / 'kernels' / env.KERNEL_NAME
+    spec = json.loads((path / 'kernel.json').read_text())
+    assert spec['argv'][0] == sys.executable and spec['display_name'] == env.KERNEL_DISPLAY_NAME

@@ -1,15 +1,21 @@
 """Every notebook runs top to bottom by hand on the tiny profile (see conftest.py), 00 → 05 sharing the run
 00 started; committed notebooks carry no outputs and a tagged parameters cell; stable cells pass nbval-lax."""
+import inspect
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from conftest import run_by_hand
-from helpers.pipeline import notebooks
+from helpers.environment import KERNEL_DISPLAY_NAME, KERNEL_NAME, repo_root
+from helpers.pipeline import notebooks, run_pipeline
+
+ROOT = repo_root()
 
 
 NOTEBOOKS = notebooks()
@@ -26,6 +32,30 @@ def test_committed_notebook_is_clean(nb):
     src = ''.join(params[0]['source'])
     assert "profile = 'auto'" in src and 'run_dir =' in src
     assert 'nohup' not in ''.join(''.join(c['source']) for c in cells)
+
+
+def test_notebooks_name_the_kernel_set_up_registers():
+    """scripts/setup.sh installs helpers editable and registers the kernel with `python -m helpers kernel`,
+    whose name is KERNEL_NAME; every notebook, and the batch, must use exactly that kernel."""
+    setup = (ROOT / 'scripts' / 'setup.sh').read_text()
+    assert re.search(r'^"\$PY" -m helpers kernel$', setup, re.M)
+    assert re.search(r'^"\$\{PIP\[@\]\}" --no-deps -e \.$', setup, re.M)
+    for nb in NOTEBOOKS:
+        spec = json.loads(nb.read_text())['metadata']['kernelspec']
+        assert (spec['name'], spec['display_name']) == (KERNEL_NAME, KERNEL_DISPLAY_NAME), nb.name
+    assert inspect.signature(run_pipeline).parameters['kernel'].default == KERNEL_NAME
+
+
+def test_notebooks_import_helpers_without_touching_sys_path():
+    for nb in NOTEBOOKS:
+        code = ''.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code')
+        assert 'sys.path' not in code and 'from helpers' in code, nb.name
+
+
+def test_helpers_is_an_installable_package():
+    project = tomllib.loads((ROOT / 'pyproject.toml').read_text())
+    assert project['tool']['setuptools']['packages'] == ['helpers']
+    assert project['tool']['setuptools']['dynamic']['dependencies']['file'] == ['requirements/base.txt']
 
 
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.name)

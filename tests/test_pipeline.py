@@ -8,7 +8,7 @@ import papermill as pm
 import pytest
 
 from conftest import SECRETS
-from helpers.environment import DiskSpaceError, ProfileError, latest_run_link, require_free_space
+from helpers.environment import KERNEL_NAME, DiskSpaceError, ProfileError, latest_run_link, require_free_space
 from helpers.pipeline import NOTEBOOK_DIR, PipelineError, run_pipeline, select
 
 
@@ -16,7 +16,7 @@ def execute(nb, tmp_path, **params):
     out = tmp_path / f'out-{nb}'
     with pytest.raises(pm.PapermillExecutionError) as err:
         pm.execute_notebook(str(NOTEBOOK_DIR / nb), str(out), parameters={'profile': 'tiny', **params},
-                            kernel_name='python3', cwd=str(NOTEBOOK_DIR), progress_bar=False)
+                            kernel_name=KERNEL_NAME, cwd=str(NOTEBOOK_DIR), progress_bar=False)
     return str(err.value)
 
 
@@ -54,6 +54,7 @@ def test_the_batch_starts_a_run_with_the_notebooks_kernel_and_skips_what_is_done
     assert [r.status for r in first] == ['ok'] and Path(first[0].output) == run_dir / 'notebooks' / '00_environment.ipynb'
     executed = json.loads(Path(first[0].output).read_text())
     assert executed['metadata']['papermill']['parameters'] == {'profile': 'tiny', 'run_dir': str(run_dir)}
+    assert executed['metadata']['kernelspec']['name'] == KERNEL_NAME
     assert json.loads((run_dir / 'timings.json').read_text())['00_environment.ipynb']['status'] == 'ok'
     again = run_pipeline('tiny', run_dir, only=['00'], log=lambda *a: None, report=False)
     assert [r.status for r in again] == ['skipped']
