@@ -11,7 +11,7 @@ STAMP := $(VENV)/.setup-done
 endif
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup browser run test bench clean
+.PHONY: setup browser run test bench agentfabric clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test: setup browser
 
 bench: setup
 	$(PY) -m helpers bench
+
+# ModelScope's AgentFabric app in its own environment (.agentfabric/), against the latest run of PROFILE
+agentfabric: setup
+	PY=$(PY) bash scripts/agentfabric_app.sh --profile $(PROFILE) $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

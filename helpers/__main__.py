@@ -70,6 +70,19 @@ def cmd_kernel(args) -> int:
     return 0
 
 
+def cmd_agentfabric_app(args) -> int:
+    from .agentfabric_app import run_app
+    from .environment import RunNotFound, find_run, resolve_profile
+    from .serving import ServerError
+    try:
+        run = find_run(resolve_profile(args.profile)[0], args.run_dir)
+        run_app(run, args.app_python, args.app_dir, args.port, args.model_port, args.model)
+    except (RunNotFound, ServerError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_convert(args) -> int:
     from .convert import convert_file
     instruction = None
@@ -176,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('kernel', help='register this Python as the notebooks\' Jupyter kernel (user scope)')
     p.add_argument('--prefix', help='register under this prefix instead of the user\'s Jupyter folder')
     p.set_defaults(func=cmd_kernel)
+
+    p = sub.add_parser('agentfabric-app', help='serve a run\'s model and start the AgentFabric app against it '
+                                               '(use scripts/agentfabric_app.sh, which also sets up the app)')
+    p.add_argument('--app-python', required=True, help='the Python of the app\'s own environment')
+    p.add_argument('--app-dir', required=True, help='apps/agentfabric of modelscope-agent v0.7.2')
+    p.add_argument('--profile', default='auto', help='whose latest run to use (runs/latest-<profile>)')
+    p.add_argument('--run-dir', help='a run directory instead of the latest run of the profile')
+    p.add_argument('--model', choices=['finetuned', 'base'], default='finetuned')
+    p.add_argument('--port', type=int, default=7860, help='the app\'s port on 127.0.0.1')
+    p.add_argument('--model-port', type=int, default=8000, help='our model server\'s port on 127.0.0.1')
+    p.set_defaults(func=cmd_agentfabric_app)
 
     p = sub.add_parser('convert', help='raw ms_agent JSONL -> AgentFabric training samples')
     p.add_argument('--input', required=True, help='RAW.jsonl in the ms_agent "conversations" format')

@@ -227,6 +227,68 @@ def environment_report(profile: str = 'auto', path: str | Path = '.', check_hub:
                              warnings=stack_warnings(versions, hw))
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a reader
+    never sees half a file, and an interrupted write leaves the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    tmp.write_text(text, encoding='utf-8')
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class WebLink:
+    """Where a browser reaches a page served on 127.0.0.1:<port> of this machine."""
+    url: str  # what to open: a full URL, or a path on the notebook's own host (``/user/x/proxy/7860/``)
+    root_path: str | None  # the page's mount point behind a proxy (Gradio's ``root_path``); None when direct
+    via: str  # how it was found
+
+
+def _jupyter_base_url() -> str | None:
+    """``base_url`` of the Jupyter server that started this kernel (it sets ``JPY_PARENT_PID``), from the
+    server files in Jupyter's runtime folder; None outside a Jupyter server (papermill, scripts)."""
+    parent = os.environ.get('JPY_PARENT_PID')
+    if not parent:
+        return None
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+    except ImportError:
+        return None
+    for f in Path(jupyter_runtime_dir()).glob('jpserver-*.json'):
+        try:
+            info = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if str(info.get('pid')) == parent:
+            return info.get('base_url') or '/'
+    return None
+
+
+def web_link(port: int, host: str = '127.0.0.1') -> WebLink:
+    """The link to a web page served here on ``host:port``, for a browser that may be on another machine.
+
+    1. ``AFT_PROXY_URL``, a template with ``{port}``, wins (any platform, e.g. a PAI-DSW gateway address
+       ``https://dsw-gateway-<region>.data.aliyun.com/dsw-<id>/proxy/{port}/``);
+    2. under JupyterHub (``JUPYTERHUB_SERVICE_PREFIX``) or a Jupyter server with a ``base_url`` — how PAI-DSW
+       and ModelScope notebook instances serve JupyterLab — the jupyter-server-proxy path
+       ``<base_url>proxy/<port>/`` on the notebook's own host;
+    3. otherwise the page itself, ``http://host:port/`` (same machine, or an SSH tunnel).
+    """
+    template = os.environ.get('AFT_PROXY_URL')
+    if template:
+        url = template.format(port=port)
+        return WebLink(url, url.rstrip('/'), 'AFT_PROXY_URL')
+    prefix, via = os.environ.get('JUPYTERHUB_SERVICE_PREFIX'), 'JupyterHub, jupyter-server-proxy'
+    if not prefix:
+        prefix, via = _jupyter_base_url(), 'this notebook\'s Jupyter server, jupyter-server-proxy'
+    if prefix and prefix != '/':
+        path = f'/{prefix.strip("/")}/proxy/{port}/'
+        return WebLink(path, path.rstrip('/'), via)
+    return WebLink(f'http://{host}:{port}/', None, 'direct')
+
+
 def runs_root() -> Path:
     """Where runs live: ``AFT_RUNS`` if set, else ``runs/`` in the repository."""
     return Path(os.environ.get('AFT_RUNS') or repo_root() / 'runs').expanduser()
@@ -268,7 +330,7 @@ def start_run(profile: str, run_dir: str | Path | None = None) -> Path:
             continue
     else:
         raise FileExistsError(f'cannot create a new run directory under {root}')
-    tmp = root / f'.latest-{profile}.{os.getpid()}.tmp'
+    tmp = root / f'.latest-{profile}.{os.getpid()}.tmp'  # a symlink is replaced atomically the same way
     tmp.unlink(missing_ok=True)
     os.symlink(path.name, tmp)
     os.replace(tmp, latest_run_link(profile))

@@ -83,3 +83,51 @@ def test_the_kernel_is_this_python_under_the_name_the_notebooks_use(tmp_path):
     assert path == tmp_path / 'share' / 'jupyter' / 'kernels' / env.KERNEL_NAME
     spec = json.loads((path / 'kernel.json').read_text())
     assert spec['argv'][0] == sys.executable and spec['display_name'] == env.KERNEL_DISPLAY_NAME
+
+
+def _clear_platform(monkeypatch):
+    for var in ('AFT_PROXY_URL', 'JUPYTERHUB_SERVICE_PREFIX', 'JPY_PARENT_PID'):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_a_page_is_linked_directly_outside_a_notebook_server(monkeypatch):
+    _clear_platform(monkeypatch)
+    assert env.web_link(7860) == env.WebLink('http://127.0.0.1:7860/', None, 'direct')
+
+
+def test_a_page_is_linked_through_the_jupyterhub_proxy(monkeypatch):
+    _clear_platform(monkeypatch)
+    monkeypatch.setenv('JUPYTERHUB_SERVICE_PREFIX', '/user/ada/')
+    link = env.web_link(7861)
+    assert (link.url, link.root_path) == ('/user/ada/proxy/7861/', '/user/ada/proxy/7861')
+
+
+def test_a_page_is_linked_through_the_proxy_of_the_kernels_own_jupyter_server(monkeypatch, tmp_path):
+    """PAI-DSW / ModelScope instances serve JupyterLab under a base URL (/dsw-<id>/); the kernel finds its
+    server by JPY_PARENT_PID among the server files of Jupyter's runtime folder."""
+    _clear_platform(monkeypatch)
+    monkeypatch.setenv('JUPYTER_RUNTIME_DIR', str(tmp_path))
+    (tmp_path / 'jpserver-111.json').write_text(json.dumps({'pid': 111, 'base_url': '/other/'}))
+    (tmp_path / 'jpserver-222.json').write_text(json.dumps({'pid': 222, 'base_url': '/dsw-39772/'}))
+    monkeypatch.setenv('JPY_PARENT_PID', '222')
+    assert env.web_link(7860).url == '/dsw-39772/proxy/7860/'
+    monkeypatch.setenv('JPY_PARENT_PID', '333')  # started by papermill, not by a server: direct
+    assert env.web_link(7860).root_path is None
+    (tmp_path / 'jpserver-333.json').write_text(json.dumps({'pid': 333, 'base_url': '/'}))
+    assert env.web_link(7860).url == 'http://127.0.0.1:7860/'  # a server at / (local JupyterLab): direct
+
+
+def test_an_explicit_proxy_template_wins(monkeypatch):
+    _clear_platform(monkeypatch)
+    monkeypatch.setenv('JUPYTERHUB_SERVICE_PREFIX', '/user/ada/')
+    monkeypatch.setenv('AFT_PROXY_URL', 'https://dsw-gateway-cn-hangzhou.data.aliyun.com/dsw-1/proxy/{port}/')
+    link = env.web_link(8000)
+    assert link.url == 'https://dsw-gateway-cn-hangzhou.data.aliyun.com/dsw-1/proxy/8000/'
+    assert link.root_path == 'https://dsw-gateway-cn-hangzhou.data.aliyun.com/dsw-1/proxy/8000'
+
+
+def test_files_are_replaced_atomically(tmp_path):
+    target = tmp_path / 'sub' / 'a.json'
+    env.write_text_atomic(target, 'one')
+    env.write_text_atomic(target, 'two')
+    assert target.read_text() == 'two' and [p.name for p in target.parent.iterdir()] == ['a.json']
