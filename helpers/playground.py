@@ -9,6 +9,8 @@ ModelScope, JupyterHub) can open it.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from dataclasses import dataclass
 
@@ -28,7 +30,8 @@ class Playground:
     local_url: str  # the page itself, http://127.0.0.1:<port>/
 
     def close(self) -> None:
-        self.app.close()
+        with contextlib.redirect_stdout(io.StringIO()):  # Gradio prints "Closing server running on port: …"
+            self.app.close()
 
 
 def build_app(base_url: str, model: str, catalog: list[CatalogTool], max_tokens: int = 256):
@@ -99,5 +102,6 @@ def launch(base_url: str, model: str, catalog: list[CatalogTool], host: str = '1
     app = build_app(base_url, model, catalog, max_tokens)
     app.queue()
     _, local_url, _ = app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                                 share=False, show_error=True, root_path=link.root_path)
+                                 share=False, show_error=True, root_path=link.root_path,
+                                 inline=False)  # no iframe of 127.0.0.1: a remote browser cannot load it
     return Playground(app, link.url, local_url)

@@ -8,8 +8,7 @@ import html
 import json
 from pathlib import Path
 
-KEYS = ('tool_selection_acc', 'args_exact_acc', 'args_f1', 'false_positive_rate', 'invalid_call_rate',
-        'answer_rouge_l')
+from .evaluation import METRICS, compare, metric_cell
 
 
 def _load(path: Path):
@@ -19,18 +18,10 @@ def _load(path: Path):
         return None
 
 
-def _rate(m: dict, k: str) -> str:
-    v = m.get(k)
-    if v is None:
-        return '–'
-    ci, cnt = (m.get('ci95') or {}).get(k), (m.get('counts') or {}).get(k)
-    return f'{v:.3f}' + (f' [{ci[0]:.2f}, {ci[1]:.2f}] ({cnt[0]}/{cnt[1]})' if ci else '')
-
-
 def _transcripts(run: Path, n: int = 3) -> tuple[list[dict], list[dict]]:
     """A few successes and failures of the fine-tuned model, with what was asked and what came back."""
     from .agentfabric import load_cases
-    from .evaluation import load_predictions, score
+    from .evaluation import load_predictions, score, verdict
     cases_path, preds_path = run / 'data' / 'test_cases.jsonl', run / 'eval' / 'finetuned' / 'predictions.jsonl'
     if not (cases_path.exists() and preds_path.exists()):
         return [], []
@@ -38,15 +29,16 @@ def _transcripts(run: Path, n: int = 3) -> tuple[list[dict], list[dict]]:
     preds = load_predictions(preds_path)
     _, scores = score(cases, preds)
     by_id = {c.id: c for c in cases}
-    rows = [{'kind': s.kind, 'query': by_id[s.id].query,
-             'expected': json.dumps(by_id[s.id].expected_call, ensure_ascii=False),
-             'output': preds.get(s.id, {}).get('output', ''), 'answer': preds.get(s.id, {}).get('answer', '')}
-            for s in scores]
-    ok = [r for r in rows if r['kind'] == 'ok'][:n]
+    rows = []
+    for s in scores:
+        p = preds.get(s.id, {})
+        rows.append({'query': by_id[s.id].query, 'output': p.get('output', ''), 'answer': p.get('answer', ''),
+                     'verdict': verdict(by_id[s.id].expected_call, p.get('output', ''), p.get('error'))})
+    ok = [r for r, s in zip(rows, scores) if s.kind == 'ok'][:n]
     seen, bad = set(), []
-    for r in rows:
-        if r['kind'] != 'ok' and r['kind'] not in seen:
-            seen.add(r['kind'])
+    for r, s in zip(rows, scores):
+        if s.kind != 'ok' and s.kind not in seen:
+            seen.add(s.kind)
             bad.append(r)
     return ok, bad
 
@@ -116,18 +108,24 @@ def build_report(run: str | Path) -> tuple[Path, Path]:
     ev = info['evaluation'] or {}
     models = ev.get('models') or {}
     if models:
-        h, m = _table(['metric', *models], [[k, *(_rate(models[w], k) for w in models)] for k in KEYS]
+        h, m = _table(['metric', *models], [[f'{d.label} {d.arrow}', *(metric_cell(models[w], k) for w in models)]
+                                            for k, d in METRICS.items()]
                       + [['cases', *(models[w].get('n_cases') for w in models)]])
         img_h, img_m = image(run / 'eval' / 'before_after.png', 'before vs after')
-        delta = ev.get('delta') or {}
-        dh, dm = _table(['metric', 'fine-tuned minus base'], [[k, v] for k, v in delta.items()]) if delta else ('', '')
+        base = ev.get('baseline')
+        rows = [[f'{name} vs {base}', c.text(), c.verdict] for name in models if base in models and name != base
+                for c in compare(models[name], models[base])]
+        dh, dm = _table(['arms', 'Δ = arm − baseline [95% interval]; ↑ higher / ↓ lower is better', 'verdict'],
+                        rows) if rows else ('', '')
         section('Before vs after (held-out cases, real RolePlay loop, 95% Wilson intervals)', h + img_h + dh,
                 m + '\n' + img_m + '\n\n' + dm)
+        if ev.get('conclusion'):
+            section('Conclusion', '<pre>' + html.escape(ev['conclusion']) + '</pre>', ev['conclusion'])
         per_tool = run / 'eval' / 'per_tool.csv'
         if per_tool.exists():
             lines = [line.split(',') for line in per_tool.read_text().strip().splitlines()]
             h, m = _table(lines[0], lines[1:])
-            section('Per tool (fine-tuned)', h, m)
+            section('Per tool', h, m)
         ok, bad = _transcripts(run)
         for title, rows in (('Transcripts: successes', ok), ('Transcripts: one failure of each kind', bad)):
             if rows:
