@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def cmd_prompt(args) -> int:
@@ -80,6 +81,28 @@ def cmd_agentfabric_app(args) -> int:
     except (RunNotFound, ServerError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_results(args) -> int:
+    from .environment import repo_root, write_text_atomic
+    from .report import results_summary, update_readme
+    summary = Path(args.summary or repo_root() / 'results' / 'cpu-run.json')
+    if args.run_dir:
+        try:
+            data = results_summary(args.run_dir, args.command)
+        except FileNotFoundError as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 1
+        write_text_atomic(summary, json.dumps(data, indent=2, ensure_ascii=False) + '\n')
+        print(f'wrote {summary}')
+    if args.readme:
+        changed = update_readme(summary, repo_root() / 'README.md')
+        print(f'README.md results section {"regenerated" if changed else "already up to date"} from {summary}')
+    if not (args.run_dir or args.readme):
+        print('error: give --run-dir RUN (write the summary), --readme (regenerate README.md), or both',
+              file=sys.stderr)
+        return 2
     return 0
 
 
@@ -200,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--port', type=int, default=7860, help='the app\'s port on 127.0.0.1')
     p.add_argument('--model-port', type=int, default=8000, help='our model server\'s port on 127.0.0.1')
     p.set_defaults(func=cmd_agentfabric_app)
+
+    p = sub.add_parser('results', help='the run summary the README cites, and the README results section from it')
+    p.add_argument('--run-dir', help='a finished run: write its summary (metrics, timings, commit, command)')
+    p.add_argument('--summary', help='the summary file (default: results/cpu-run.json)')
+    p.add_argument('--command', default='make run', help='the command the run was made with (recorded as is)')
+    p.add_argument('--readme', action='store_true', help='regenerate README.md\'s results section from the summary')
+    p.set_defaults(func=cmd_results)
 
     p = sub.add_parser('convert', help='raw ms_agent JSONL -> AgentFabric training samples')
     p.add_argument('--input', required=True, help='RAW.jsonl in the ms_agent "conversations" format')

@@ -190,6 +190,18 @@ def hub_reachable(url: str = MODELSCOPE_URL, timeout: float = 3.0) -> bool:
         return False
 
 
+def repo_commit() -> str | None:
+    """The commit this checkout is at (``-dirty`` with uncommitted changes to tracked files); None without git."""
+    def git(*args: str) -> str:
+        return subprocess.run(['git', '-C', str(repo_root()), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    try:
+        dirty = git('status', '--porcelain', '--untracked-files=no')
+        return git('rev-parse', '--short', 'HEAD') + ('-dirty' if dirty else '')
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 @dataclass
 class EnvironmentReport:
     profile: str
@@ -200,6 +212,7 @@ class EnvironmentReport:
     versions: dict
     hub: bool
     warnings: list[str]
+    commit: str | None = None
 
     def rows(self) -> list[tuple[str, str]]:
         """(item, value) pairs for a table."""
@@ -209,7 +222,8 @@ class EnvironmentReport:
                 ('free disk', f'{hw.disk_free_gib} GiB'),
                 ('GPU', ', '.join(f'{n} ({m} GiB)' for n, m in zip(hw.gpus, hw.gpu_memory_gib)) or 'none'),
                 ('CUDA driver', hw.cuda_version or '-'),
-                ('ModelScope hub', 'reachable' if self.hub else 'unreachable (offline: bundled models and data)')]
+                ('ModelScope hub', 'reachable' if self.hub else 'unreachable (offline: bundled models and data)'),
+                ('commit', self.commit or 'unknown (not a git checkout)')]
         rows += [(name, ver or 'not installed') for name, ver in self.versions.items()]
         return rows
 
@@ -224,7 +238,7 @@ def environment_report(profile: str = 'auto', path: str | Path = '.', check_hub:
     return EnvironmentReport(profile=name, reason=reason, python=platform.python_version(),
                              platform=platform.platform(), hardware=hw, versions=versions,
                              hub=hub_reachable() if check_hub else False,
-                             warnings=stack_warnings(versions, hw))
+                             warnings=stack_warnings(versions, hw), commit=repo_commit())
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
