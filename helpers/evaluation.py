@@ -63,7 +63,6 @@ METRICS = {m.key: m for m in (
     Metric('weak_answer_rate', 'weak answers', False, 'final answer with ROUGE-L below 0.2 although the call '
            '(or the decision not to call) was right', 'right calls and right no-calls with a reference answer'),
 )}
-RATES = tuple(k for k, m in METRICS.items() if m.proportion)
 
 # Call outcomes, for cases that need a call and for cases that need none (``error``: the case crashed).
 OUTCOMES = {

@@ -77,6 +77,19 @@ def test_each_notebook_prints_the_run_dir_it_uses_first(tiny_run, nb):
     assert ''.join(streams[0]['text']).splitlines()[0] == f'run dir: {run_dir}'
 
 
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.name)
+def test_what_the_learner_reads_has_no_warnings_widgets_or_markers(tiny_run, nb):
+    run_dir, _ = tiny_run
+    executed = json.loads((run_dir / 'notebooks' / nb.name).read_text())
+    for cell in executed['cells']:
+        assert '# NBVAL' not in ''.join(cell['source'])  # nbval reads cell tags instead
+        for out in cell.get('outputs', []):
+            text = ''.join(out.get('text', '')) + ''.join(out.get('data', {}).get('text/plain', ''))
+            assert not re.search(r'deprecat|Warning:|UserWarning|FutureWarning', text, re.I), text[:500]
+            assert 'application/vnd.jupyter.widget-view+json' not in out.get('data', {}), 'a progress widget'
+            assert 'iframe' not in ''.join(out.get('data', {}).get('text/html', '')), 'an iframe of 127.0.0.1'
+
+
 def test_a_later_notebook_without_a_run_says_to_run_00_first(tmp_path, monkeypatch):
     monkeypatch.setenv('AFT_RUNS', str(tmp_path))
     executed, error = run_by_hand(NOTEBOOKS[-1], 'tiny')
