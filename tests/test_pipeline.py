@@ -33,7 +33,7 @@ def test_no_secret_appears_in_any_file_of_the_run(tiny_run):
 def test_report_is_built_from_the_run(tiny_run):
     run_dir, _ = tiny_run
     html = (run_dir / 'report.html').read_text()
-    for section in ('Environment', 'Data', 'Training', 'Before vs after', 'Wall time per step'):
+    for section in ('Environment', 'Data', 'Training', 'Before vs after', 'Conclusion', 'RolePlay gallery'):
         assert section in html
     assert 'data:image/png;base64,' in html  # images embedded: the page opens without a server
     assert '## Before vs after' in (run_dir / 'report.md').read_text()
@@ -56,8 +56,9 @@ def test_the_batch_starts_a_run_with_the_notebooks_kernel_and_skips_what_is_done
     assert executed['metadata']['papermill']['parameters'] == {'profile': 'tiny', 'run_dir': str(run_dir)}
     assert executed['metadata']['kernelspec']['name'] == KERNEL_NAME
     assert json.loads((run_dir / 'timings.json').read_text())['00_environment.ipynb']['status'] == 'ok'
-    again = run_pipeline('tiny', run_dir, only=['00'], log=lambda *a: None, report=False)
+    again = run_pipeline('tiny', run_dir, only=['00'], log=lambda *a: None)
     assert [r.status for r in again] == ['skipped']
+    assert 'Wall time per step' in (run_dir / 'report.html').read_text()  # a batch records its wall times
 
 
 def test_unknown_profile_and_bad_selection():
