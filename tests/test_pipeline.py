@@ -2,12 +2,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import papermill as pm
 import pytest
 
 from conftest import SECRETS
-from helpers.environment import DiskSpaceError, ProfileError, require_free_space
+from helpers.environment import KERNEL_NAME, DiskSpaceError, ProfileError, latest_run_link, require_free_space
 from helpers.pipeline import NOTEBOOK_DIR, PipelineError, run_pipeline, select
 
 
@@ -15,7 +16,7 @@ def execute(nb, tmp_path, **params):
     out = tmp_path / f'out-{nb}'
     with pytest.raises(pm.PapermillExecutionError) as err:
         pm.execute_notebook(str(NOTEBOOK_DIR / nb), str(out), parameters={'profile': 'tiny', **params},
-                            kernel_name='python3', cwd=str(NOTEBOOK_DIR), progress_bar=False)
+                            kernel_name=KERNEL_NAME, cwd=str(NOTEBOOK_DIR), progress_bar=False)
     return str(err.value)
 
 
@@ -32,7 +33,7 @@ def test_no_secret_appears_in_any_file_of_the_run(tiny_run):
 def test_report_is_built_from_the_run(tiny_run):
     run_dir, _ = tiny_run
     html = (run_dir / 'report.html').read_text()
-    for section in ('Environment', 'Data', 'Training', 'Before vs after', 'Wall time per step'):
+    for section in ('Environment', 'Data', 'Training', 'Before vs after', 'Conclusion', 'RolePlay gallery'):
         assert section in html
     assert 'data:image/png;base64,' in html  # images embedded: the page opens without a server
     assert '## Before vs after' in (run_dir / 'report.md').read_text()
@@ -46,10 +47,18 @@ def test_servers_listen_on_loopback_and_are_gone(tiny_run):
     assert str(run_dir) not in ps, 'a process of the run is still alive'
 
 
-def test_done_notebooks_are_skipped(tiny_run):
-    run_dir, _ = tiny_run
-    results = run_pipeline('tiny', run_dir, only=['00', '01'], log=lambda *a: None, report=False)
-    assert [r.status for r in results] == ['skipped', 'skipped']
+def test_the_batch_starts_a_run_with_the_notebooks_kernel_and_skips_what_is_done(tmp_path, monkeypatch):
+    monkeypatch.setenv('AFT_RUNS', str(tmp_path))
+    first = run_pipeline('tiny', only=['00'], log=lambda *a: None, report=False)
+    run_dir = latest_run_link('tiny').resolve()  # a batch run is the one notebooks opened by hand find
+    assert [r.status for r in first] == ['ok'] and Path(first[0].output) == run_dir / 'notebooks' / '00_environment.ipynb'
+    executed = json.loads(Path(first[0].output).read_text())
+    assert executed['metadata']['papermill']['parameters'] == {'profile': 'tiny', 'run_dir': str(run_dir)}
+    assert executed['metadata']['kernelspec']['name'] == KERNEL_NAME
+    assert json.loads((run_dir / 'timings.json').read_text())['00_environment.ipynb']['status'] == 'ok'
+    again = run_pipeline('tiny', run_dir, only=['00'], log=lambda *a: None)
+    assert [r.status for r in again] == ['skipped']
+    assert 'Wall time per step' in (run_dir / 'report.html').read_text()  # a batch records its wall times
 
 
 def test_unknown_profile_and_bad_selection():

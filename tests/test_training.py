@@ -156,12 +156,31 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_data):
         run_training(cfg, tmp_path / 'train.log')
     killer.join()
     assert last_checkpoint(out) is not None and not (out / 'train_done.json').exists()
-    result = run_training(cfg, tmp_path / 'train.log')
+    seen = []
+    result = run_training(cfg, tmp_path / 'train.log', on_progress=lambda *a: seen.append(a))
     assert result.resumed_from and Path(result.resumed_from).name in ('checkpoint-2', 'checkpoint-4')
+    # progress comes from the rows ms-swift appended to logging.jsonl in this run: steps after the resume point
+    assert seen and seen[-1][:2] == (6, 6) and all(s > int(result.resumed_from.split('-')[-1]) for s, _, _ in seen)
+    assert any(loss is not None for _, _, loss in seen)
     assert result.last_checkpoint.endswith('checkpoint-6')
     assert any('loss' in r for r in read_log_history(out))
     again = run_training(cfg, tmp_path / 'train.log')  # finished: not repeated
     assert again.skipped and again.last_checkpoint == result.last_checkpoint
+
+
+def test_progress_reads_only_complete_new_rows_of_logging_jsonl(tmp_path):
+    from helpers.training import _NewRows
+    path = tmp_path / 'logging.jsonl'
+    path.write_text('{"loss": 9.0, "global_step/max_steps": "1/4"}\n')  # before this run (resumed): not replayed
+    rows = _NewRows(path)
+    assert rows() == []
+    with open(path, 'a') as f:
+        f.write('{"loss": 2.5, "global_step/max_steps": "2/4"}\n{"eval_loss": 3.0, "global_st')
+    assert rows() == [{'loss': 2.5, 'global_step/max_steps': '2/4'}]  # the half-written row waits
+    with open(path, 'a') as f:
+        f.write('ep/max_steps": "2/4"}\n')
+    assert rows() == [{'eval_loss': 3.0, 'global_step/max_steps': '2/4'}]
+    assert _NewRows(tmp_path / 'missing.jsonl')() == []
 
 
 def test_a_failed_run_ends_with_the_reason_and_log_tail(tmp_path, tiny_data):
