@@ -36,6 +36,7 @@ from pathlib import Path
 from .agentfabric import Call, Conversation, Tool, Turn, check_instruction, render, to_case
 from .catalog import (CatalogTool, NoCallQuery, QueryTemplate, load_catalog, load_instructions, load_near_miss,
                       load_no_call, load_slot_values)
+from .convert import ms_agent_rows
 from .jsonl import write_json, write_jsonl
 
 SPLITS = ('train', 'val', 'test')
@@ -466,7 +467,9 @@ def training_rows(conversations: list[Conversation], answer_share: float = 1.0, 
 
 
 def write_splits(out_dir: str | Path, plan: DataPlan, seed: int = 0, resources: Resources | None = None) -> dict:
-    """Write ``train.jsonl`` / ``val.jsonl`` (samples), ``test_cases.jsonl`` and the conversations."""
+    """Write ``train.jsonl`` / ``val.jsonl`` (samples), ``test_cases.jsonl`` and the conversations, and
+    ``train_ms_agent.jsonl`` / ``val_ms_agent.jsonl``: the same conversations in the original ms_agent prompt
+    format (:func:`~helpers.convert.ms_agent_rows`, one row per conversation, for ``--loss_scale react``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     gen = Generator(plan.config, seed, resources)
@@ -482,10 +485,13 @@ def write_splits(out_dir: str | Path, plan: DataPlan, seed: int = 0, resources: 
             rows = training_rows(convs, plan.answer_share if split == 'train' else 1.0, seed,
                                  train_history=plan.train_history and split == 'train')
             write_jsonl(out / f'{split}.jsonl', rows)
+            ms_agent = ms_agent_rows(convs)
+            write_jsonl(out / f'{split}_ms_agent.jsonl', ms_agent)
             summary[split] = {'conversations': len(convs), 'samples': len(rows),
                               'kinds': dict(Counter(r['meta']['kind'] for r in rows)),
                               'langs': dict(Counter(r['meta']['lang'] for r in rows)),
-                              'masked_conversations': sum(bool(c.meta.get('masked')) for c in convs)}
+                              'masked_conversations': sum(bool(c.meta.get('masked')) for c in convs),
+                              'ms_agent_rows': len(ms_agent)}
     write_json(out / 'data_summary.json', summary)
     return summary
 
@@ -517,3 +523,17 @@ def language_cost(tokenizer, n: int = 40, seed: int = 0, resources: Resources | 
                      'tokens_per_char': round(sum(lengths) / chars, 3)}
     return out
 
+
+def plan_cost(plan: DataPlan, tokenizer, seed: int = 0, resources: Resources | None = None) -> dict:
+    """What one epoch of ``plan``'s training split costs with ``tokenizer``'s chat template: samples per
+    language, mean tokens per sample and tokens per epoch, for the AgentFabric rows and the ms_agent rows
+    of the same conversations."""
+    convs = Generator(plan.config, seed, resources).conversations('train', plan.n_train)
+    out = {'conversations': len(convs), 'conversation_langs': dict(Counter(c.lang for c in convs))}
+    for name, rows in (('agentfabric', training_rows(convs, plan.answer_share, seed, plan.train_history)),
+                       ('ms_agent', ms_agent_rows(convs))):
+        lengths = token_lengths(rows, tokenizer)
+        out[name] = {'samples': len(rows), 'langs': dict(Counter(r['meta']['lang'] for r in rows)),
+                     'mean_tokens': round(sum(lengths) / max(len(lengths), 1), 1), 'tokens_per_epoch': sum(lengths),
+                     'max_tokens': max(lengths, default=0)}
+    return out

@@ -127,6 +127,11 @@ def test_cases_and_files(tmp_path):
     summary = write_splits(tmp_path, PROFILE_DATA['tiny'], seed=2)
     cases = [json.loads(line) for line in (tmp_path / 'test_cases.jsonl').read_text().splitlines()]
     assert len(cases) == PROFILE_DATA['tiny'].n_test == summary['test']['cases']
+    for split in ('train', 'val'):  # the ms_agent arm: the same conversations, one row each
+        convs = [json.loads(line) for line in (tmp_path / f'{split}_conversations.jsonl').read_text().splitlines()]
+        arm = [json.loads(line) for line in (tmp_path / f'{split}_ms_agent.jsonl').read_text().splitlines()]
+        assert [r['meta']['conversation'] for r in arm] == [c['id'] for c in convs]
+        assert summary[split]['ms_agent_rows'] == len(convs) == getattr(PROFILE_DATA['tiny'], f'n_{split}')
     multi = [c for c in Generator(seed=2).conversations('test', 60) if len(c.turns) > 1]
     case = to_case(multi[0])
     assert case.history[0]['role'] == 'user' and case.query == multi[0].turns[-1].query
@@ -302,3 +307,18 @@ def test_function_masking(res):
                 assert f'[{",".join(t.name for t in b.tools)}]' in sample.messages[-1]['content']
                 checked += 1
     assert checked > 50
+
+
+def test_plan_cost_counts_both_arms(res):
+    from transformers import AutoTokenizer
+    from helpers.models import prepare_model
+    from helpers.synth import plan_cost, token_lengths
+    tokenizer = AutoTokenizer.from_pretrained(str(prepare_model('tiny-qwen2')))
+    plan = PROFILE_DATA['tiny']
+    cost = plan_cost(plan, tokenizer, seed=3, resources=res)
+    convs = Generator(plan.config, 3, res).conversations('train', plan.n_train)
+    rows = training_rows(convs, plan.answer_share, 3, plan.train_history)
+    assert cost['agentfabric']['samples'] == len(rows) and cost['ms_agent']['samples'] == plan.n_train
+    assert cost['agentfabric']['tokens_per_epoch'] == sum(token_lengths(rows, tokenizer))
+    assert sum(cost['agentfabric']['langs'].values()) == len(rows)
+    assert cost['ms_agent']['mean_tokens'] > 0 and cost['conversations'] == plan.n_train
