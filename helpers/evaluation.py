@@ -148,9 +148,7 @@ def _ast_value(value: Any, expected: Any, param: ToolParam | None) -> bool:
         return False
     if kind == 'string':
         return value.strip().casefold() == expected.strip().casefold()
-    if kind in ('integer', 'number'):
-        return float(value) == float(expected)
-    return value == expected
+    return value == expected  # numbers compare numerically (200 == 200.0), exactly even beyond float range
 
 
 def ast_match(case: EvalCase, name: str | None, args: dict | None) -> bool:

@@ -209,6 +209,7 @@ def hotel_case(cid, arguments, lang='en'):
     ({'city': 'Paris', 'nights': 3}, {'city': 'Paris', 'nights': 3.0}, False, False),  # nor is 3.0 ...
     ({'city': 'Paris', 'budget': 200}, {'city': 'Paris', 'budget': 200.0}, False, True),  # ... but it is a number
     ({'city': 'Paris', 'budget': 99.5}, {'city': 'Paris', 'budget': 99.50}, True, True),
+    ({'city': 'Paris', 'budget': 10 ** 400}, {'city': 'Paris', 'budget': 10 ** 400}, True, True),  # beyond floats
     ({'city': 'Paris', 'nights': 3}, {'nights': 3}, False, False),  # a required parameter missing
     ({'city': 'Paris', 'nights': 3}, {'city': 'Paris'}, False, False),  # the optional value asked for, dropped
     ({'city': 'Paris', 'nights': 1}, {'city': 'Paris'}, False, True),  # ... unless what was asked is the default
