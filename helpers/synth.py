@@ -49,12 +49,14 @@ FOLLOW_UPS = {  # generic follow-ups that change the primary argument; split lik
 THANKS = {  # a thank-you after a call; split like the query templates
     'zh': [('谢谢！', '不客气，有需要随时找我。'), ('好的，明白了', '好的，还有其他需要请告诉我。'), ('太好了，谢谢你', '很高兴能帮到你！'),
            ('收到', '好的，祝你一切顺利！'), ('辛苦了', '不辛苦，随时为你服务。'), ('谢啦', '不用谢！'),
-           ('行，就这样吧', '好的，有需要再叫我。'), ('非常感谢，帮大忙了', '能帮上忙就好，随时找我！')],
+           ('行，就这样吧', '好的，有需要再叫我。'), ('非常感谢，帮大忙了', '能帮上忙就好，随时找我！'),
+           ('好嘞，懂了', '好的，祝你顺利！'), ('OK，没问题了', '好的，有事随时叫我。')],
     'en': [('Thanks!', "You're welcome — ask me anytime."), ('Great, got it.', 'Glad it helps. Anything else?'),
            ('Perfect, thank you', 'Happy to help!'), ('OK, noted.', 'Sure. Let me know if you need more.'),
            ('Cheers', 'Any time!'), ('That is all, thanks.', "You're welcome, have a good day!"),
            ('Nice one, appreciate it.', 'My pleasure!'),
-           ("Brilliant, that's what I needed.", 'Great, glad it helped.')],
+           ("Brilliant, that's what I needed.", 'Great, glad it helped.'), ('Got it, thank you so much.', 'Anytime!'),
+           ("Okay, that's everything.", 'Great. Have a nice day!')],
 }
 
 
