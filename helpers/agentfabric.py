@@ -92,6 +92,9 @@ class ToolParam:
     type: str | list[str] = 'string'  # a JSON schema type (a list of them is allowed too)
     required: bool = False
     enum: list | None = None
+    # The value an optional parameter takes when left out (None: none declared). Kept in the case format
+    # for scoring; never shown to the model: RolePlay's schema has no defaults.
+    default: Any = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> 'ToolParam':
@@ -109,12 +112,15 @@ class ToolParam:
         if enum is not None and not isinstance(enum, list):
             raise CaseError(f'parameter {d["name"]!r}: "enum" must be a list of values, got {type(enum).__name__}')
         return cls(name=d['name'], description=str(d.get('description', '')), type=ptype,
-                   required=_truthy(d.get('required', False)), enum=enum)
+                   required=_truthy(d.get('required', False)), enum=enum,
+                   default=d.get('default', schema.get('default')))
 
     def to_dict(self) -> dict:
         d = {'name': self.name, 'type': self.type, 'description': self.description, 'required': self.required}
         if self.enum:
             d['enum'] = list(self.enum)
+        if self.default is not None:
+            d['default'] = self.default
         return d
 
 

@@ -2,11 +2,19 @@
 
 ``data/tool_catalog.json`` describes 36 tools in 16 categories (6 are held out for the test split):
 zh/en descriptions, typed parameters whose values come from the pools in ``data/slot_values.json``,
-query templates per language and an answer template for the reply after the tool result. Each tool
-runs offline through a stand-in in :data:`IMPLEMENTATIONS` that derives its numbers from a SHA-256 of
-the arguments, so the same call always gives the same result. ``data/no_call_queries.json`` holds
-queries that need no tool and ``data/instructions.json`` role instructions; :func:`validate_catalog`
-checks the data against the rules the synthetic data generator relies on.
+query templates per language, *option clauses* that state optional values (appended to a query that
+leaves them out) and an answer template for the reply after the tool result. An optional parameter may
+declare its ``default``: the value the implementation uses when it is left out (scoring accepts it).
+Each tool runs offline through a stand-in in :data:`IMPLEMENTATIONS` that derives its numbers from a
+SHA-256 of the arguments, so the same call always gives the same result.
+
+Queries that need no tool: ``data/no_call_queries.json`` holds fixed ones (greetings, knowledge
+questions, requests no tool can serve), ``data/near_miss_queries.json`` templates that sit close to
+named tools without fitting them (``{value}`` takes a value from a slot pool: "What kind of climate does
+{value} have?" next to a weather tool). Either may name ``near`` tools (offered with the query) and
+``avoid`` categories (never offered: a search tool could answer a knowledge question).
+``data/instructions.json`` holds role instructions. :func:`validate_catalog` and
+:func:`validate_no_call` check the data against the rules the synthetic data generator relies on.
 """
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -26,6 +34,7 @@ from .sandbox import calculate, run_code
 
 DATA_DIR = Path(__file__).resolve().parent.parent / 'data'
 DATA_FILES = {'catalog': 'tool_catalog.json', 'slots': 'slot_values.json', 'no_call': 'no_call_queries.json',
+              'near_miss': 'near_miss_queries.json',
               'instructions': 'instructions.json'}  # what the loaders below read by default
 PARAM_TYPES = ('string', 'integer', 'number', 'boolean')
 CATEGORIES = ('weather', 'image', 'speech', 'translation', 'search', 'calendar', 'maps', 'math', 'code',
@@ -34,6 +43,7 @@ SHARED_PARAMS = ('location', 'text', 'city', 'date', 'query', 'keyword')  # name
 BUILTIN_NAMES = ('amap_weather', 'image_gen')  # AgentFabric's own tool names, always in the training split
 N_TOOLS, N_HOLDOUT = 36, 6
 MIN_TEMPLATES, MIN_SLOT_VALUES = 7, 12
+MIN_OPTIONS = 3  # option clauses per language of a tool with optional parameters: enough to split
 _PLACEHOLDER = re.compile(r'\{(\w+)\}')
 _TOOL_NAME = re.compile(r'[a-z][a-z0-9]*(_[a-z0-9]+)*')
 
@@ -49,11 +59,14 @@ class CatalogParam:
     slot: str | None  # None for booleans: a template's wording fixes their value
     description: dict[str, str]
     enum: list | None = None
+    default: Any = None  # what an optional parameter means when left out (None: nothing declared)
 
 
 @dataclass
 class QueryTemplate:
-    """A user query: ``args`` are its ``{param}`` placeholders, ``fixed`` the values its wording implies."""
+    """A user query: ``args`` are its ``{param}`` placeholders, ``fixed`` the values its wording implies.
+    An *option clause* (a tool's ``options``) has the same shape: a sentence that states optional values,
+    appended to a query that leaves them out."""
     id: str
     text: str
     args: list[str]
@@ -72,17 +85,26 @@ class CatalogTool:
     primary: str  # the required parameter a follow-up such as "What about Shanghai?" changes
     queries: dict[str, list[QueryTemplate]]
     answer: dict[str, str]
+    options: dict[str, list[QueryTemplate]] = field(default_factory=dict)  # lang -> option clauses
 
     def as_tool(self, lang: str) -> Tool:
         """The tool as AgentFabric describes it, with its texts in ``lang``."""
         return Tool(name=self.name, description=self.description[lang],
                     parameters=[ToolParam(name=p.name, description=p.description[lang], type=p.type,
-                                          required=p.required, enum=p.enum) for p in self.parameters])
+                                          required=p.required, enum=p.enum, default=p.default)
+                                for p in self.parameters])
 
-    def fill(self, template: QueryTemplate, values: Mapping[str, Any]) -> tuple[str, dict]:
-        """The query with ``values`` in its placeholders, and the call arguments in parameter order."""
+    def fill(self, template: QueryTemplate, values: Mapping[str, Any],
+             option: QueryTemplate | None = None, lang: str = 'en') -> tuple[str, dict]:
+        """The query with ``values`` in its placeholders, and the call arguments in parameter order;
+        an ``option`` clause (in ``lang``) is appended to the query and its values join the call."""
         given = {**{a: values[a] for a in template.args}, **template.fixed}
-        return _substitute(template.text, given), {p.name: given[p.name] for p in self.parameters if p.name in given}
+        text = _substitute(template.text, given)
+        if option is not None:
+            extra = {**{a: values[a] for a in option.args}, **option.fixed}
+            text = join_clause(text, _substitute(option.text, extra), lang)
+            given.update(extra)
+        return text, {p.name: given[p.name] for p in self.parameters if p.name in given}
 
     def run(self, args: Mapping[str, Any]) -> dict:
         """The offline result of calling the tool with ``args`` (ValueError on bad arguments)."""
@@ -99,6 +121,33 @@ class CatalogTool:
     def answer_text(self, lang: str, args: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         """The final answer in ``lang``, filled from the call's arguments and the result."""
         return _substitute(self.answer[lang], {**args, **result})
+
+
+def join_clause(query: str, clause: str, lang: str) -> str:
+    """A query followed by one more sentence: ``查下北京的天气预报`` + ``看5天的。`` -> ``查下北京的天气预报，看5天的。``"""
+    query = query.rstrip()
+    if lang == 'zh':
+        return query + ('' if query[-1:] in '。？！?!.；;' else '，') + clause
+    return query + ('' if query[-1:] in '.?!' else '.') + ' ' + clause
+
+
+@dataclass(frozen=True)
+class NoCallQuery:
+    """A query that needs no tool, and its answer. A *template* has a ``slot``: ``{value}`` in its text and
+    answer takes a value from that pool (:meth:`fill`). ``near``: tools it sits close to, offered with it;
+    ``avoid``: tool categories never offered with it (a search tool could answer a knowledge question)."""
+    id: str
+    text: str
+    answer: str
+    near: tuple[str, ...] = ()
+    avoid: tuple[str, ...] = ()
+    slot: str | None = None
+
+    def fill(self, value: Any) -> 'NoCallQuery':
+        """The concrete query for one pool value (its id names the value)."""
+        filled = {'value': value}
+        return NoCallQuery(f'{self.id}:{value}', _substitute(self.text, filled), _substitute(self.answer, filled),
+                           self.near, self.avoid)
 
 
 def _substitute(text: str, values: Mapping[str, Any]) -> str:
@@ -141,7 +190,7 @@ def _parse_param(d: Any, where: str) -> CatalogParam:
     if 'slot' not in d or not (d['slot'] is None or isinstance(d['slot'], str)):
         raise ValueError(f'{where}: "slot" must be a pool name or null')
     return CatalogParam(d['name'], _field(d, 'type', str, where), _field(d, 'required', bool, where), d['slot'],
-                        _texts(d, 'description', where), enum)
+                        _texts(d, 'description', where), enum, d.get('default'))
 
 
 def _parse_template(d: Any, where: str) -> QueryTemplate:
@@ -160,6 +209,9 @@ def _parse_template(d: Any, where: str) -> QueryTemplate:
 def _parse_tool(d: Any, where: str) -> CatalogTool:
     where = f'{where} ({_field(d, "name", str, where)})'
     queries = _field(d, 'queries', Mapping, where)
+    options = d.get('options', {})
+    if not isinstance(options, Mapping):
+        raise ValueError(f'{where}: "options" must be an object of option clauses per language')
     return CatalogTool(
         name=d['name'], category=_field(d, 'category', str, where), holdout=_field(d, 'holdout', bool, where),
         impl=_field(d, 'impl', str, where), description=_texts(d, 'description', where),
@@ -167,7 +219,9 @@ def _parse_tool(d: Any, where: str) -> CatalogTool:
         primary=_field(d, 'primary', str, where),
         queries={lang: [_parse_template(q, f'{where} {lang}') for q in _field(queries, lang, list, where)]
                  for lang in LANGS},
-        answer=_texts(d, 'answer', where))
+        answer=_texts(d, 'answer', where),
+        options={lang: [_parse_template(q, f'{where} {lang} option') for q in _field(options, lang, list, where)]
+                 for lang in LANGS if options})
 
 
 def load_catalog(path: str | Path | None = None) -> list[CatalogTool]:
@@ -193,16 +247,47 @@ def load_slot_values(path: str | Path | None = None) -> dict[str, dict[str, list
     return dict(data)
 
 
-def load_no_call(path: str | Path | None = None) -> dict[str, list[dict[str, str]]]:
-    """Queries that need no tool call, with a short answer: ``{lang: [{"id", "text", "answer"}]}``."""
+def _no_call_query(item: Any, where: str, qid: str | None = None, group: Mapping | None = None) -> NoCallQuery:
+    """One no-call query of a file; ``near``, ``avoid`` and ``slot`` come from its ``group`` when it has one."""
+    for key in ('text', 'answer') if qid else ('id', 'text', 'answer'):
+        if not _field(item, key, str, where).strip():
+            raise ValueError(f'{where}: "{key}" is empty')
+    source = group if group is not None else item
+    lists = {key: source.get(key, []) for key in ('near', 'avoid')}
+    for key, value in lists.items():
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f'{where}: "{key}" must be a list of names')
+    slot = source.get('slot')
+    if slot is not None and not isinstance(slot, str):
+        raise ValueError(f'{where}: "slot" must be a pool name or null')
+    return NoCallQuery(qid or item['id'], item['text'], item['answer'], tuple(lists['near']),
+                       tuple(lists['avoid']), slot)
+
+
+def load_no_call(path: str | Path | None = None) -> dict[str, list[NoCallQuery]]:
+    """The fixed queries that need no tool call, per language: ``{lang: [NoCallQuery]}``
+    (file: ``{lang: [{"id", "text", "answer", "near"?, "avoid"?}]}``)."""
     path = Path(path or DATA_DIR / DATA_FILES['no_call'])
     data = _read_json(path)
-    for lang in LANGS:
-        for i, item in enumerate(_field(data, lang, list, str(path))):
-            for key in ('id', 'text', 'answer'):
-                if not _field(item, key, str, f'{path}: {lang} #{i}').strip():
-                    raise ValueError(f'{path}: {lang} #{i}: "{key}" is empty')
-    return {lang: data[lang] for lang in LANGS}
+    return {lang: [_no_call_query(item, f'{path}: {lang} #{i}') for i, item in
+                   enumerate(_field(data, lang, list, str(path)))] for lang in LANGS}
+
+
+def load_near_miss(path: str | Path | None = None) -> dict[str, list[NoCallQuery]]:
+    """Near-miss no-call templates per language, ids ``<group>.<lang>.<n>`` (file: a list of groups
+    ``{"id", "near", "avoid", "slot", "zh": [{"text", "answer"}], "en": [...]}``)."""
+    path = Path(path or DATA_DIR / DATA_FILES['near_miss'])
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise ValueError(f'{path}: near-miss queries must be a JSON list of groups')
+    out: dict[str, list[NoCallQuery]] = {lang: [] for lang in LANGS}
+    for i, group in enumerate(data):
+        where = f'{path}: group #{i}'
+        gid = _field(group, 'id', str, where)
+        for lang in LANGS:
+            for n, item in enumerate(_field(group, lang, list, where), 1):
+                out[lang].append(_no_call_query(item, f'{where} ({gid}) {lang} #{n}', f'{gid}.{lang}.{n}', group))
+    return out
 
 
 def load_instructions(path: str | Path | None = None) -> dict[str, list[Instruction]]:
@@ -246,6 +331,10 @@ def _check_param(tool: str, p: CatalogParam, slots: Mapping[str, Mapping[str, li
         return problems + [f'{where}: type {p.type!r} is not one of {PARAM_TYPES}']
     if p.enum and not all(_type_ok(v, p.type) for v in p.enum):
         problems.append(f'{where}: enum values must be of type {p.type}')
+    if p.default is not None and (p.required or not _type_ok(p.default, p.type)
+                                  or (p.enum and p.default not in p.enum)):
+        problems.append(f'{where}: a default belongs to an optional parameter and must be a valid {p.type}'
+                        + (' among the enum values' if p.enum else ''))
     if p.type == 'boolean':
         return problems + ([f'{where}: a boolean takes no slot pool (fix it in the wording)'] if p.slot else [])
     if p.slot not in slots:
@@ -292,6 +381,41 @@ def _check_template(tool: CatalogTool, t: QueryTemplate, lang: str) -> list[str]
     return problems
 
 
+def _check_option(tool: CatalogTool, t: QueryTemplate, lang: str) -> list[str]:
+    """An option clause states optional values only, in its language, through placeholders or fixed values."""
+    params = {p.name: p for p in tool.parameters}
+    problems = [f'{t.id}: {name!r} is not an optional parameter of {tool.name}'
+                for name in [*t.args, *t.fixed] if name not in params or params[name].required]
+    if not t.args and not t.fixed:
+        problems.append(f'{t.id}: an option clause must state at least one optional value')
+    if set(_PLACEHOLDER.findall(t.text)) != set(t.args):
+        problems.append(f'{t.id}: placeholders do not match args {sorted(t.args)}')
+    for name in t.args:
+        if name in params and params[name].type == 'boolean':
+            problems.append(f'{t.id}: boolean {name!r} must use the {{"name", "value"}} form')
+    for name, value in t.fixed.items():
+        p = params.get(name)
+        if p and (not (p.type == 'boolean' or p.enum) or not _type_ok(value, p.type)
+                  or (p.enum and value not in p.enum)):
+            problems.append(f'{t.id}: fixed {name}={value!r} must be a boolean or one of the enum values')
+    if _lang_problem(t.text, lang):
+        problems.append(f'{t.id}: text is not in {lang}')
+    return problems
+
+
+def _check_defaults(tool: CatalogTool, slots: Mapping[str, Mapping[str, list]]) -> list[str]:
+    """A declared default must be what the implementation uses when the parameter is left out."""
+    template = tool.queries['en'][0]
+    params = {p.name: p for p in tool.parameters}
+    try:
+        _, args = tool.fill(template, {a: slots[params[a].slot]['en'][0] for a in template.args})
+        used = implementation_defaults(tool.impl, args)
+    except Exception:  # noqa: BLE001 - the template and run checks report it
+        return []
+    return [f'{tool.name}.{p.name}: declared default {p.default!r} but the implementation uses {used.get(p.name)!r}'
+            for p in tool.parameters if p.default is not None and used.get(p.name) != p.default]
+
+
 def _check_runs(tool: CatalogTool, slots: Mapping[str, Mapping[str, list]]) -> list[str]:
     """Run every template on sample pool values and fill the answer; report what fails."""
     params = {p.name: p for p in tool.parameters}
@@ -314,6 +438,17 @@ def _check_runs(tool: CatalogTool, slots: Mapping[str, Mapping[str, list]]) -> l
                 problems.append(f'{t.id}: answer placeholder {e} is neither a required argument nor a result key')
             except Exception as e:  # noqa: BLE001 - any failure of the stand-in is a problem to report
                 problems.append(f'{t.id}: running {tool.name}({args}) failed: {type(e).__name__}: {e}')
+        for i, o in enumerate(tool.options.get(lang, [])):
+            base = next((t for t in tool.queries[lang] if not {*o.args, *o.fixed} & {*t.args, *t.fixed}), None)
+            names = [*(base.args if base else []), *o.args]
+            pools = {a: slots.get(params[a].slot or '', {}).get(lang) for a in names if a in params}
+            if base is None or len(pools) != len(names) or not all(pools.values()):
+                continue  # reported by the template and option checks
+            try:
+                _, args = tool.fill(base, {a: pool[i % len(pool)] for a, pool in pools.items()}, o, lang)
+                tool.answer_text(lang, args, tool.run(args))
+            except Exception as e:  # noqa: BLE001 - any failure of the stand-in is a problem to report
+                problems.append(f'{o.id}: running {tool.name} after {base.id} failed: {type(e).__name__}: {e}')
     return problems
 
 
@@ -350,7 +485,19 @@ def _check_tool(tool: CatalogTool, slots: Mapping[str, Mapping[str, list]], ids:
             mentioned = [p.name in t.args or p.name in t.fixed for t in templates]
             if not p.required and (all(mentioned) or not any(mentioned)):
                 problems.append(f'{tool.name}: optional {p.name!r} must appear in some {lang} templates, not all')
-    return problems + (_check_runs(tool, slots) if tool.impl in IMPLEMENTATIONS else [])
+        options = tool.options.get(lang, [])
+        if any(not p.required for p in tool.parameters) and len(options) < MIN_OPTIONS:
+            problems.append(f'{tool.name}: {lang} has {len(options)} option clauses, fewer than {MIN_OPTIONS}')
+        for o in options:
+            if not re.fullmatch(rf'{re.escape(tool.name)}\.opt\.{lang}\.\d+', o.id):
+                problems.append(f'{o.id}: id must look like {tool.name}.opt.{lang}.<n>')
+            if o.id in ids:
+                problems.append(f'{o.id}: duplicate option id')
+            ids.add(o.id)
+            problems += _check_option(tool, o, lang)
+    if tool.impl not in IMPLEMENTATIONS:
+        return problems
+    return problems + _check_runs(tool, slots) + _check_defaults(tool, slots)
 
 
 def validate_catalog(tools: Sequence[CatalogTool], slots: Mapping[str, Mapping[str, list]]) -> list[str]:
@@ -381,6 +528,35 @@ def validate_catalog(tools: Sequence[CatalogTool], slots: Mapping[str, Mapping[s
     return problems
 
 
+def validate_no_call(fixed: Mapping[str, Sequence[NoCallQuery]], templates: Mapping[str, Sequence[NoCallQuery]],
+                     tools: Sequence[CatalogTool], slots: Mapping[str, Mapping[str, list]]) -> list[str]:
+    """Every problem with the no-call queries: unknown tools, categories or pools, a ``{value}`` without a
+    pool (or the reverse), text in the wrong language, ids or texts used twice."""
+    names = {t.name for t in tools}
+    problems = []
+    for lang in LANGS:
+        ids, texts = set(), set()
+        for q in [*fixed.get(lang, []), *templates.get(lang, [])]:
+            problems += [f'{q.id}: unknown near tool {n!r}' for n in q.near if n not in names]
+            problems += [f'{q.id}: unknown category {c!r} to avoid' for c in q.avoid if c not in CATEGORIES]
+            if q.id in ids:
+                problems.append(f'{q.id}: duplicate id')
+            if q.text in texts:
+                problems.append(f'{q.id}: the same text as another no-call query: {q.text!r}')
+            ids.add(q.id)
+            texts.add(q.text)
+            places = set(_PLACEHOLDER.findall(q.text + q.answer))
+            pool = slots.get(q.slot, {}).get(lang) if q.slot else None
+            if q.slot and (not pool or len(pool) < 9 or not all(isinstance(v, str) for v in pool)):
+                problems.append(f'{q.id}: slot {q.slot!r} must be a pool of at least 9 strings (split like call '
+                                'values)')
+            if places - {'value'} or ('value' in _PLACEHOLDER.findall(q.text)) != bool(q.slot):
+                problems.append(f'{q.id}: {{value}} must appear in the text exactly when a slot is named')
+            if _lang_problem(q.text, lang) or _lang_problem(q.answer, lang):
+                problems.append(f'{q.id}: text or answer is not in {lang}')
+    return problems
+
+
 # ------------------------------------------------------------------------------------------ implementations
 
 IMPLEMENTATIONS: dict[str, Callable[[dict], dict]] = {}
@@ -399,6 +575,7 @@ class _Call:
             if not _type_ok(args[name], kind):
                 raise ValueError(f'argument {name!r} must be a non-empty {kind}, got {args[name]!r}')
         self.args = dict(args)
+        self.defaults: dict[str, Any] = {}  # optional parameter -> the default the implementation used
         try:
             canonical = json.dumps(self.args, sort_keys=True, ensure_ascii=False, default=str)
         except RecursionError:
@@ -411,6 +588,7 @@ class _Call:
 
     def opt(self, name: str, kind: str, default: Any, choices: Sequence = ()) -> Any:
         """An optional argument, checked, or ``default`` when absent."""
+        self.defaults[name] = default
         value = self.args.get(name)
         if value is None:
             return default
@@ -440,6 +618,9 @@ class _Call:
         return f'{self.integer(first_hour, last_hour):02d}:{self.integer(0, 11) * 5:02d}'
 
 
+_RAW: dict[str, tuple[Callable[[_Call], dict], dict[str, str]]] = {}  # impl -> (function, required types)
+
+
 def _impl(**required: str) -> Callable[[Callable[[_Call], dict]], Callable[[dict], dict]]:
     """Register ``fn(call)`` under its name as an implementation taking the raw argument dict."""
     def register(fn: Callable[[_Call], dict]) -> Callable[[dict], dict]:
@@ -447,8 +628,17 @@ def _impl(**required: str) -> Callable[[Callable[[_Call], dict]], Callable[[dict
         def run(args: dict) -> dict:
             return fn(_Call(args, required))
         IMPLEMENTATIONS[fn.__name__] = run
+        _RAW[fn.__name__] = (fn, required)
         return run
     return register
+
+
+def implementation_defaults(impl: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The default each optional parameter takes inside implementation ``impl`` when called with ``args``."""
+    fn, required = _RAW[impl]
+    call = _Call(args, required)
+    fn(call)
+    return call.defaults
 
 
 def _in_range(name: str, value: float, lo: float, hi: float) -> float:

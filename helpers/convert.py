@@ -13,6 +13,10 @@ Nothing is dropped silently and one record never stops the others: a record that
 with NaN or Infinity, which JSON does not have) or rendered goes to the report with its line number and
 reason, and ``read == converted + rejected``. :func:`convert_file` writes its output atomically.
 Every pattern here runs in linear time, whatever the record holds.
+
+The other direction: :func:`to_ms_agent` writes a conversation back as a raw ms_agent record, and
+:func:`ms_agent_rows` renders conversations as ms-swift training rows in that original format (the
+``ms_agent`` arm of the series' comparison: same conversations, the prompt format before the guide's fix).
 """
 from __future__ import annotations
 
@@ -471,3 +475,19 @@ def to_ms_agent(conv: Conversation) -> dict:
         reply += f'Thought: I now know the final answer\nFinal Answer: {t.answer}' if t.calls else t.answer
         turns += [{'from': 'user', 'value': t.query}, {'from': 'assistant', 'value': reply}]
     return {'id': conv.id, 'conversations': turns}
+
+
+def ms_agent_rows(conversations: Iterable[Conversation]) -> list[dict]:
+    """The conversations as ms-swift ``messages`` rows in the original ``ms_agent`` prompt format, the
+    recipe before the guide's fix: one row per conversation, exactly the record :func:`to_ms_agent` writes
+    (ms_agent's ReAct system prompt listing the APIs, the bare user queries, assistant replies
+    ``Action:``/``Action Input:``, ``Observation:``, ``Thought:``/``Final Answer:``). Every assistant turn
+    is trained, as ms-swift trains ms_agent records; train with ``--loss_scale react`` (the call lines
+    weighted 2, the observation text after ``Observation:`` masked)."""
+    rows = []
+    for conv in conversations:
+        record = to_ms_agent(conv)
+        rows.append({'messages': [{'role': m['from'], 'content': m['value']} for m in record['conversations']],
+                     'meta': {'conversation': conv.id, 'format': 'ms_agent', 'lang': conv.lang,
+                              'kind': conv.meta.get('kind'), 'masked': bool(conv.meta.get('masked'))}})
+    return rows

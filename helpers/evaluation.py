@@ -8,11 +8,22 @@ denominator and direction (notebook 05 prints them). Definitions (exactly these)
 
 * the call is the first match of RolePlay's ``Action: (.+)\\nAction Input: (.+)`` in ``output``;
 * ``tool_selection_acc`` — over cases with an ``expected_call``: parsed name == expected name (spaces ignored);
-* ``args_exact_acc`` — same cases: name right and Action Input a JSON object with exactly the expected keys,
-  each value equal as ``str(v).strip()``;
+* ``args_exact_acc`` (the headline) — same cases: name right and Action Input a JSON object with exactly the
+  expected keys, each value equal as ``str(v).strip()``;
+* ``args_ast_acc`` — same cases, in the style of the Berkeley Function Calling Leaderboard's AST check: name
+  right, Action Input a JSON object, no parameter the tool does not declare, every expected parameter present
+  with a matching value, and every parameter the expected call leaves out absent or equal to its declared
+  ``default``; an expected optional value equal to its default may also be left out. A value matches when
+  it has the parameter's JSON type (BFCL checks types: ``"3"`` is not an integer, ``3.0`` is a number but no
+  integer, ``true`` is no number) and is equal: strings ignoring case and surrounding spaces, numbers
+  numerically (``200 == 200.0`` for a number parameter), the rest exactly.
+  When the expected value itself does not fit the declared type (data converted without types), its own JSON
+  type is required instead;
 * ``args_f1`` — micro F1 over ``(key, str(value).strip())`` pairs, predicted vs expected, over those cases
   (no JSON object: no predicted pairs);
 * ``false_positive_rate`` — over cases whose ``expected_call`` is null: share with a parsed call;
+  ``irrelevance_detection`` — BFCL's name for the other side: 1 − ``false_positive_rate`` (share of those
+  cases answered without a call);
 * ``invalid_call_rate`` — over cases with a parsed call: share whose Action Input is not a JSON object;
 * ``answer_rouge_l`` — mean ROUGE-L F1 of ``answer`` vs ``reference_answer`` over cases with a reference
   (a missing, null or blank reference leaves the case out): characters as tokens when either text has CJK
@@ -29,6 +40,8 @@ output, and :func:`conclusion` writes what a comparison of arms shows, from thei
 Scoring files (:func:`score_files`) refuses, by default, a case id or prediction id that appears twice
 and a prediction whose id is not a case: each would silently change the metrics. Allowed explicitly, the
 first of each id counts, and the output says how many were set aside.
+
+:func:`breakdown` gives the metrics per group (:func:`per_language` per case language).
 
 Before the first case, :func:`evaluate` checks that the server answers ``GET /models`` within a few
 seconds (:class:`ServerUnavailable` otherwise). Rates come with their count and a Wilson 95% interval.
@@ -48,9 +61,9 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
-from .agentfabric import DuplicateIdError, EvalCase, has_chinese, load_cases, parse_action
+from .agentfabric import DuplicateIdError, EvalCase, ToolParam, has_chinese, load_cases, parse_action
 from .jsonl import JsonlError, read_jsonl, write_json, write_jsonl
 
 ROUGE_MAX_CHARS = 10_000  # of each text, before tokenizing
@@ -157,6 +170,57 @@ def _pairs(obj: dict) -> set[tuple[str, str]]:
     return {(str(k), str(v).strip()) for k, v in obj.items()}
 
 
+_JSON_TYPES = {'string': (str,), 'integer': (int,), 'number': (int, float), 'boolean': (bool,), 'array': (list,),
+               'object': (dict,), 'null': (type(None),)}
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    """Whether ``value`` (parsed JSON) is of JSON schema type ``kind`` (a boolean is not a number);
+    a type this check does not know accepts anything."""
+    if kind not in _JSON_TYPES:
+        return True
+    if isinstance(value, bool) and kind in ('integer', 'number'):
+        return False
+    return isinstance(value, _JSON_TYPES[kind])
+
+
+def _ast_value(value: Any, expected: Any, param: ToolParam | None) -> bool:
+    """One value against the expected one, as :func:`ast_match` compares them."""
+    declared = ([] if param is None else param.type if isinstance(param.type, list) else [param.type])
+    kind = next((t for t in declared if _has_type(expected, t)),  # the expected value's own type otherwise
+                next((t for t in ('boolean', 'integer', 'number', 'string', 'array', 'object', 'null')
+                      if _has_type(expected, t)), None))
+    if kind is None or not _has_type(value, kind):
+        return False
+    if kind == 'string':
+        return value.strip().casefold() == expected.strip().casefold()
+    return value == expected  # numbers compare numerically (200 == 200.0), exactly even beyond float range
+
+
+def ast_match(case: EvalCase, name: str | None, args: dict | None) -> bool:
+    """The ``args_ast_acc`` check of one call (tool ``name``, parsed ``args``) against the case's expected call."""
+    exp = case.expected_call
+    if exp is None or args is None or name != exp['name'].strip():
+        return False
+    tool = next((t for t in case.tools if t.name == exp['name']), None)
+    params = {p.name: p for p in tool.parameters} if tool else {}
+    expected = exp['arguments']
+    if set(args) - set(params) - set(expected):
+        return False  # a parameter the tool does not have
+    for key in set(params) | set(expected):
+        p = params.get(key)
+        default = p.default if p is not None else None
+        if key in expected:
+            if key in args:
+                if not _ast_value(args[key], expected[key], p):
+                    return False
+            elif p is None or p.required or default is None or not _ast_value(default, expected[key], p):
+                return False  # missing, unless it is optional and what was asked for is its default
+        elif key in args and (default is None or not _ast_value(args[key], default, p)):
+            return False  # given though nobody asked for it, and not its default either
+    return True
+
+
 @dataclass
 class CaseScore:
     """How one prediction fared against its case."""
@@ -166,6 +230,7 @@ class CaseScore:
     args: dict | None  # parsed Action Input when it is a JSON object
     selection: bool | None  # None when no call is expected
     exact: bool | None
+    ast: bool | None  # the args_ast_acc check; None when no call is expected
     false_call: bool | None  # None when a call is expected
     invalid: bool | None  # None when no call was parsed
     rouge: float | None
@@ -216,16 +281,17 @@ def score_case(case: EvalCase, pred: dict, summary_threshold: float = 0.2) -> Ca
     exp = case.expected_call
     kind, call, args = judge(exp, pred.get('output') or '', pred.get('error'))
     name = call.name.strip() if call else None
-    selection = exact = false_call = None
+    selection = exact = ast = false_call = None
     if exp is not None:
         selection = name == exp['name'].strip()
         exact = bool(selection and args is not None and _pairs(args) == _pairs(exp['arguments']))
+        ast = ast_match(case, name, args)
     else:
         false_call = call is not None
     invalid = (args is None) if call else None
     rouge = rouge_l(pred.get('answer') or '', case.reference_answer) if case.reference_answer.strip() else None
     weak = (rouge < summary_threshold) if kind == 'ok' and rouge is not None else None
-    return CaseScore(case.id, exp['name'] if exp else None, name, args, selection, exact, false_call, invalid,
+    return CaseScore(case.id, exp['name'] if exp else None, name, args, selection, exact, ast, false_call, invalid,
                      rouge, kind, weak)
 
 
@@ -241,10 +307,13 @@ def aggregate(cases: list[EvalCase], scores: list[CaseScore]) -> dict:
         tp += len(exp & got)
         fp += len(got - exp)
         fn += len(exp - got)
+    false_calls = sum(s.false_call for s in without)
     counts = {
         'tool_selection_acc': (sum(s.selection for _, s in with_call), len(with_call)),
         'args_exact_acc': (sum(s.exact for _, s in with_call), len(with_call)),
-        'false_positive_rate': (sum(s.false_call for s in without), len(without)),
+        'args_ast_acc': (sum(s.ast for _, s in with_call), len(with_call)),
+        'false_positive_rate': (false_calls, len(without)),
+        'irrelevance_detection': (len(without) - false_calls, len(without)),
         'invalid_call_rate': (sum(s.invalid for s in parsed), len(parsed)),
         'weak_answer_rate': (sum(bool(s.weak_answer) for s in scores),
                              sum(s.weak_answer is not None for s in scores)),
@@ -316,6 +385,11 @@ def breakdown(cases: list[EvalCase], scores: list[CaseScore], key) -> dict[str, 
     for i, c in enumerate(cases):
         groups[str(key(c))].append(i)
     return {g: aggregate([cases[i] for i in idx], [scores[i] for i in idx]) for g, idx in sorted(groups.items())}
+
+
+def per_language(cases: list[EvalCase], scores: list[CaseScore]) -> dict[str, dict]:
+    """Metrics per case language (``zh``, ``en``), with their counts and intervals."""
+    return breakdown(cases, scores, lambda c: c.lang)
 
 
 def predict_case(case: EvalCase, llm: dict, max_tokens: int, max_llm_calls: int = 4) -> dict:

@@ -2,16 +2,27 @@
 
 What a small model needs to learn, and what the generator therefore varies:
 
-* Chinese and English; one to several tools offered, with **distractors that share a parameter
-  name** with the right tool (``location``, ``text``, ``date`` …), so the name must be read, not guessed;
+* Chinese and English (``p_zh`` of the conversations Chinese); one to several tools offered, with
+  **distractors that share a parameter name** with the right tool (``location``, ``text``, ``date`` …),
+  so the name must be read, not guessed;
 * single calls, **multi-turn** conversations (a follow-up that changes one argument, a second tool,
-  a thank-you), and conversations where **no tool** should be called;
-* varied role instructions; optional parameters **given and left out**; argument values that must be
-  **copied verbatim** (multi-word spans, codes, numbers, non-ASCII), typed values (numbers, booleans).
+  a thank-you), and conversations where **no tool** should be called: fixed ones (greetings, knowledge
+  questions, requests no tool serves) and, ``p_near_miss`` of them, **near misses** built from templates
+  and pool values ("What kind of climate does Kyoto have?") offered together with the tool they sit
+  close to (a weather tool), never with a tool that could answer them (a search tool);
+* varied role instructions; optional parameters **present exactly when the query states them**: some
+  templates state them, and ``p_option`` of the call turns whose template leaves one out get an *option
+  clause* appended that states it ("… Make it 5 days."), the call following exactly; argument values that
+  must be **copied verbatim** (multi-word spans, codes, dates, numbers, mixed scripts) with the JSON type
+  of the schema (integers, numbers and booleans as JSON numbers and booleans);
+* **function masking** (Hammer, arXiv 2410.04587), off by default: ``p_masked`` of the training
+  conversations have every tool and parameter name replaced by an unfamiliar identifier, consistently in
+  the system prompt, the query prefix and the calls, so the model must read the descriptions.
 
-Splits never share a (tool, query template) pair; string slot values, role instructions and
-no-call queries are split as well, and a few *holdout* tools appear only in the test split, so the
-test set measures generalisation to new phrasings, new values and new tools.
+Splits never share a (tool, query template) or (tool, option clause) pair; string slot values, role
+instructions, thank-yous and no-call queries (fixed ones, near-miss templates and their values) are split
+as well, so no no-call query of one split appears in another, and a few *holdout* tools appear only in
+the test split: the test set measures generalisation to new phrasings, new values and new tools.
 """
 from __future__ import annotations
 
@@ -22,8 +33,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .agentfabric import Call, Conversation, Turn, check_instruction, render, to_case
-from .catalog import CatalogTool, load_catalog, load_instructions, load_no_call, load_slot_values
+from .agentfabric import Call, Conversation, Tool, Turn, check_instruction, render, to_case
+from .catalog import (CatalogTool, NoCallQuery, QueryTemplate, load_catalog, load_instructions, load_near_miss,
+                      load_no_call, load_slot_values)
+from .convert import ms_agent_rows
 from .jsonl import write_json, write_jsonl
 
 SPLITS = ('train', 'val', 'test')
@@ -33,31 +46,45 @@ FOLLOW_UPS = {  # generic follow-ups that change the primary argument; split lik
     'en': ['What about {value}?', 'And for {value}?', 'Same again, but for {value}.', 'Now try {value}.',
            'How about {value} instead?', 'Could you do {value} too?', 'Switch it to {value}, please.'],
 }
-THANKS = {
+THANKS = {  # a thank-you after a call; split like the query templates
     'zh': [('谢谢！', '不客气，有需要随时找我。'), ('好的，明白了', '好的，还有其他需要请告诉我。'), ('太好了，谢谢你', '很高兴能帮到你！'),
-           ('收到', '好的，祝你一切顺利！'), ('辛苦了', '不辛苦，随时为你服务。'), ('谢啦', '不用谢！')],
+           ('收到', '好的，祝你一切顺利！'), ('辛苦了', '不辛苦，随时为你服务。'), ('谢啦', '不用谢！'),
+           ('行，就这样吧', '好的，有需要再叫我。'), ('非常感谢，帮大忙了', '能帮上忙就好，随时找我！'),
+           ('好嘞，懂了', '好的，祝你顺利！'), ('OK，没问题了', '好的，有事随时叫我。')],
     'en': [('Thanks!', "You're welcome — ask me anytime."), ('Great, got it.', 'Glad it helps. Anything else?'),
            ('Perfect, thank you', 'Happy to help!'), ('OK, noted.', 'Sure. Let me know if you need more.'),
-           ('Cheers', 'Any time!'), ('That is all, thanks.', "You're welcome, have a good day!")],
+           ('Cheers', 'Any time!'), ('That is all, thanks.', "You're welcome, have a good day!"),
+           ('Nice one, appreciate it.', 'My pleasure!'),
+           ("Brilliant, that's what I needed.", 'Great, glad it helped.'), ('Got it, thank you so much.', 'Anytime!'),
+           ("Okay, that's everything.", 'Great. Have a nice day!')],
 }
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """How conversations are drawn. Shares are of all conversations of a split."""
+    """How conversations are drawn. Shares are of all conversations of a split unless said otherwise."""
     langs: tuple[str, ...] = ('zh', 'en')
+    p_zh: float = 0.5  # with both languages: share of Chinese conversations
     max_tools: int = 4  # tools offered: 1 … max_tools
     p_no_call: float = 0.15
+    p_near_miss: float = 0.6  # share of no-call conversations that are near misses (the rest: fixed queries)
     p_multi_turn: float = 0.15
+    p_option: float = 0.3  # share of call turns whose template leaves an optional value out that state it
     p_shared_slot_distractor: float = 0.7  # distractors chosen among tools sharing a parameter name
     p_holdout_tool: float = 0.25  # test split only: share of call conversations using a holdout tool
     p_session: float = 0.0  # train split only: share of conversations that are sessions of several queries
     session_turns: tuple[int, int] = (3, 5)  # queries per session
+    p_masked: float = 0.0  # train split only: share of conversations with tool and parameter names masked
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
     def __post_init__(self) -> None:
         if not self.langs or not set(self.langs) <= {'zh', 'en'}:
             raise ValueError(f'langs must be some of zh, en; got {self.langs!r}')
+        for name in ('p_zh', 'p_no_call', 'p_near_miss', 'p_multi_turn', 'p_option', 'p_shared_slot_distractor',
+                     'p_holdout_tool', 'p_session', 'p_masked'):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise ValueError(f'{name} is a share between 0 and 1, got {value!r}')
         if not isinstance(self.max_tools, int) or self.max_tools < 1:
             raise ValueError(f'max_tools must be a whole number of at least 1, got {self.max_tools!r}')
         low, high = self.session_turns
@@ -106,25 +133,35 @@ def _value_split(value: str) -> str:
     return 'test' if r < 0.15 else 'val' if r < 0.3 else 'train'
 
 
+def _expand(template: NoCallQuery, slots: dict, lang: str, split: str) -> list[NoCallQuery]:
+    """A near-miss template filled with each value of its pool's share for ``split`` (itself without a pool)."""
+    return [template.fill(v) for v in slots[template.slot][lang][split]] if template.slot else [template]
+
+
 @dataclass
 class Resources:
     """The catalog and pools, partitioned once into splits."""
     tools: list[CatalogTool]
     templates: dict  # (tool, lang) -> split -> [QueryTemplate]
+    options: dict  # (tool, lang) -> split -> [QueryTemplate]: option clauses
     slots: dict  # slot -> lang -> split -> [values]
-    no_call: dict  # lang -> split -> [items]
+    no_call: dict  # lang -> split -> [NoCallQuery]: fixed queries
+    near_miss: dict  # lang -> split -> [NoCallQuery]: the split's templates filled with the split's values
     instructions: dict  # lang -> split -> [instruction]
     follow_ups: dict  # lang -> split -> [text]
+    thanks: dict  # lang -> split -> [(text, answer)]
 
     @classmethod
     def load(cls) -> 'Resources':
         tools = load_catalog()
         slot_values = load_slot_values()
-        templates = {}
+        templates, options = {}, {}
         for t in tools:
-            for lang, temps in t.queries.items():
-                templates[(t.name, lang)] = ({s: temps for s in SPLITS} if t.holdout else
-                                             _split_items(temps, f'{t.name}.{lang}', ratios=(0.7, 0.15, 0.15)))
+            for lang in t.queries:
+                for target, items, key in ((templates, t.queries[lang], f'{t.name}.{lang}'),
+                                           (options, t.options.get(lang, []), f'{t.name}.opt.{lang}')):
+                    target[(t.name, lang)] = ({s: items for s in SPLITS} if t.holdout else
+                                              _split_items(items, key, ratios=(0.7, 0.15, 0.15)))
         enum_slots = {p.slot for t in tools for p in t.parameters if p.enum}
         pools = {(slot, lang): values for slot, by_lang in slot_values.items() for lang, values in by_lang.items()
                  if slot not in enum_slots and len(values) >= 9 and all(isinstance(v, str) for v in values)}
@@ -132,13 +169,48 @@ class Resources:
                  for slot, by_lang in slot_values.items()}
         for (slot, lang), parts in _split_values(pools).items():
             slots[slot][lang] = parts
-        return cls(tools=tools, templates=templates, slots=slots,
-                   no_call={lang: _split_items(v, f'nocall.{lang}') for lang, v in load_no_call().items()},
+        near_miss = {}
+        for lang, temps in load_near_miss().items():  # test shares large enough for many distinct test queries
+            parts = _split_items(temps, f'nearmiss.{lang}', ratios=(0.65, 0.1, 0.25))
+            near_miss[lang] = {s: [q for t in parts[s] for q in _expand(t, slots, lang, s)] for s in SPLITS}
+        return cls(tools=tools, templates=templates, options=options, slots=slots,
+                   no_call={lang: _split_items(v, f'nocall.{lang}', ratios=(0.6, 0.1, 0.3))
+                            for lang, v in load_no_call().items()},
+                   near_miss=near_miss,
                    instructions={lang: _split_items(v, f'instr.{lang}') for lang, v in load_instructions().items()},
-                   follow_ups={lang: _split_items(v, f'follow.{lang}') for lang, v in FOLLOW_UPS.items()})
+                   follow_ups={lang: _split_items(v, f'follow.{lang}') for lang, v in FOLLOW_UPS.items()},
+                   thanks={lang: _split_items(v, f'thanks.{lang}') for lang, v in THANKS.items()})
 
     def eligible(self, split: str, lang: str, holdout: bool) -> list[CatalogTool]:
         return [t for t in self.tools if t.holdout == holdout and self.templates.get((t.name, lang), {}).get(split)]
+
+
+_SYLLABLES = [c + v for c in 'bdfgklmnprstvz' for v in 'aeiou']
+
+
+def mask_names(conv: Conversation, rng: random.Random) -> Conversation:
+    """The conversation with every tool and parameter name replaced by an unfamiliar identifier (the same
+    one everywhere: tool list, query prefix, calls and history), descriptions and values untouched."""
+    taken = {t.name for t in conv.tools} | {p.name for t in conv.tools for p in t.parameters}
+
+    def fresh(words: int) -> str:
+        while True:
+            name = '_'.join(''.join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))) for _ in range(words))
+            if name not in taken:
+                taken.add(name)
+                return name
+
+    tools = {t.name: fresh(2) for t in conv.tools}
+    params: dict[str, str] = {}
+    for t in conv.tools:
+        for p in t.parameters:
+            params.setdefault(p.name, fresh(rng.randint(1, 2)))
+    return Conversation(
+        id=conv.id, instruction=conv.instruction, lang=conv.lang, meta={**conv.meta, 'masked': True},
+        tools=[Tool(tools[t.name], t.description, [replace(p, name=params[p.name]) for p in t.parameters])
+               for t in conv.tools],
+        turns=[Turn(turn.query, [Call(tools[c.name], {params.get(k, k): v for k, v in c.arguments.items()},
+                                      c.observation) for c in turn.calls], turn.answer) for turn in conv.turns])
 
 
 class Generator:
@@ -148,23 +220,29 @@ class Generator:
         self.cfg = config
         self.seed = seed
         self.res = resources or Resources.load()
+        self._orders: dict[tuple, list] = {}  # (kind, lang, split) -> a pool in its fixed shuffled order
+        self._plans: dict[str, list[tuple[tuple[str, str], int]]] = {}  # split -> ((lang, kind), ordinal) by index
+        self._counts: dict[str, Counter] = {}
 
     # -- pieces
-    def _fill(self, rng, tool: CatalogTool, template, lang: str, split: str) -> tuple[str, dict]:
+    def _fill(self, rng, tool: CatalogTool, template: QueryTemplate, option: QueryTemplate | None, lang: str,
+              split: str) -> tuple[str, dict]:
         """Draw a value for each placeholder from the split's pool: the query text and the call arguments."""
         slot = {p.name: p.slot for p in tool.parameters}
         values: dict = {}
-        for name in template.args:  # two slots of one kind (origin, destination) never get the same value
+        fixed = {**template.fixed, **(option.fixed if option else {})}
+        for name in [*template.args, *(option.args if option else [])]:  # two slots of one kind never share a value
             pool = self.res.slots[slot[name]][lang][split]
-            taken = [*values.values(), *template.fixed.values()]
+            taken = [*values.values(), *fixed.values()]
             values[name] = rng.choice([v for v in pool if v not in taken] or pool)
-        return tool.fill(template, values)
+        return tool.fill(template, values, option, lang)
 
-    def _offered(self, rng, main: CatalogTool, lang: str, split: str) -> list[CatalogTool]:
-        """The main tool plus distractors (never holdout tools outside the test split)."""
+    def _offered(self, rng, main: CatalogTool, lang: str, split: str, avoid: tuple[str, ...] = ()) -> list[CatalogTool]:
+        """The main tool plus distractors (never holdout tools outside the test split, never a tool of an
+        ``avoid`` category)."""
         k = rng.randint(1, self.cfg.max_tools)
         pool = [t for t in self.res.tools if t.name != main.name and (split == 'test' or not t.holdout)
-                and lang in t.queries]
+                and lang in t.queries and t.category not in avoid]
         names = {p.name for p in main.parameters}
         sharing = [t for t in pool if names & {p.name for p in t.parameters}]
         chosen: list[CatalogTool] = []
@@ -178,12 +256,18 @@ class Generator:
         rng.shuffle(tools)
         return tools
 
-    def _call_turn(self, rng, tool: CatalogTool, lang: str, split: str) -> tuple[Turn, str]:
+    def _call_turn(self, rng, tool: CatalogTool, lang: str, split: str) -> tuple[Turn, list[str]]:
+        """A query to ``tool`` and its call; the ids of the template and of the option clause appended, if any."""
         template = rng.choice(self.res.templates[(tool.name, lang)][split])
-        query, args = self._fill(rng, tool, template, lang, split)
+        left_out = {p.name for p in tool.parameters if not p.required} - {*template.args, *template.fixed}
+        options = [o for o in self.res.options.get((tool.name, lang), {}).get(split, [])
+                   if {*o.args, *o.fixed} <= left_out]
+        option = rng.choice(options) if options and rng.random() < self.cfg.p_option else None
+        query, args = self._fill(rng, tool, template, option, lang, split)
         result = tool.run(args)
         call = Call(tool.name, args, json.dumps(result, ensure_ascii=False))
-        return Turn(query, [call], tool.answer_text(lang, args, result)), template.id
+        ids = [template.id] + ([option.id] if option else [])
+        return Turn(query, [call], tool.answer_text(lang, args, result)), ids
 
     def _follow_up(self, rng, tool: CatalogTool, prev: Call, lang: str, split: str) -> Turn | None:
         param = next(p for p in tool.parameters if p.name == tool.primary)
@@ -197,41 +281,95 @@ class Generator:
         return Turn(query, [Call(tool.name, args, json.dumps(result, ensure_ascii=False))],
                     tool.answer_text(lang, args, result))
 
+    def _distinct(self, kind: str, pool: list, lang: str, split: str, ordinal: int):
+        """The ``ordinal``-th item of ``pool`` in a fixed shuffled order: no two no-call conversations of one
+        kind, language and split share a query until the pool is used up."""
+        key = (kind, lang, split)
+        if key not in self._orders:
+            self._orders[key] = list(pool)
+            _rng(self.seed, 'order', *key).shuffle(self._orders[key])
+        order = self._orders[key]
+        return order[ordinal % len(order)]
+
+    def _no_call(self, rng, kind: str, lang: str, split: str, ordinal: int) -> tuple[NoCallQuery, list[CatalogTool]]:
+        """The ``ordinal``-th query that needs no tool (``near_miss`` or ``fixed``) and the tools offered with
+        it: a tool it sits close to when it names one, otherwise a random one that is left out half the time;
+        never a tool of a category it avoids."""
+        pool = self.res.near_miss[lang][split] if kind == 'near_miss' else self.res.no_call[lang][split]
+        item = self._distinct(kind, pool, lang, split, ordinal)
+        near = [t for t in self.res.tools if t.name in item.near and (split == 'test' or not t.holdout)
+                and lang in t.queries]
+        if near:
+            return item, self._offered(rng, rng.choice(near), lang, split, item.avoid)
+        candidates = [t for t in self.res.eligible(split, lang, False) or self.res.eligible('train', lang, False)
+                      if t.category not in item.avoid]
+        main = rng.choice(candidates)
+        tools = self._offered(rng, main, lang, split, item.avoid)
+        if rng.random() < 0.5 and len(tools) > 1:  # the main tool is only a distractor here
+            tools = [t for t in tools if t.name != main.name]
+        return item, tools
+
     # -- conversations
     def conversation(self, split: str, index: int) -> Conversation:
+        conv = self._conversation(split, index)
+        masked = self.cfg.p_masked and _rng(self.seed, split, index, 'mask').random() < self.cfg.p_masked
+        if split == 'train' and masked:
+            conv = mask_names(conv, _rng(self.seed, split, index, 'names'))
+        return conv
+
+    def _plan(self, split: str, index: int) -> tuple[str, str]:
+        """The language and kind of conversation ``index``: session, near_miss, fixed (no call), multi_turn or
+        single. They come from a random stream of their own, so no-call conversations can be numbered."""
+        r = _rng(self.seed, split, index, 'plan')
+        cfg = self.cfg
+        lang = cfg.langs[0] if len(cfg.langs) == 1 else 'zh' if r.random() < cfg.p_zh else 'en'
+        if split == 'train' and cfg.p_session and r.random() < cfg.p_session:
+            return lang, 'session'
+        roll = r.random()
+        if roll < cfg.p_no_call:
+            return lang, 'near_miss' if self.res.near_miss[lang][split] and r.random() < cfg.p_near_miss else 'fixed'
+        return lang, 'multi_turn' if roll < cfg.p_no_call + cfg.p_multi_turn else 'single'
+
+    def _planned(self, split: str, index: int) -> tuple[str, str, int]:
+        """``(lang, kind, ordinal)``: the plan of conversation ``index`` and how many before it share it."""
+        plans, counts = self._plans.setdefault(split, []), self._counts.setdefault(split, Counter())
+        while len(plans) <= index:
+            plan = self._plan(split, len(plans))
+            plans.append((plan, counts[plan]))
+            counts[plan] += 1
+        (lang, kind), ordinal = plans[index]
+        return lang, kind, ordinal
+
+    def _conversation(self, split: str, index: int) -> Conversation:
         rng = _rng(self.seed, split, index)
         cfg = self.cfg
-        lang = rng.choice(cfg.langs)
+        lang, plan, ordinal = self._planned(split, index)
         instruction = check_instruction(rng.choice(self.res.instructions[lang][split]))
         meta = {'split': split, 'lang': lang}
-        if split == 'train' and cfg.p_session and rng.random() < cfg.p_session:
+        if plan == 'session':
             tools, turns, pairs = self._session(rng, lang, split)
             last = turns[-1].calls[0].name if turns[-1].calls else None
             meta.update(kind='session', template=pairs[-1][1] if pairs else None, tool=last, holdout=False,
                         pairs=pairs)
             return Conversation(id=f'{split}-{self.seed}-{index}', instruction=instruction,
                                 tools=[t.as_tool(lang) for t in tools], turns=turns, lang=lang, meta=meta)
-        roll = rng.random()
-        if roll < cfg.p_no_call:
-            item = rng.choice(self.res.no_call[lang][split])
-            main = rng.choice(self.res.eligible(split, lang, False) or self.res.eligible('train', lang, False))
-            tools = self._offered(rng, main, lang, split)
-            if rng.random() < 0.5 and len(tools) > 1:  # the main tool is only a distractor here
-                tools = [t for t in tools if t.name != main.name]
-            turns = [Turn(item['text'], [], item['answer'])]
-            meta.update(kind='no_call', template=item['id'], tool=None, holdout=False)
+        if plan in ('near_miss', 'fixed'):
+            item, tools = self._no_call(rng, plan, lang, split, ordinal)
+            turns = [Turn(item.text, [], item.answer)]
+            meta.update(kind='no_call', no_call=plan, template=item.id, tool=None, holdout=False)
         else:
             holdout = split == 'test' and rng.random() < cfg.p_holdout_tool and self.res.eligible(split, lang, True)
             main = rng.choice(self.res.eligible(split, lang, bool(holdout)))
             tools = self._offered(rng, main, lang, split)
-            first, template_id = self._call_turn(rng, main, lang, split)
-            turns, kind, pairs = [first], 'single', [[main.name, template_id]]
-            if roll < cfg.p_no_call + cfg.p_multi_turn:
-                turn, kind, second_id = self._second_turn(rng, main, tools, first, lang, split)
+            first, ids = self._call_turn(rng, main, lang, split)
+            turns, kind, pairs = [first], 'single', [[main.name, i] for i in ids]
+            template_id = ids[0]
+            if plan == 'multi_turn':
+                turn, kind, second_ids = self._second_turn(rng, main, tools, first, lang, split)
                 turns.append(turn)
-                if second_id:
-                    template_id = second_id
-                    pairs.append([turn.calls[0].name, second_id])
+                if second_ids:
+                    template_id = second_ids[0]
+                    pairs += [[turn.calls[0].name, i] for i in second_ids]
             meta.update(kind=kind, template=template_id, tool=turns[-1].calls[0].name if turns[-1].calls else None,
                         holdout=bool(holdout), pairs=pairs)
         return Conversation(id=f'{split}-{self.seed}-{index}', instruction=instruction,
@@ -243,31 +381,34 @@ class Generator:
         main = rng.choice(self.res.eligible(split, lang, False))
         tools = self._offered(rng, main, lang, split)
         usable = [t for t in tools if self.res.templates.get((t.name, lang), {}).get(split)]
+        categories = {t.category for t in tools}
+        no_call = [q for q in [*self.res.no_call[lang][split], *self.res.near_miss[lang][split]]
+                   if not categories & set(q.avoid)]
         turns, pairs = [], []
         for _ in range(rng.randint(*self.cfg.session_turns)):
             if rng.random() < self.cfg.p_no_call:
-                item = rng.choice(self.res.no_call[lang][split])
-                turns.append(Turn(item['text'], [], item['answer']))
+                item = rng.choice(no_call)
+                turns.append(Turn(item.text, [], item.answer))
             else:
                 tool = rng.choice(usable)
-                turn, template_id = self._call_turn(rng, tool, lang, split)
+                turn, ids = self._call_turn(rng, tool, lang, split)
                 turns.append(turn)
-                pairs.append([tool.name, template_id])
+                pairs += [[tool.name, i] for i in ids]
         return tools, turns, pairs
 
     def _second_turn(self, rng, main, tools, first: Turn, lang, split):
-        """(turn, kind, template id or None): a follow-up, another tool, or a thank-you with no call."""
+        """(turn, kind, template/option ids): a follow-up, another tool, or a thank-you with no call."""
         others = [t for t in tools if t.name != main.name and self.res.templates.get((t.name, lang), {}).get(split)]
         choice = rng.random()
         if choice < 0.45:
             turn = self._follow_up(rng, main, first.calls[0], lang, split)
             if turn:
-                return turn, 'follow_up', None
+                return turn, 'follow_up', []
         if choice < 0.8 and others:
-            turn, template_id = self._call_turn(rng, rng.choice(others), lang, split)
-            return turn, 'second_tool', template_id
-        text, answer = rng.choice(THANKS[lang])
-        return Turn(text, [], answer), 'thanks', None
+            turn, ids = self._call_turn(rng, rng.choice(others), lang, split)
+            return turn, 'second_tool', ids
+        text, answer = rng.choice(self.res.thanks[lang][split])
+        return Turn(text, [], answer), 'thanks', []
 
     def conversations(self, split: str, n: int) -> list[Conversation]:
         if split not in SPLITS:
@@ -291,12 +432,14 @@ class DataPlan:
 
 PROFILE_DATA = {
     'tiny': DataPlan(SynthConfig(), n_train=24, n_val=8, n_test=12, why='just enough to exercise every step'),
-    'cpu': DataPlan(SynthConfig(langs=('en',), max_tools=3, p_no_call=0.25, p_session=0.5), n_train=120, n_val=12,
-                    n_test=150, answer_share=0.5, train_history=True,
-                    why='English only and at most 3 tools: SmolLM2 spends several tokens per Chinese character, and '
-                        'the 2-core training budget is about 12 minutes. Half the conversations are sessions of 3-5 '
-                        'queries to one agent whose earlier turns are trained too: one long sample then teaches '
-                        'several calls, which is what a CPU can afford'),
+    'cpu': DataPlan(SynthConfig(langs=('zh', 'en'), p_zh=0.5, max_tools=3, p_no_call=0.25, p_session=0.5),
+                    n_train=80, n_val=12, n_test=150, answer_share=0.5, train_history=True,
+                    why='both languages, half the conversations Chinese, at most 3 tools. SmolLM2 spends about 2.5 '
+                        'times as many tokens per character on Chinese (a Chinese sample costs about 1.6 times an '
+                        'English one: language_cost), so 80 conversations (about 125 samples, 120k tokens an epoch: '
+                        'plan_cost) cost what 120 English ones did, the 2-core budget of about 8 minutes. Half the '
+                        'conversations are sessions of 3-5 queries to one agent whose earlier turns are trained too: '
+                        'one long sample then teaches several calls, which is what a CPU can afford'),
     'gpu': DataPlan(SynthConfig(), n_train=6000, n_val=300, n_test=500,
                     why='both languages, up to 4 tools, thousands of conversations'),
 }
@@ -326,7 +469,9 @@ def training_rows(conversations: list[Conversation], answer_share: float = 1.0, 
 
 
 def write_splits(out_dir: str | Path, plan: DataPlan, seed: int = 0, resources: Resources | None = None) -> dict:
-    """Write ``train.jsonl`` / ``val.jsonl`` (samples), ``test_cases.jsonl`` and the conversations."""
+    """Write ``train.jsonl`` / ``val.jsonl`` (samples), ``test_cases.jsonl`` and the conversations, and
+    ``train_ms_agent.jsonl`` / ``val_ms_agent.jsonl``: the same conversations in the original ms_agent prompt
+    format (:func:`~helpers.convert.ms_agent_rows`, one row per conversation, for ``--loss_scale react``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     gen = Generator(plan.config, seed, resources)
@@ -342,8 +487,13 @@ def write_splits(out_dir: str | Path, plan: DataPlan, seed: int = 0, resources: 
             rows = training_rows(convs, plan.answer_share if split == 'train' else 1.0, seed,
                                  train_history=plan.train_history and split == 'train')
             write_jsonl(out / f'{split}.jsonl', rows)
+            ms_agent = ms_agent_rows(convs)
+            write_jsonl(out / f'{split}_ms_agent.jsonl', ms_agent)
             summary[split] = {'conversations': len(convs), 'samples': len(rows),
-                              'kinds': dict(Counter(r['meta']['kind'] for r in rows))}
+                              'kinds': dict(Counter(r['meta']['kind'] for r in rows)),
+                              'langs': dict(Counter(r['meta']['lang'] for r in rows)),
+                              'masked_conversations': sum(bool(c.meta.get('masked')) for c in convs),
+                              'ms_agent_rows': len(ms_agent)}
     write_json(out / 'data_summary.json', summary)
     return summary
 
@@ -373,4 +523,19 @@ def language_cost(tokenizer, n: int = 40, seed: int = 0, resources: Resources | 
         chars = sum(len(m['content']) for r in rows for m in r['messages'])
         out[lang] = {'samples': len(rows), 'mean_tokens': round(sum(lengths) / len(lengths), 1),
                      'tokens_per_char': round(sum(lengths) / chars, 3)}
+    return out
+
+
+def plan_cost(plan: DataPlan, tokenizer, seed: int = 0, resources: Resources | None = None) -> dict:
+    """What one epoch of ``plan``'s training split costs with ``tokenizer``'s chat template: samples per
+    language, mean tokens per sample and tokens per epoch, for the AgentFabric rows and the ms_agent rows
+    of the same conversations."""
+    convs = Generator(plan.config, seed, resources).conversations('train', plan.n_train)
+    out = {'conversations': len(convs), 'conversation_langs': dict(Counter(c.lang for c in convs))}
+    for name, rows in (('agentfabric', training_rows(convs, plan.answer_share, seed, plan.train_history)),
+                       ('ms_agent', ms_agent_rows(convs))):
+        lengths = token_lengths(rows, tokenizer)
+        out[name] = {'samples': len(rows), 'langs': dict(Counter(r['meta']['lang'] for r in rows)),
+                     'mean_tokens': round(sum(lengths) / max(len(lengths), 1), 1), 'tokens_per_epoch': sum(lengths),
+                     'max_tokens': max(lengths, default=0)}
     return out

@@ -1,12 +1,14 @@
 """Tests of the bundled tool catalog, its data files and its offline implementations."""
 import copy
 import json
+from dataclasses import replace
 
 import pytest
 
 from helpers.agentfabric import LANGS, has_chinese
-from helpers.catalog import (IMPLEMENTATIONS, N_HOLDOUT, N_TOOLS, CatalogTool, load_catalog, load_instructions,
-                             load_no_call, load_slot_values, validate_catalog)
+from helpers.catalog import (IMPLEMENTATIONS, N_HOLDOUT, N_TOOLS, CatalogTool, implementation_defaults, join_clause,
+                             load_catalog, load_instructions, load_near_miss, load_no_call, load_slot_values,
+                             validate_catalog, validate_no_call)
 
 TOOLS = load_catalog()
 SLOTS = load_slot_values()
@@ -140,6 +142,66 @@ def test_validate_catalog_catches_a_broken_copy():
     assert 'image_gen: en answer uses optional parameter {resolution}' in problems
 
 
+def test_option_clauses_and_defaults_are_checked():
+    tools = copy.deepcopy(TOOLS)
+    by_name = {t.name: t for t in tools}
+    forecast = by_name['weather_forecast']
+    forecast.options['en'][0].args.append('location')  # a required parameter
+    forecast.options['en'][0].text += ' In {location}.'
+    next(p for p in forecast.parameters if p.name == 'days').default = 7  # not what the implementation uses
+    next(p for p in by_name['flight_search'].parameters if p.name == 'cabin').default = 'premium'  # not in the enum
+    by_name['hotel_search'].options['zh'] = by_name['hotel_search'].options['zh'][:2]
+    by_name['send_message'].options['en'][1].id = 'send_message.opt.en.1'
+    problems = '\n'.join(validate_catalog(tools, SLOTS))
+    assert "weather_forecast.opt.en.1: 'location' is not an optional parameter" in problems
+    assert 'weather_forecast.days: declared default 7 but the implementation uses 3' in problems
+    assert 'flight_search.cabin: a default belongs to an optional parameter and must be a valid string' in problems
+    assert 'hotel_search: zh has 2 option clauses, fewer than 3' in problems
+    assert 'send_message.opt.en.1: duplicate option id' in problems
+
+
+def test_defaults_are_the_implementations_and_reach_the_case_format():
+    declared = 0
+    for tool in TOOLS:
+        args = first_call(tool)
+        used = implementation_defaults(tool.impl, args)
+        for p in tool.parameters:
+            if p.default is not None:
+                declared += 1
+                assert not p.required and used[p.name] == p.default, (tool.name, p.name)
+    assert declared >= 20
+    tool = BY_NAME['weather_forecast'].as_tool('en')
+    days = next(p for p in tool.parameters if p.name == 'days')
+    assert days.default == 3 and days.to_dict()['default'] == 3
+    assert 'default' not in tool.schema()['properties']['days']  # never shown to the model: the prompt is unchanged
+
+
+@pytest.mark.parametrize('lang', LANGS)
+def test_option_clauses_state_what_the_call_gets(lang):
+    """Appended to a query that leaves the parameter out, a clause adds exactly its values to the call."""
+    for tool in TOOLS:
+        params = {p.name: p for p in tool.parameters}
+        assert bool(tool.options.get(lang)) == any(not p.required for p in tool.parameters), tool.name
+        for k, option in enumerate(tool.options.get(lang, [])):
+            stated = {*option.args, *option.fixed}
+            base = next(t for t in tool.queries[lang] if not stated & {*t.args, *t.fixed})
+            values = sample_values(tool, [*base.args, *option.args], lang, k)
+            plain_text, plain = tool.fill(base, values)
+            text, args = tool.fill(base, values, option, lang)
+            assert text.startswith(plain_text) and len(text) > len(plain_text)
+            assert set(args) - set(plain) == stated and all(not params[n].required for n in stated)
+            assert all(str(values[a]) in text[len(plain_text):] for a in option.args)
+            assert list(args) == [p.name for p in tool.parameters if p.name in args]
+            tool.run(args)
+
+
+def test_join_clause():
+    assert join_clause('查下北京的天气预报', '看5天的。', 'zh') == '查下北京的天气预报，看5天的。'
+    assert join_clause('北京明天冷吗？', '看5天的。', 'zh') == '北京明天冷吗？看5天的。'
+    assert join_clause('forecast Paris', 'Cover 5 days.', 'en') == 'forecast Paris. Cover 5 days.'
+    assert join_clause('Weather in Paris?', 'Cover 5 days.', 'en') == 'Weather in Paris? Cover 5 days.'
+
+
 def test_validate_catalog_checks_catalog_wide_rules():
     tools = copy.deepcopy(TOOLS[:10])
     tools[0].holdout = True
@@ -153,12 +215,46 @@ def test_no_call_queries_and_instructions():
     no_call, instructions = load_no_call(), load_instructions()
     for lang in LANGS:
         items = no_call[lang]
-        assert len(items) >= 40 and len({i['id'] for i in items}) == len(items)
-        assert all(has_chinese(i['text'] + i['answer']) == (lang == 'zh') for i in items)
+        assert len(items) >= 40 and len({i.id for i in items}) == len(items)
+        assert all(has_chinese(i.text + i.answer) == (lang == 'zh') for i in items)
+        assert sum(bool(i.near) for i in items) >= 10 and sum('search' in i.avoid for i in items) >= 10
         assert len(instructions[lang]) >= 12
         kinds = [isinstance(i, dict) for i in instructions[lang]]
         assert 0.3 <= sum(kinds) / len(kinds) <= 0.7
         assert any(isinstance(i, dict) and isinstance(i['instruction'], list) for i in instructions[lang])
+
+
+def test_near_miss_templates():
+    near_miss = load_near_miss()
+    assert validate_no_call(load_no_call(), near_miss, TOOLS, SLOTS) == []
+    for lang in LANGS:
+        templates = near_miss[lang]
+        assert len(templates) >= 60 and all(t.near for t in templates)
+        groups = {t.id.split('.')[0] for t in templates}
+        assert len(groups) >= 20
+        # compositional: with their pools they make hundreds of distinct queries per language
+        filled = {q.text for t in templates for q in ([t.fill(v) for v in SLOTS[t.slot][lang]] if t.slot else [t])}
+        assert len(filled) >= 500
+        near_categories = {BY_NAME[n].category for t in templates for n in t.near}
+        assert len(near_categories) >= 14
+    weather = next(t for t in near_miss['en'] if t.id == 'weather_talk.en.1').fill('Kyoto')
+    assert (weather.id, weather.text) == ('weather_talk.en.1:Kyoto', 'What kind of climate does Kyoto have?')
+    assert 'amap_weather' in weather.near and 'search' in weather.avoid and 'Kyoto' in weather.answer
+
+
+def test_validate_no_call_catches_broken_entries():
+    fixed, templates = load_no_call(), load_near_miss()
+    en = templates['en']
+    broken = {**templates, 'en': [replace(en[0], near=('no_such_tool',)), replace(en[1], slot=None),
+                                  replace(en[2], avoid=('cooking',)), replace(en[3], text=en[4].text), en[4],
+                                  replace(en[5], slot='cabin'), replace(en[6], answer='天气很好')] + en[7:]}
+    problems = '\n'.join(validate_no_call(fixed, broken, TOOLS, SLOTS))
+    assert f"{en[0].id}: unknown near tool 'no_such_tool'" in problems
+    assert f'{en[1].id}: {{value}} must appear in the text exactly when a slot is named' in problems
+    assert f"{en[2].id}: unknown category 'cooking' to avoid" in problems
+    assert f'{en[4].id}: the same text as another no-call query' in problems
+    assert f"{en[5].id}: slot 'cabin' must be a pool of at least 9 strings" in problems
+    assert f'{en[6].id}: text or answer is not in en' in problems
 
 
 def test_loaders_reject_malformed_files(tmp_path):

@@ -189,3 +189,55 @@ def test_cli_convert_exits_zero_on_bad_records_and_two_on_unreadable(tmp_path):
 
 def test_conversion_error_is_a_value_error():
     assert issubclass(ConversionError, ValueError)
+
+
+def _arm_conversations():
+    """Every kind of generated conversation: sessions, no-call, follow-ups, masked names, both languages."""
+    from helpers.synth import Generator, SynthConfig
+    cfg = SynthConfig(max_tools=3, p_no_call=0.25, p_session=0.5, p_multi_turn=0.3, p_masked=0.2)
+    return Generator(cfg, seed=5).conversations('train', 80)
+
+
+def test_ms_agent_rows_render_the_same_conversations_in_the_original_format():
+    from helpers.convert import ms_agent_rows
+    convs = _arm_conversations()
+    rows = ms_agent_rows(convs)
+    assert len(rows) == len(convs)
+    assert {c.meta['kind'] for c in convs} >= {'session', 'no_call', 'single'}
+    assert any(c.meta.get('masked') for c in convs)
+    for conv, row in zip(convs, rows):
+        msgs = row['messages']
+        assert [m['role'] for m in msgs] == ['system'] + ['user', 'assistant'] * len(conv.turns)
+        system_text = msgs[0]['content']
+        assert system_text.startswith('Answer the following questions as best you can. You have access to the '
+                                      'following APIs:\n1. ')
+        assert '# 工具' not in system_text and '# Tools' not in system_text and '# 指令' not in system_text
+        assert system_text != system_prompt(conv.tools, conv.instruction, conv.lang)
+        assert [t.name for t in parse_system(system_text)] == [t.name for t in conv.tools]
+        names = {t.name for t in conv.tools}
+        for turn, user, assistant in zip(conv.turns, msgs[1::2], msgs[2::2]):
+            assert user['content'] == turn.query  # no AgentFabric role prefix
+            calls, answer = parse_assistant(assistant['content'], names)
+            assert [(c.name, c.arguments, c.observation) for c in calls] == \
+                [(c.name, c.arguments, c.observation) for c in turn.calls]
+            assert answer == turn.answer
+            assert ('Final Answer: ' in assistant['content']) == bool(turn.calls)
+        assert row['meta']['conversation'] == conv.id and row['meta']['format'] == 'ms_agent'
+
+
+def test_ms_agent_rows_train_with_swift_react_loss_scale():
+    """Encoded by ms-swift with --loss_scale react: the call lines carry weight 2, the observation text none."""
+    from helpers.convert import ms_agent_rows
+    from helpers.models import MODELS, prepare_model
+    from helpers.training import encoded_sample
+    conv = next(c for c in _arm_conversations() if c.meta['kind'] == 'single' and not c.meta.get('masked'))
+    row = ms_agent_rows([conv])[0]
+    spec = MODELS['tiny-qwen2']
+    pieces = encoded_sample(row, str(prepare_model('tiny-qwen2')), spec.model_type, spec.template, loss_scale='react')
+    call = conv.turns[0].calls[0]
+    weighted = ''.join(t for t, w in pieces if w == 2.0)
+    trained = ''.join(t for t, w in pieces if w > 0)
+    assert call.name in weighted and json.dumps(call.arguments, ensure_ascii=False) in weighted
+    assert call.observation not in trained and conv.turns[0].answer in trained
+    assert call.observation in ''.join(t for t, w in pieces if w == 0)  # masked as one piece
+    assert conv.turns[0].query not in trained

@@ -8,7 +8,7 @@ import pytest
 
 from helpers.agentfabric import EvalCase, format_call
 from helpers import evaluation
-from helpers.evaluation import aggregate, evaluate, rouge_l, score, score_case, wilson
+from helpers.evaluation import aggregate, evaluate, per_language, rouge_l, score, score_case, wilson
 from helpers.scripted_server import ScriptedServer
 
 TOOLS = [{'name': 'get_weather', 'description': 'Weather of a city.',
@@ -305,3 +305,88 @@ def test_the_reply_shown_is_what_agentfabric_showed():
     assert evaluation.shown_reply(c, ran) == call + '\nObservation: <result>sunny</result>\nAnswer:Sunny.'
     assert evaluation.shown_reply(c, {'output': 'Hi', 'answer': 'Hi', 'calls_executed': []}) == 'Hi'
     assert evaluation.shown_reply(c, {'output': '', 'error': 'boom'}) == '(no output: boom)'
+
+
+HOTEL = {'name': 'book_hotel', 'description': 'Book a hotel room.',
+         'parameters': [{'name': 'city', 'type': 'string', 'description': 'city', 'required': True},
+                        {'name': 'nights', 'type': 'integer', 'description': 'nights', 'required': False, 'default': 1},
+                        {'name': 'breakfast', 'type': 'boolean', 'description': 'b', 'required': False,
+                         'default': False},
+                        {'name': 'budget', 'type': 'number', 'description': 'max price', 'required': False},
+                        {'name': 'room', 'type': 'string', 'description': 'room', 'required': False,
+                         'enum': ['standard', 'suite'], 'default': 'standard'}]}
+
+
+def hotel_case(cid, arguments, lang='en'):
+    return EvalCase.from_dict({'id': cid, 'lang': lang, 'instruction': 'x', 'tools': [HOTEL] + TOOLS[:1],
+                               'query': 'q', 'expected_call': {'name': 'book_hotel', 'arguments': arguments},
+                               'observation': 'ok', 'reference_answer': ''})
+
+
+@pytest.mark.parametrize('expected, given, exact, ast', [
+    ({'city': 'Paris'}, {'city': 'Paris'}, True, True),
+    ({'city': 'Paris'}, {'city': '  paris '}, False, True),  # case and surrounding spaces
+    ({'city': 'Paris'}, {'city': 'Paris', 'nights': 1}, False, True),  # an optional parameter at its default
+    ({'city': 'Paris'}, {'city': 'Paris', 'room': ' Standard'}, False, True),
+    ({'city': 'Paris'}, {'city': 'Paris', 'breakfast': False}, False, True),
+    ({'city': 'Paris'}, {'city': 'Paris', 'nights': 2}, False, False),  # optional, nobody asked, not the default
+    ({'city': 'Paris'}, {'city': 'Paris', 'budget': 100}, False, False),  # optional without a default
+    ({'city': 'Paris'}, {'city': 'Paris', 'pool': True}, False, False),  # a parameter the tool does not have
+    ({'city': 'Paris', 'nights': 3}, {'city': 'Paris', 'nights': '3'}, True, False),  # "3" is not an integer
+    ({'city': 'Paris', 'nights': 3}, {'city': 'Paris', 'nights': 3.0}, False, False),  # nor is 3.0 ...
+    ({'city': 'Paris', 'budget': 200}, {'city': 'Paris', 'budget': 200.0}, False, True),  # ... but it is a number
+    ({'city': 'Paris', 'budget': 99.5}, {'city': 'Paris', 'budget': 99.50}, True, True),
+    ({'city': 'Paris', 'budget': 10 ** 400}, {'city': 'Paris', 'budget': 10 ** 400}, True, True),  # beyond floats
+    ({'city': 'Paris', 'nights': 3}, {'nights': 3}, False, False),  # a required parameter missing
+    ({'city': 'Paris', 'nights': 3}, {'city': 'Paris'}, False, False),  # the optional value asked for, dropped
+    ({'city': 'Paris', 'nights': 1}, {'city': 'Paris'}, False, True),  # ... unless what was asked is the default
+    ({'city': 'Paris', 'budget': 200}, {'city': 'Paris'}, False, False),  # no default to fall back on
+    ({'city': 'Paris', 'breakfast': True}, {'city': 'Paris', 'breakfast': 'True'}, True, False),  # a string
+    ({'city': 'Paris', 'breakfast': True}, {'city': 'Paris', 'breakfast': 1}, False, False),  # a number
+    ({'city': 'Paris', 'breakfast': True}, {'city': 'paris', 'breakfast': True}, False, True),
+    ({'city': 'Paris', 'nights': 2}, {'city': 'Paris', 'nights': True}, False, False),  # a boolean is no integer
+])
+def test_args_ast_acc_on_hand_made_predictions(expected, given, exact, ast):
+    c = hotel_case('h', expected)
+    s = score_case(c, pred('h', format_call('book_hotel', given)))
+    assert (s.exact, s.ast) == (exact, ast)
+    metrics, _ = score([c], {'h': pred('h', format_call('book_hotel', given))})
+    assert metrics['args_ast_acc'] == float(ast) and metrics['counts']['args_ast_acc'] == [int(ast), 1]
+
+
+def test_args_ast_acc_needs_the_right_tool_and_a_json_object():
+    c = hotel_case('h', {'city': 'Paris'})
+    assert score_case(c, pred('h', format_call('get_weather', {'city': 'Paris'}))).ast is False
+    assert score_case(c, pred('h', "Action: book_hotel\nAction Input: {'city': 'Paris'}")).ast is False
+    assert score_case(c, pred('h', 'No call.')).ast is False
+    assert score_case(case('n', None), pred('n', 'Hi')).ast is None  # no call expected: not scored
+
+
+def test_args_ast_acc_when_the_schema_lacks_types():
+    """Converted data may declare every parameter a string while the expected value is a number: the expected
+    value's own type is required then."""
+    untyped = {'name': 'f', 'description': 'd', 'parameters': [{'name': 'n', 'description': 'count',
+                                                                 'required': True}]}
+    c = EvalCase.from_dict({'id': 'u', 'lang': 'en', 'instruction': 'x', 'tools': [untyped], 'query': 'q',
+                            'expected_call': {'name': 'f', 'arguments': {'n': 3}}, 'observation': '',
+                            'reference_answer': ''})
+    assert score_case(c, pred('u', format_call('f', {'n': 3}))).ast is True
+    assert score_case(c, pred('u', format_call('f', {'n': '3'}))).ast is False
+
+
+def test_irrelevance_detection_and_per_language():
+    cases = [case('a', PARIS), case('b', None, ref=''), case('c', None, ref='', lang='zh', query='你好'),
+             case('d', None, ref='', lang='zh', query='在吗'), case('e', PARIS, lang='zh', query='巴黎天气')]
+    preds = {'a': pred('a', format_call('get_weather', {'city': 'Paris', 'days': 3})),
+             'b': pred('b', 'Hello!'), 'c': pred('c', format_call('search', {'query': '你好'})),
+             'd': pred('d', '在的'), 'e': pred('e', format_call('get_weather', {'city': 'Paris'}))}
+    metrics, scores = score(cases, preds)
+    assert metrics['false_positive_rate'] == round(1 / 3, 4)
+    assert metrics['irrelevance_detection'] == round(2 / 3, 4)
+    assert metrics['counts']['irrelevance_detection'] == [2, 3]
+    assert tuple(metrics['ci95']['irrelevance_detection']) == wilson(2, 3)
+    by_lang = per_language(cases, scores)
+    assert set(by_lang) == {'en', 'zh'}
+    assert by_lang['en']['irrelevance_detection'] == 1.0 and by_lang['en']['n_cases'] == 2
+    assert by_lang['zh']['irrelevance_detection'] == 0.5 and by_lang['zh']['counts']['false_positive_rate'] == [1, 2]
+    assert by_lang['zh']['args_exact_acc'] == 0.0 and by_lang['en']['args_ast_acc'] == 1.0
