@@ -377,15 +377,21 @@ def agentfabric_model_config(served_name: str, base_url: str, key: str = 'my-age
                   'is_function_call': False, 'support_stream': stream}}
 
 
+MODEL_ROLES = {'base': 'base_model_dir', 'finetuned': 'merged_dir', 'ms_agent': 'ms_agent_dir'}  # in serve/model.json
+
+
 def run_model_spec(run_dir: str | Path, which: str = 'finetuned', backend: str = '', **overrides) -> ServerSpec:
-    """A server spec for the fine-tuned (merged) or the base model of a run, from ``serve/model.json``."""
+    """A server spec for one model of a run, from ``serve/model.json`` (notebook 03): ``finetuned`` (trained on
+    AgentFabric prompts, merged), ``base``, or ``ms_agent`` (trained on the same conversations in the original
+    ms_agent prompt format). Every model of a run is served at the same precision, so comparisons stay fair."""
     path = Path(run_dir) / 'serve' / 'model.json'
     if not path.exists():
         raise ServerError(f'{path} is missing: run notebook 03 with the same run_dir first')
     info = json.loads(path.read_text())
-    if which not in ('finetuned', 'base'):
-        raise ValueError("which must be 'finetuned' or 'base'")
-    model_dir = info['merged_dir'] if which == 'finetuned' else info['base_model_dir']
-    return ServerSpec(model_dir, served_name=f'agentfabric-{which}', backend=backend or info['backend'],
+    if which not in MODEL_ROLES:
+        raise ValueError(f'which must be one of {", ".join(MODEL_ROLES)}')
+    if not info.get(MODEL_ROLES[which]):
+        raise ServerError(f'this run has no {which} model (notebook 02 trains it with ms_agent_arm=True)')
+    return ServerSpec(info[MODEL_ROLES[which]], served_name=f'agentfabric-{which}', backend=backend or info['backend'],
                       precision=info.get('precision', 'auto'), model_type=info['model_type'],
                       template=info['template'], **overrides)
