@@ -96,10 +96,15 @@ METRICS = {m.key: m for m in (
            'cases that need a call'),
     Metric('args_exact_acc', 'arguments exact', True, 'right tool, and the Action Input is a JSON object with '
            'exactly the expected keys and values', 'cases that need a call'),
+    Metric('args_ast_acc', 'arguments, BFCL AST check', True, 'right tool; required parameters present, no unknown '
+           'ones, optional ones absent or at their declared default; strings compared ignoring case and surrounding '
+           'spaces, numbers numerically, JSON types strict', 'cases that need a call'),
     Metric('args_f1', 'arguments F1', True, 'micro F1 of (key, value) pairs, called vs expected (no JSON object: '
            'no pairs called)', 'the expected argument pairs of the cases that need a call', proportion=False),
     Metric('false_positive_rate', 'false calls', False, 'a tool is called although the question needs none',
            'cases that need no call'),
+    Metric('irrelevance_detection', 'irrelevance detection (BFCL)', True, '1 − false calls: no tool is called when the '
+           'question needs none', 'cases that need no call'),
     Metric('invalid_call_rate', 'invalid Action Input', False, 'the Action Input is not a JSON object',
            'cases where the model called a tool'),
     Metric('answer_rouge_l', 'answer ROUGE-L', True, 'mean ROUGE-L F1 of the final answer against the reference',
