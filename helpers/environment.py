@@ -324,13 +324,13 @@ def environment_report(profile: str = 'auto', path: str | Path = '.', check_hub:
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a reader
+    """Write ``text`` to ``path`` atomically (:func:`helpers.jsonl.atomic_write`), creating its folder: a reader
     never sees half a file, and an interrupted write leaves the old one."""
+    from .jsonl import atomic_write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(text, encoding='utf-8')
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(text)
     return path
 
 
