@@ -1,17 +1,20 @@
 """Helpers for the AgentFabric tool-calling fine-tuning series: one module per stage, used by the notebooks
 (``import helpers``; set-up installs this package editable) and by ``python -m helpers <command>``.
 
-- ``environment`` — the machine, the stack, profiles, run directories (``runs/latest-<profile>``), the
-  notebooks' kernel, links to local web pages through a notebook proxy, atomic file writes
+- ``environment`` — the machine, the stack, profiles, training/serving precision, run directories
+  (``runs/latest-<profile>``), the notebooks' kernel, links to local web pages through a notebook proxy
+- ``jsonl`` — every data file read and written one way: strict JSON, atomic writes, outputs never over inputs
 - ``models`` — which model each profile fine-tunes, and getting it onto disk
 - ``agentfabric`` — the prompt format RolePlay sends, and the evaluation case format (the single source of truth)
 - ``convert`` — raw ``ms_agent`` records → AgentFabric training samples
-- ``catalog``, ``synth`` — the bundled offline tools, and the data generator
+- ``catalog``, ``sandbox``, ``synth`` — the bundled offline tools, the limited runner of model-written Python,
+  and the data generator
 - ``training``, ``swift_plugin`` — the ``swift sft`` command, its progress and summary; our loss scale and callback
 - ``serving`` — merging the LoRA, OpenAI-compatible servers on 127.0.0.1
 - ``agent_tools`` — offline tools registered with modelscope-agent, and the real RolePlay loop
 - ``playground``, ``agentfabric_app`` — the Gradio page of notebook 04; ModelScope's AgentFabric app against our server
-- ``evaluation`` — metrics, call outcomes, verdicts, comparisons of arms and the written conclusion
+- ``evaluation`` — metrics, call outcomes, verdicts, comparisons of arms, the written conclusion, and
+  predictions cached by content hash
 - ``plots``, ``report`` — figures and HTML views; the run report and the README's results section
 - ``pipeline``, ``bench`` — the notebooks as a batch (``make run``); speed figures (``make bench``)
 - ``scripted_server`` — a recording OpenAI-compatible server, to capture RolePlay's requests and to test

@@ -198,7 +198,8 @@ def test_nan_or_infinity_in_action_input_is_rejected_never_written(capsys, tmp_p
 
 def test_ctrl_c_during_convert_leaves_no_file_that_looks_complete(tmp_path):
     src = tmp_path / 'raw.jsonl'
-    src.write_text((GOOD + '\n') * 40_000)
+    # distinct records (each its own system prompt), so no memo makes the conversion finish before the signal
+    src.write_text(''.join(raw(system(PARAMS, f'Track parcel kind {i}'), REPLY, f'r{i}') + '\n' for i in range(100_000)))
     out = tmp_path / 'out.jsonl'
     out.write_text('previous run\n')
     proc = subprocess.Popen([sys.executable, '-m', 'helpers', 'convert', '--input', str(src), '--output', str(out)],

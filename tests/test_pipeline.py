@@ -68,7 +68,7 @@ def test_unknown_profile_and_bad_selection():
         select(only=['42'])
     res = subprocess.run([sys.executable, '-m', 'helpers', 'pipeline', '--profile', 'gpux'], capture_output=True,
                          text=True, timeout=120)
-    assert res.returncode == 1 and 'unknown profile' in res.stderr
+    assert res.returncode == 2 and 'unknown profile' in res.stderr  # a bad argument: exit 2, one line
 
 
 def test_missing_data_fails_in_the_first_cell_that_needs_it(tmp_path):
