@@ -202,8 +202,11 @@ def test_ctrl_c_during_convert_leaves_no_file_that_looks_complete(tmp_path):
     src.write_text(''.join(raw(system(PARAMS, f'Track parcel kind {i}'), REPLY, f'r{i}') + '\n' for i in range(100_000)))
     out = tmp_path / 'out.jsonl'
     out.write_text('previous run\n')
+    # SIGINT as a terminal sends it: a test run started in the background (`make test &`) has SIGINT ignored,
+    # which a child inherits and Python then keeps, so the child gets the default disposition back first
     proc = subprocess.Popen([sys.executable, '-m', 'helpers', 'convert', '--input', str(src), '--output', str(out)],
-                            stderr=subprocess.PIPE, text=True, cwd=repo_root())
+                            stderr=subprocess.PIPE, text=True, cwd=repo_root(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not list(tmp_path.glob('.out.jsonl.*.part')) and time.time() < deadline:
         time.sleep(0.05)
