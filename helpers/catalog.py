@@ -452,6 +452,17 @@ def _check_runs(tool: CatalogTool, slots: Mapping[str, Mapping[str, list]]) -> l
     return problems
 
 
+def _check_id(item_id: str, prefix: str, kind: str, seen: set[str]) -> list[str]:
+    """A template's or option clause's id: ``<prefix>.<n>`` and unique across the catalog (recorded in ``seen``)."""
+    problems = []
+    if not re.fullmatch(rf'{re.escape(prefix)}\.\d+', item_id):
+        problems.append(f'{item_id}: id must look like {prefix}.<n>')
+    if item_id in seen:
+        problems.append(f'{item_id}: duplicate {kind} id')
+    seen.add(item_id)
+    return problems
+
+
 def _check_tool(tool: CatalogTool, slots: Mapping[str, Mapping[str, list]], ids: set[str]) -> list[str]:
     problems = []
     if not _TOOL_NAME.fullmatch(tool.name):
@@ -475,12 +486,7 @@ def _check_tool(tool: CatalogTool, slots: Mapping[str, Mapping[str, list]], ids:
         if len(templates) < MIN_TEMPLATES:
             problems.append(f'{tool.name}: {lang} has {len(templates)} templates, fewer than {MIN_TEMPLATES}')
         for t in templates:
-            if not re.fullmatch(rf'{re.escape(tool.name)}\.{lang}\.\d+', t.id):
-                problems.append(f'{t.id}: id must look like {tool.name}.{lang}.<n>')
-            if t.id in ids:
-                problems.append(f'{t.id}: duplicate template id')
-            ids.add(t.id)
-            problems += _check_template(tool, t, lang)
+            problems += _check_id(t.id, f'{tool.name}.{lang}', 'template', ids) + _check_template(tool, t, lang)
         for p in tool.parameters:
             mentioned = [p.name in t.args or p.name in t.fixed for t in templates]
             if not p.required and (all(mentioned) or not any(mentioned)):
@@ -489,12 +495,7 @@ def _check_tool(tool: CatalogTool, slots: Mapping[str, Mapping[str, list]], ids:
         if any(not p.required for p in tool.parameters) and len(options) < MIN_OPTIONS:
             problems.append(f'{tool.name}: {lang} has {len(options)} option clauses, fewer than {MIN_OPTIONS}')
         for o in options:
-            if not re.fullmatch(rf'{re.escape(tool.name)}\.opt\.{lang}\.\d+', o.id):
-                problems.append(f'{o.id}: id must look like {tool.name}.opt.{lang}.<n>')
-            if o.id in ids:
-                problems.append(f'{o.id}: duplicate option id')
-            ids.add(o.id)
-            problems += _check_option(tool, o, lang)
+            problems += _check_id(o.id, f'{tool.name}.opt.{lang}', 'option', ids) + _check_option(tool, o, lang)
     if tool.impl not in IMPLEMENTATIONS:
         return problems
     return problems + _check_runs(tool, slots) + _check_defaults(tool, slots)
