@@ -5,7 +5,8 @@ CPU build of vLLM: the default of the ``cpu`` profile, bf16 where the CPU has bf
 because it was healthy in ~25 s instead of ~165 s compiled) and ``swift`` (ms-swift's deploy with the
 transformers engine: the fallback everywhere, and the ``tiny`` profile's backend because it starts in seconds).
 Both vLLM backends are pinned to the same release (0.32.0, requirements/gpu.txt and cpu.txt), so
-:meth:`ServerSpec.command` builds one vLLM command for both; tests parse every command built here with the pinned tool's own argument parser. A server is started with ``subprocess.Popen`` in its own process
+:meth:`ServerSpec.command` builds one vLLM command for both; tests parse every command built here with the
+pinned tool's own argument parser. A server is started with ``subprocess.Popen`` in its own process
 group on a port found free before start, health-checked on ``/v1/models`` with a time-out, logs to a
 file, and is always stopped: by its context manager, by :meth:`Server.stop`, and at interpreter exit.
 """
