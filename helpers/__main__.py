@@ -278,6 +278,26 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from . import ablate
+    if args.list:
+        for arm in ablate.ARMS.values():
+            print(f'{arm.name:16s} {arm.why}')
+        return 0
+    if not args.cases:
+        raise UsageError('--cases is required: the test_cases.jsonl of a run (runs/<run>/data/test_cases.jsonl)')
+    names = [n for part in args.arms for n in part.split(',') if n] or list(ablate.ARMS)
+    unknown = [n for n in names if n not in ablate.ARMS]
+    if unknown:
+        raise UsageError(f'unknown arm(s) {unknown}: `python -m helpers ablate --list` names them')
+    if not Path(args.cases).is_file():
+        raise UsageError(f'--cases {args.cases}: no such file; give runs/<run>/data/test_cases.jsonl')
+    check_output_dir('--out', args.out)
+    results = ablate.run(names, args.cases, args.out, args.profile)
+    print(ablate.table(results).to_string())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog='python -m helpers', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -361,6 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--eval-cases', type=int, help='held-out cases per model in the eval part (default: 150)')
     p.add_argument('--run-dir', help='eval part: the base and fine-tuned model of this run (default: the bench\'s own)')
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser('ablate', help='train and evaluate variants of the recipe on the same held-out cases')
+    p.add_argument('--arms', nargs='*', default=[], help='arm names, comma or space separated (default: all)')
+    p.add_argument('--cases', help='test_cases.jsonl of a run: every arm is evaluated on these cases')
+    p.add_argument('--out', default='runs/ablate', help='one folder per arm (finished arms are not repeated)')
+    p.add_argument('--profile', default='cpu', help='whose recipe the arms change (default: cpu)')
+    p.add_argument('--list', action='store_true', help='name the arms and what each changes')
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser('pipeline', help='run the notebooks in order with papermill into one run directory')
     p.add_argument('--profile', default='auto', help='auto | tiny | cpu | gpu')

@@ -7,7 +7,10 @@ Swift imports this file in every training process, so it depends on swift alone,
   (it sits in the user message, where RolePlay puts it) are masked by the template; this scale weights the
   tool name and the argument JSON by ``AFT_ARGS_WEIGHT`` (default 2.0) — those few tokens decide whether
   a call is right, and a small model otherwise learns the fixed ``Action:`` scaffolding long before it
-  learns to copy argument values. Earlier turns kept in the history are either masked (``"loss": false``)
+  learns to copy argument values. The first word of every model output (``Action`` or the answer's first
+  word, the token that decides *call or answer*) is weighted by ``AFT_DECISION_WEIGHT`` (default 1.0): one
+  token of a long answer otherwise carries a tiny share of the loss. It is cut where the tokenizer's own
+  pre-tokenizer cuts (after a run of word characters), so tokenization does not change. Earlier turns kept in the history are either masked (``"loss": false``)
   or, for sessions, trained with the observations RolePlay inserted into them masked.
 * ``--callbacks aft_rank_checksum``: at the start and the end of training each rank writes a checksum of its
   trainable weights to ``<output_dir>/rank_checksums/rank<N>.json``, so a multi-process run can prove that
@@ -26,6 +29,7 @@ from swift.loss_scale.mapping import loss_scale_map
 
 # What RolePlay inserts between two model outputs of one turn (kept in history transcripts): never trained.
 OBSERVATION = re.compile(r'(\nObservation: <result>.*?</result>\nAnswer:)', re.S)
+FIRST_WORD = re.compile(r'\s*(?:\w+|[^\w\s]+)')  # ends where a byte-level BPE pre-tokenizer ends a word
 
 
 class AgentFabricLossScale(LossScale):
@@ -34,14 +38,17 @@ class AgentFabricLossScale(LossScale):
     def __init__(self, base_strategy='default'):
         super().__init__(base_strategy)
         self.weight = float(os.environ.get('AFT_ARGS_WEIGHT', '2.0'))
+        self.decision = float(os.environ.get('AFT_DECISION_WEIGHT', '1.0'))
 
     def _output(self, text):
-        """One model output: a call (name and arguments weighted) or plain text."""
+        """One model output: a call (name and arguments weighted) or plain text; its first word decides."""
         if not text.startswith('Action: ') or '\nAction Input: ' not in text:
-            return [(text, 1.0)]
+            first = FIRST_WORD.match(text)
+            cut = first.end() if first and self.decision != 1.0 else 0
+            return [(text[:cut], self.decision), (text[cut:], 1.0)]
         head, rest = text[len('Action: '):].split('\nAction Input: ', 1)
         args, newline, tail = rest.partition('\n')
-        return [('Action: ', 1.0), (head, self.weight), ('\nAction Input: ', 1.0), (args, self.weight),
+        return [('Action: ', self.decision), (head, self.weight), ('\nAction Input: ', 1.0), (args, self.weight),
                 (newline + tail, 1.0)]
 
     def get_loss_scale(self, context, **kwargs):

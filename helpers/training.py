@@ -62,6 +62,8 @@ class TrainConfig:
     logging_steps: int = 5
     seed: int = 42
     loss_scale: str = 'agentfabric'  # ours (see swift_plugin.py) or any ms-swift loss scale, e.g. 'default'
+    args_weight: float = 2.0  # --loss_scale agentfabric: weight of the tool name and the argument JSON
+    decision_weight: float = 1.0  # --loss_scale agentfabric: weight of each output's first word (call or answer)
     gradient_checkpointing: bool = False
     precision: str = 'auto'  # bf16 | fp32 | auto (GPU: ms-swift decides from the model and the GPU); see preset()
     attn_impl: str | None = None  # None: the model's default (sdpa); 'eager' measured faster in bf16 on CPU
@@ -167,8 +169,8 @@ class TrainConfig:
             e.update(NNODES=str(self.nnodes), NODE_RANK=str(self.node_rank), MASTER_ADDR=self.master_addr)
         if self.cuda_visible_devices is not None:
             e['CUDA_VISIBLE_DEVICES'] = self.cuda_visible_devices
-        if self.loss_scale == 'agentfabric':
-            e.setdefault('AFT_ARGS_WEIGHT', os.environ.get('AFT_ARGS_WEIGHT', '2.0'))
+        if self.loss_scale == 'agentfabric':  # read by swift_plugin.py in every training process
+            e.update(AFT_ARGS_WEIGHT=str(self.args_weight), AFT_DECISION_WEIGHT=str(self.decision_weight))
         return e
 
     def command(self, n_train: int | None = None, resume_from: str | None = None) -> list[str]:

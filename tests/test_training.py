@@ -208,6 +208,33 @@ def test_loss_scale_weights_calls_and_masks_inserted_observations(monkeypatch):
     assert scale.get_loss_scale('Just an answer.') == (['Just an answer.'], [1.0])
 
 
+@pytest.mark.parametrize('text, first', [('Sorry, I cannot order food.', 'Sorry'), ('不客气，有需要随时找我。', '不客气'),
+                                         ('  “Runaway” is a song.', '  “'), ('It is 21 degrees.', 'It')])
+def test_decision_weight_weighs_the_first_word_of_each_output(monkeypatch, text, first):
+    monkeypatch.setenv('AFT_DECISION_WEIGHT', '4')
+    from helpers.swift_plugin import AgentFabricLossScale
+    scale = AgentFabricLossScale()
+    assert scale.get_loss_scale(text) == ([first, text[len(first):]], [4.0, 1.0])
+    parts, weights = scale.get_loss_scale('Action: t\nAction Input: {}\n\nObservation: <result>x</result>\nAnswer:' + text)
+    assert list(zip(parts, weights))[0] == ('Action: ', 4.0) and (first, 4.0) in zip(parts, weights)
+
+
+def test_decision_cut_keeps_the_tokenization():
+    """Pieces are tokenized one by one: cut after the first word, they give the tokens of the whole text."""
+    from helpers.swift_plugin import FIRST_WORD
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(prepare_model('smollm2-135m')))
+    for text in ('Sorry, I cannot order food.', '不客气，有需要随时找我。', "I'd say: 3.5 km, north-east.", '好的！明天见'):
+        cut = FIRST_WORD.match(text).end()
+        assert tok.encode(text[:cut]) + tok.encode(text[cut:]) == tok.encode(text), text
+
+
+def test_loss_weights_reach_the_training_processes():
+    cfg = preset('cpu', cuda=False, args_weight=3.0, decision_weight=4.0)
+    assert cfg.env()['AFT_ARGS_WEIGHT'] == '3.0' and cfg.env()['AFT_DECISION_WEIGHT'] == '4.0'
+    assert 'AFT_DECISION_WEIGHT' not in preset('cpu', cuda=False, loss_scale='react').env()
+
+
 def test_session_rows_train_the_history_through_swift(tiny_data):
     """Encoded by ms-swift itself: history calls and answers carry loss, inserted observations do not."""
     from helpers.models import MODELS

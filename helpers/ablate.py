@@ -1,0 +1,133 @@
+"""Recipe ablations: one change to the profile's recipe per arm, measured on the same held-out cases.
+
+An :class:`Arm` changes the data plan (:class:`~helpers.synth.DataPlan` or its
+:class:`~helpers.synth.SynthConfig`) and/or the training config (:class:`~helpers.training.TrainConfig`);
+:func:`run_arm` generates the arm's training data, trains, merges, serves the merged model with the profile's
+backend and runs the **same test cases** (those of a reference run) through RolePlay. Only the training data
+changes between arms, never the cases, so two arms' metrics compare directly (95% Wilson intervals). A
+finished arm is not repeated (its ``result.json``); predictions are cached like notebook 05's.
+
+``python -m helpers ablate --cases runs/<run>/data/test_cases.jsonl --arms plan-2,decision-4`` runs arms and
+prints the table; ``python -m helpers ablate --list`` names the arms. Each arm trains as long as the profile's
+main model (minutes on the cpu profile): run them on an otherwise idle machine.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .jsonl import write_json
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One recipe: the profile's, with ``data`` (DataPlan or SynthConfig fields) and ``train`` (TrainConfig
+    fields) changed."""
+    name: str
+    why: str
+    data: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+
+ARMS: dict[str, Arm] = {a.name: a for a in [
+    Arm('recipe', 'the profile recipe as it is (the reference arm)'),
+    Arm('decision-4', 'the first word of every output (call or answer) weighs 4 in the loss',
+        train={'decision_weight': 4.0}),
+    Arm('balanced', '40% no-call conversations and every answer sample kept', data={'p_no_call': 0.4, 'answer_share': 1.0}),
+    Arm('sessions', 'nine in ten conversations are sessions of 4-6 queries (more decisions per token)',
+        data={'p_session': 0.9, 'session_turns': (4, 6), 'p_no_call': 0.3}),
+    Arm('react-loss', "ms-swift's built-in --loss_scale react instead of ours (history turns then untrained)",
+        train={'loss_scale': 'react'}),
+    Arm('masked-30', 'function masking: 30% of conversations with unfamiliar tool and parameter names',
+        data={'p_masked': 0.3}),
+]}
+
+
+def plan_for(arm: Arm, profile: str):
+    """The profile's data plan with the arm's changes (unknown names raise)."""
+    from .synth import PROFILE_DATA, DataPlan, SynthConfig
+    plan = PROFILE_DATA[profile]
+    plan_fields, config_fields = set(DataPlan.__dataclass_fields__) - {'config'}, set(SynthConfig.__dataclass_fields__)
+    unknown = set(arm.data) - plan_fields - config_fields
+    if unknown:
+        raise ValueError(f'arm {arm.name}: unknown data options {sorted(unknown)}; choose among '
+                         f'{sorted(plan_fields | config_fields)}')
+    config = replace(plan.config, **{k: v for k, v in arm.data.items() if k in config_fields})
+    return replace(plan, config=config, **{k: v for k, v in arm.data.items() if k in plan_fields})
+
+
+def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str = 'cpu', backend: str = '',
+            precision: str = 'auto', log=print) -> dict:
+    """Train and evaluate one arm under ``out_dir/<arm>``; returns (and writes) its ``result.json``."""
+    from . import environment as env, evaluation, models, serving, training
+    from .agentfabric import load_cases
+    from .synth import write_splits
+    out = Path(out_dir) / arm.name
+    done = out / 'result.json'
+    if done.exists():
+        return json.loads(done.read_text())
+    cases = load_cases(cases_path)
+    started = time.time()
+    plan = plan_for(arm, profile)
+    data = write_splits(out / 'data', plan)
+    spec = models.get_spec(models.PROFILE_MODEL[profile])
+    cfg = training.preset(profile, precision=precision, **{
+        'model': str(models.prepare_model(models.PROFILE_MODEL[profile])), 'model_type': spec.model_type,
+        'template': spec.template, 'train_file': str(out / 'data' / 'train.jsonl'),
+        'val_file': str(out / 'data' / 'val.jsonl'), 'output_dir': str(out / 'train'), **arm.train})
+    n_train = data['train']['samples']
+    log(f'[{arm.name}] {arm.why}: {n_train} samples, training ({cfg.precision})')
+    trained = training.run_training(cfg, out / 'train' / 'train.log', n_train=n_train)
+    merged = serving.merge_lora(trained.best_checkpoint, out / 'merge.log')
+    hw = env.detect_hardware()
+    server = serving.ServerSpec(str(merged), served_name=f'ablate-{arm.name}',
+                                backend=serving.choose_backend(backend, hw.cuda, profile),
+                                precision=env.resolve_precision(precision, hw.cuda), model_type=cfg.model_type,
+                                template=cfg.template)
+    log(f'[{arm.name}] trained in {trained.wall_seconds / 60:.1f} min; evaluating {len(cases)} cases')
+    metrics = evaluation.evaluate_model(server, cases, out / 'eval', progress=False, log=log)
+    _, scores = evaluation.score(cases, evaluation.load_predictions(out / 'eval' / 'predictions.jsonl'))
+    history = training.read_log_history(cfg.output_dir)
+    steps = [r for r in history if 'loss' in r]
+    result = {'arm': asdict(arm), 'cases': str(cases_path), 'n_cases': len(cases), 'data': data['train'],
+              'train': {'steps': int(str(steps[-1].get('global_step/max_steps', '0/0')).split('/')[0]) if steps else 0,
+                        'wall_seconds': round(trained.wall_seconds, 1),
+                        'final_loss': steps[-1]['loss'] if steps else None, 'config': asdict(cfg)},
+              'metrics': metrics, 'per_language': evaluation.per_language(cases, scores),
+              'wall_seconds': round(time.time() - started, 1)}
+    write_json(done, result)
+    return result
+
+
+HEADLINE = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate', 'invalid_call_rate')
+
+
+def table(results: list[dict]):
+    """One row per arm: the headline metrics with their 95% intervals, per language too, and the cost."""
+    import pandas as pd
+    from .evaluation import METRICS, metric_cell
+    rows = {}
+    for r in results:
+        row = {'steps': r['train']['steps'], 'train min': round(r['train']['wall_seconds'] / 60, 1),
+               'samples': r['data']['samples']}
+        for key in HEADLINE:
+            row[METRICS[key].label] = metric_cell(r['metrics'], key)
+            for lang, m in sorted(r['per_language'].items()):
+                row[f'{METRICS[key].label} ({lang})'] = metric_cell(m, key)
+        rows[r['arm']['name']] = row
+    return pd.DataFrame(rows).T
+
+
+def run(names: list[str], cases_path: str | Path, out_dir: str | Path, profile: str = 'cpu', backend: str = '',
+        precision: str = 'auto') -> list[dict]:
+    unknown = [n for n in names if n not in ARMS]
+    if unknown:
+        raise ValueError(f'unknown arms {unknown}: choose among {", ".join(ARMS)}')
+    if not Path(cases_path).exists():
+        raise FileNotFoundError(f'{cases_path} does not exist: give the test_cases.jsonl of a run '
+                                '(runs/<run>/data/test_cases.jsonl, written by notebook 01)')
+    results = [run_arm(ARMS[n], cases_path, out_dir, profile, backend, precision) for n in names]
+    write_json(Path(out_dir) / 'ablation.json', {'cases': str(cases_path), 'arms': results})
+    return results
