@@ -293,8 +293,14 @@ def cmd_ablate(args) -> int:
     if not Path(args.cases).is_file():
         raise UsageError(f'--cases {args.cases}: no such file; give runs/<run>/data/test_cases.jsonl')
     check_output_dir('--out', args.out)
-    results = ablate.run(names, args.cases, args.out, args.profile)
-    print(ablate.table(results).to_string())
+    if args.reference:
+        if not (Path(args.reference) / 'eval' / 'finetuned' / 'metrics.json').is_file():
+            raise UsageError(f'--reference {args.reference}: no eval/finetuned/metrics.json there; give a run '
+                             'where notebook 05 finished')
+        ablate.from_run(args.reference, args.out)
+    results = (ablate.collect(args.out, args.cases) if args.report else
+               ablate.run(names, args.cases, args.out, args.profile))
+    print(ablate.markdown(results) if args.markdown else ablate.table(results).to_string())
     return 0
 
 
@@ -388,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', default='runs/ablate', help='one folder per arm (finished arms are not repeated)')
     p.add_argument('--profile', default='cpu', help='whose recipe the arms change (default: cpu)')
     p.add_argument('--list', action='store_true', help='name the arms and what each changes')
+    p.add_argument('--reference', metavar='RUN_DIR', help='take the recipe arm from this finished run (its own cases)')
+    p.add_argument('--report', action='store_true', help='only print the arms already finished on these cases')
+    p.add_argument('--markdown', action='store_true', help='print a Markdown table (headline metrics)')
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser('pipeline', help='run the notebooks in order with papermill into one run directory')

@@ -32,7 +32,7 @@ class Arm:
 
 
 ARMS: dict[str, Arm] = {a.name: a for a in [
-    Arm('recipe', 'the profile recipe as it is (the reference arm)'),
+    Arm('recipe', 'the profile recipe as it is (the reference arm; or taken from a run with --reference)'),
     Arm('decision-4', 'the first word of every output (call or answer) weighs 4 in the loss',
         train={'decision_weight': 4.0}),
     Arm('balanced', '40% no-call conversations and every answer sample kept', data={'p_no_call': 0.4, 'answer_share': 1.0}),
@@ -90,14 +90,39 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
     metrics = evaluation.evaluate_model(server, cases, out / 'eval', progress=False, log=log)
     _, scores = evaluation.score(cases, evaluation.load_predictions(out / 'eval' / 'predictions.jsonl'))
     history = training.read_log_history(cfg.output_dir)
-    steps = [r for r in history if 'loss' in r]
+    losses = [r['loss'] for r in history if 'loss' in r]
+    progress = [r['global_step/max_steps'] for r in history if 'global_step/max_steps' in r]
     result = {'arm': asdict(arm), 'cases': str(cases_path), 'n_cases': len(cases), 'data': data['train'],
-              'train': {'steps': int(str(steps[-1].get('global_step/max_steps', '0/0')).split('/')[0]) if steps else 0,
+              'train': {'steps': int(str(progress[-1]).split('/')[0]) if progress else 0,
                         'wall_seconds': round(trained.wall_seconds, 1),
-                        'final_loss': steps[-1]['loss'] if steps else None, 'config': asdict(cfg)},
+                        'final_loss': losses[-1] if losses else None, 'config': asdict(cfg)},
               'metrics': metrics, 'per_language': evaluation.per_language(cases, scores),
               'wall_seconds': round(time.time() - started, 1)}
     write_json(done, result)
+    return result
+
+
+def from_run(run_dir: str | Path, out_dir: str | Path, name: str = 'recipe') -> dict:
+    """A finished ``make run`` of the recipe as an arm (``out_dir/<name>/result.json``): its fine-tuned model's
+    evaluation on its own test cases, so the reference arm need not be trained again."""
+    from . import evaluation
+    from .agentfabric import load_cases
+    run = Path(run_dir)
+    paths = [run / 'run_summary.json', run / 'data' / 'data_summary.json', run / 'eval' / 'finetuned' / 'metrics.json']
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f'{", ".join(missing)} missing: give a run where notebooks 01-05 finished')
+    summary, data, metrics = (json.loads(p.read_text()) for p in paths)
+    cases_path = run / 'data' / 'test_cases.jsonl'
+    cases = load_cases(cases_path)
+    _, scores = evaluation.score(cases, evaluation.load_predictions(run / 'eval' / 'finetuned' / 'predictions.jsonl'))
+    result = {'arm': asdict(Arm(name, f'the profile recipe as it is (from the run {run.name})')),
+              'cases': str(cases_path), 'n_cases': len(cases), 'data': data['train'],
+              'train': {'steps': summary['steps'], 'wall_seconds': summary['wall_seconds'],
+                        'final_loss': summary['final_train_loss'], 'config': summary['config']},
+              'metrics': metrics, 'per_language': evaluation.per_language(cases, scores), 'run': str(run)}
+    (Path(out_dir) / name).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out_dir) / name / 'result.json', result)
     return result
 
 
@@ -111,7 +136,7 @@ def table(results: list[dict]):
     rows = {}
     for r in results:
         row = {'steps': r['train']['steps'], 'train min': round(r['train']['wall_seconds'] / 60, 1),
-               'samples': r['data']['samples']}
+               'samples': r['data']['samples'], 'loop limit': r['metrics'].get('n_stopped')}
         for key in HEADLINE:
             row[METRICS[key].label] = metric_cell(r['metrics'], key)
             for lang, m in sorted(r['per_language'].items()):
@@ -128,6 +153,31 @@ def run(names: list[str], cases_path: str | Path, out_dir: str | Path, profile: 
     if not Path(cases_path).exists():
         raise FileNotFoundError(f'{cases_path} does not exist: give the test_cases.jsonl of a run '
                                 '(runs/<run>/data/test_cases.jsonl, written by notebook 01)')
-    results = [run_arm(ARMS[n], cases_path, out_dir, profile, backend, precision) for n in names]
+    for n in names:
+        run_arm(ARMS[n], cases_path, out_dir, profile, backend, precision)
+    return collect(out_dir, cases_path)
+
+
+def collect(out_dir: str | Path, cases_path: str | Path) -> list[dict]:
+    """Every finished arm under ``out_dir`` measured on ``cases_path`` (earlier invocations included), in
+    :data:`ARMS` order, also written to ``out_dir/ablation.json``."""
+    order = {name: i for i, name in enumerate(ARMS)}
+    results = [json.loads(p.read_text()) for p in Path(out_dir).glob('*/result.json')]
+    results = sorted((r for r in results if Path(r['cases']).resolve() == Path(cases_path).resolve()),
+                     key=lambda r: order.get(r['arm']['name'], len(order)))
     write_json(Path(out_dir) / 'ablation.json', {'cases': str(cases_path), 'arms': results})
     return results
+
+
+def markdown(results: list[dict]) -> str:
+    """The headline columns of :func:`table` as a Markdown table (README, closing notes)."""
+    from .evaluation import METRICS
+    frame = table(results)
+    cols = ['steps', 'train min', 'loop limit', *[METRICS[k].label for k in HEADLINE],
+            *[f'{METRICS[k].label} ({lang})' for k in HEADLINE[:3] for lang in ('zh', 'en')]]
+    frame = frame[[c for c in cols if c in frame.columns]]
+    lines = ['| arm | what changed | ' + ' | '.join(frame.columns) + ' |', '|' + '---|' * (len(frame.columns) + 2)]
+    why = {r['arm']['name']: r['arm']['why'] for r in results}
+    for name, row in frame.iterrows():
+        lines.append(f'| {name} | {why[name]} | ' + ' | '.join(str(v) for v in row) + ' |')
+    return '\n'.join(lines)

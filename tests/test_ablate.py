@@ -1,0 +1,63 @@
+"""Recipe ablations: arms change only what they name, run end to end on the tiny profile, reject bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ablate
+from helpers.ablate import ARMS, Arm, plan_for, run_arm
+from helpers.synth import PROFILE_DATA
+from helpers.training import preset
+
+
+def test_an_arm_changes_only_what_it_names():
+    plan = plan_for(Arm('x', 'test', data={'p_no_call': 0.4, 'answer_share': 1.0}), 'cpu')
+    base = PROFILE_DATA['cpu']
+    assert plan.config.p_no_call == 0.4 and plan.answer_share == 1.0
+    assert plan.config.p_zh == base.config.p_zh and plan.n_train == base.n_train
+    assert base.config.p_no_call != 0.4  # the profile's own plan is left alone
+    with pytest.raises(ValueError, match='unknown data options'):
+        plan_for(Arm('x', 'test', data={'p_no_cal': 0.4}), 'cpu')
+
+
+@pytest.mark.parametrize('name', list(ARMS))
+def test_every_arm_builds_its_data_plan_and_training_config(name):
+    arm = ARMS[name]
+    plan_for(arm, 'cpu')
+    cfg = preset('cpu', cuda=False, **arm.train)
+    for key, value in arm.train.items():
+        assert getattr(cfg, key) == value
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, '-m', 'helpers', 'ablate', *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_lists_arms_and_rejects_bad_input(tmp_path):
+    listed = _cli('--list')
+    assert listed.returncode == 0 and all(name in listed.stdout for name in ARMS)
+    for args, said in ((['--arms', 'recipe'], '--cases is required'),
+                       (['--arms', 'no-such-arm', '--cases', 'x.jsonl'], 'unknown arm'),
+                       (['--arms', 'recipe', '--cases', str(tmp_path / 'missing.jsonl')], 'no such file')):
+        r = _cli(*args)
+        assert r.returncode == 2 and said in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
+
+
+def test_an_arm_trains_serves_and_scores_on_the_given_cases(tiny_run, tmp_path):
+    """The tiny profile end to end: the arm's own data, a real training, ms-swift serving, RolePlay."""
+    run, _ = tiny_run
+    lines = (run / 'data' / 'test_cases.jsonl').read_text().splitlines()[:3]
+    cases = tmp_path / 'cases.jsonl'
+    cases.write_text('\n'.join(lines) + '\n')
+    arm = Arm('short', 'two steps', data={'n_train': 8}, train={'max_steps': 2})
+    result = run_arm(arm, cases, tmp_path / 'arms', profile='tiny', log=lambda *_: None)
+    assert result['n_cases'] == 3 and result['metrics']['n_cases'] == 3
+    assert result['train']['steps'] == 2 and result['data']['conversations'] == 8
+    preds = (tmp_path / 'arms' / 'short' / 'eval' / 'predictions.jsonl').read_text().splitlines()
+    assert sorted(json.loads(p)['id'] for p in preds) == sorted(json.loads(l)['id'] for l in lines)
+    again = run_arm(arm, cases, tmp_path / 'arms', profile='tiny', log=lambda *_: pytest.fail('retrained'))
+    assert again == result  # a finished arm is read back, not repeated
+    table = ablate.table([result])
+    assert list(table.index) == ['short'] and table.loc['short', 'steps'] == 2
