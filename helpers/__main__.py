@@ -282,7 +282,7 @@ def cmd_ablate(args) -> int:
     from . import ablate
     if args.list:
         for arm in ablate.ARMS.values():
-            print(f'{arm.name:16s} {arm.why}')
+            print(f'{arm.name:22s} {arm.why}')
         return 0
     if not args.cases:
         raise UsageError('--cases is required: the test_cases.jsonl of a run (runs/<run>/data/test_cases.jsonl)')

@@ -10,8 +10,9 @@ Swift imports this file in every training process, so it depends on swift alone,
   learns to copy argument values. The first word of every model output (``Action`` or the answer's first
   word, the token that decides *call or answer*) is weighted by ``AFT_DECISION_WEIGHT`` (default 1.0): one
   token of a long answer otherwise carries a tiny share of the loss. It is cut where the tokenizer's own
-  pre-tokenizer cuts (after a run of word characters), so tokenization does not change. Earlier turns kept in the history are either masked (``"loss": false``)
-  or, for sessions, trained with the observations RolePlay inserted into them masked.
+  pre-tokenizer cuts (after a run of word characters), so tokenization does not change. Earlier turns kept in
+  the history are either masked (``"loss": false``) or, for sessions, trained with the observations
+  RolePlay inserted into them masked.
 * ``--callbacks aft_rank_checksum``: at the start and the end of training each rank writes a checksum of its
   trainable weights to ``<output_dir>/rank_checksums/rank<N>.json``, so a multi-process run can prove that
   the weights changed and every rank ended with identical ones (real gradient synchronisation).
