@@ -191,6 +191,8 @@ def results_summary(run: str | Path, command: str) -> dict:
         'timings': {k: v['seconds'] for k, v in (info['timings'] or {}).items()},
         'baseline': ev.get('baseline'),
         'arms': {name: {k: m[k] for k in keep if k in m} for name, m in ev['models'].items()},
+        'per_language': {name: {lang: {k: m[k] for k in keep if k in m} for lang, m in langs.items()}
+                         for name, langs in (ev.get('per_language') or {}).items()},
     }
 
 
@@ -224,6 +226,16 @@ def readme_results(summary: dict) -> str:
             row.append('; '.join(f'{c[key].delta:+.2f} ({c[key].verdict})' if c[key].delta is not None else '–'
                                  for c in changes.values()))
         lines.append('| ' + ' | '.join(row) + ' |')
+    per_language = summary.get('per_language') or {}
+    if per_language:
+        keys = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate', 'invalid_call_rate')
+        lines += ['', 'The same metrics per language of the case (the targets hold for each language):', '',
+                  '| model | language | cases | ' + ' | '.join(f'{METRICS[k].label} {METRICS[k].arrow}' for k in keys)
+                  + ' |', '|' + '---|' * (len(keys) + 3)]
+        for name, langs in per_language.items():
+            for lang, m in sorted(langs.items()):
+                lines.append(f'| {name} | {lang} | {m["n_cases"]} | '
+                             + ' | '.join(metric_cell(m, k) for k in keys) + ' |')
     timings = summary.get('timings') or {}
     if timings:
         lines += ['', 'Wall time per notebook of that run:', '',

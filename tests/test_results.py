@@ -40,3 +40,16 @@ def test_a_summary_is_made_from_a_run_and_rewrites_the_readme(tiny_run, tmp_path
     section = readme_section(readme.read_text())
     assert section == report.readme_results(summary) and '| tool selection ↑ |' in section
     assert report.update_readme(path, readme) is False  # a second time changes nothing
+
+
+def test_the_readme_shows_each_language_when_the_run_has_them():
+    summary = json.loads(SUMMARY.read_text())
+    arm = next(iter(summary['arms']))
+    zh = {'n_cases': 2, 'n_with_call': 1, 'n_without_call': 1, 'tool_selection_acc': 1.0, 'args_exact_acc': 0.0,
+          'false_positive_rate': 1.0, 'invalid_call_rate': 0.0,
+          'counts': {'tool_selection_acc': [1, 1], 'args_exact_acc': [0, 1], 'false_positive_rate': [1, 1],
+                     'invalid_call_rate': [0, 2]}}
+    section = report.readme_results({**summary, 'per_language': {arm: {'zh': zh}}})
+    row = next(line for line in section.splitlines() if line.startswith(f'| {arm} | zh |'))
+    assert row == f'| {arm} | zh | 2 | 1/1 [0.21, 1.00] | 0/1 [0.00, 0.79] | 1/1 [0.21, 1.00] | 0/2 [0.00, 0.66] |'
+    assert 'per language' not in report.readme_results({**summary, 'per_language': {}})
