@@ -301,6 +301,13 @@ def cmd_ablate(args) -> int:
     results = (ablate.collect(args.out, args.cases) if args.report else
                ablate.run(names, args.cases, args.out, args.profile))
     print(ablate.markdown(results) if args.markdown else ablate.table(results).to_string())
+    if args.readme:
+        from .environment import repo_root
+        from .report import replace_section
+        saved = ablate.save(results, args.cases, repo_root() / 'results' / 'ablation.json')
+        changed = replace_section(repo_root() / 'README.md', ablate.README_BEGIN, ablate.README_END,
+                                  ablate.readme_section(json.loads(saved.read_text())))
+        print(f'wrote {saved}; README.md ablation section {"regenerated" if changed else "already up to date"}')
     return 0
 
 
@@ -397,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--reference', metavar='RUN_DIR', help='take the recipe arm from this finished run (its own cases)')
     p.add_argument('--report', action='store_true', help='only print the arms already finished on these cases')
     p.add_argument('--markdown', action='store_true', help='print a Markdown table (headline metrics)')
+    p.add_argument('--readme', action='store_true', help='save the arms to results/ablation.json and regenerate '
+                                                         "the README's ablation section from it")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser('pipeline', help='run the notebooks in order with papermill into one run directory')

@@ -258,16 +258,24 @@ def measured_times(summary_path: str | Path | None = None) -> str:
 
 def update_readme(summary_path: str | Path, readme: str | Path) -> bool:
     """Rewrite the README's results section from ``summary_path``; True when the text changed."""
-    from .environment import repo_root, write_text_atomic
+    from .environment import repo_root
     summary_path, readme = Path(summary_path), Path(readme)
     rel = summary_path.resolve().relative_to(repo_root()) if summary_path.resolve().is_relative_to(repo_root()) \
         else summary_path
+    return replace_section(readme, README_BEGIN.format(path=rel), README_END,
+                           readme_results(json.loads(summary_path.read_text())))
+
+
+def replace_section(readme: str | Path, begin: str, end: str, body: str) -> bool:
+    """Put ``body`` between the README's ``begin`` line (matched up to its first space) and ``end``; True when
+    the text changed. Written atomically, and only when it changed."""
+    from .environment import write_text_atomic
+    readme = Path(readme)
     text = readme.read_text(encoding='utf-8')
-    begin = README_BEGIN.format(path=rel)
-    start, end = text.find('<!-- results:begin'), text.find(README_END)
-    if start < 0 or end < 0:
-        raise ValueError(f'{readme} has no results section ({README_BEGIN[:18]} … {README_END})')
-    new = text[:start] + begin + '\n' + readme_results(json.loads(summary_path.read_text())) + text[end:]
+    start, stop = text.find(begin.split(' ')[0] + ' '), text.find(end)
+    if start < 0 or stop < 0:
+        raise ValueError(f'{readme} has no section {begin.split(" ")[0]} … {end}')
+    new = text[:start] + begin + '\n' + body + text[stop:]
     if new != text:
         write_text_atomic(readme, new)
     return new != text

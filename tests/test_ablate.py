@@ -61,3 +61,13 @@ def test_an_arm_trains_serves_and_scores_on_the_given_cases(tiny_run, tmp_path):
     assert again == result  # a finished arm is read back, not repeated
     table = ablate.table([result])
     assert list(table.index) == ['short'] and table.loc['short', 'steps'] == 2
+
+
+def test_the_readme_ablation_section_is_the_committed_record():
+    from helpers.environment import repo_root
+    readme = (repo_root() / 'README.md').read_text()
+    saved = json.loads((repo_root() / 'results' / 'ablation.json').read_text())
+    start = readme.index(ablate.README_BEGIN) + len(ablate.README_BEGIN) + 1
+    assert readme[start:readme.index(ablate.README_END)] == ablate.readme_section(saved), \
+        'regenerate it: python -m helpers ablate --cases … --report --readme'
+    assert {a['arm']['name'] for a in saved['arms']} >= {'recipe', 'react-loss', 'masked-30'}
