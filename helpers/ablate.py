@@ -98,7 +98,7 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
                                 template=cfg.template)
     log(f'[{arm.name}] trained in {trained.wall_seconds / 60:.1f} min; evaluating {len(cases)} cases')
     metrics = evaluation.evaluate_model(server, cases, out / 'eval', progress=False, log=log)
-    _, scores = evaluation.score(cases, evaluation.load_predictions(out / 'eval' / 'predictions.jsonl'))
+    groups = breakdowns(cases, out / 'eval' / 'predictions.jsonl')
     history = training.read_log_history(cfg.output_dir)
     losses = [r['loss'] for r in history if 'loss' in r]
     progress = [r['global_step/max_steps'] for r in history if 'global_step/max_steps' in r]
@@ -106,8 +106,7 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
               'train': {'steps': int(str(progress[-1]).split('/')[0]) if progress else 0,
                         'wall_seconds': round(trained.wall_seconds, 1),
                         'final_loss': losses[-1] if losses else None, 'config': asdict(cfg)},
-              'metrics': metrics, 'per_language': evaluation.per_language(cases, scores),
-              'wall_seconds': round(time.time() - started, 1)}
+              'metrics': metrics, **groups, 'wall_seconds': round(time.time() - started, 1)}
     write_json(done, result)
     return result
 
@@ -115,7 +114,6 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
 def from_run(run_dir: str | Path, out_dir: str | Path, name: str = 'recipe') -> dict:
     """A finished ``make run`` of the recipe as an arm (``out_dir/<name>/result.json``): its fine-tuned model's
     evaluation on its own test cases, so the reference arm need not be trained again."""
-    from . import evaluation
     from .agentfabric import load_cases
     run = Path(run_dir)
     paths = [run / 'run_summary.json', run / 'data' / 'data_summary.json', run / 'eval' / 'finetuned' / 'metrics.json']
@@ -125,12 +123,12 @@ def from_run(run_dir: str | Path, out_dir: str | Path, name: str = 'recipe') -> 
     summary, data, metrics = (json.loads(p.read_text()) for p in paths)
     cases_path = run / 'data' / 'test_cases.jsonl'
     cases = load_cases(cases_path)
-    _, scores = evaluation.score(cases, evaluation.load_predictions(run / 'eval' / 'finetuned' / 'predictions.jsonl'))
+    groups = breakdowns(cases, run / 'eval' / 'finetuned' / 'predictions.jsonl')
     result = {'arm': asdict(Arm(name, f'the profile recipe as it is (from the run {run.name})')),
               'cases': str(cases_path), 'n_cases': len(cases), 'data': data['train'],
               'train': {'steps': summary['steps'], 'wall_seconds': summary['wall_seconds'],
                         'final_loss': summary['final_train_loss'], 'config': summary['config']},
-              'metrics': metrics, 'per_language': evaluation.per_language(cases, scores), 'run': str(run)}
+              'metrics': metrics, **groups, 'run': str(run)}
     (Path(out_dir) / name).mkdir(parents=True, exist_ok=True)
     write_json(Path(out_dir) / name / 'result.json', result)
     return result
@@ -162,6 +160,14 @@ def save(results: list[dict], cases_path: str | Path, path: str | Path) -> Path:
     return Path(path)
 
 
+def breakdowns(cases, predictions_path: str | Path) -> dict:
+    """Metrics per case language and per kind of tool (seen in training or held out), from the predictions."""
+    from . import evaluation
+    _, scores = evaluation.score(cases, evaluation.load_predictions(predictions_path))
+    return {'per_language': evaluation.per_language(cases, scores),
+            'per_tool': evaluation.breakdown(cases, scores, lambda c: 'holdout' if c.meta.get('holdout') else 'seen')}
+
+
 HEADLINE = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate', 'invalid_call_rate')
 
 
@@ -177,6 +183,8 @@ def table(results: list[dict]):
             row[METRICS[key].label] = metric_cell(r['metrics'], key)
             for lang, m in sorted(r['per_language'].items()):
                 row[f'{METRICS[key].label} ({lang})'] = metric_cell(m, key)
+        for key in HEADLINE[:2]:
+            row[f'{METRICS[key].label} (held-out tools)'] = metric_cell(r['per_tool']['holdout'], key)
         rows[r['arm']['name']] = row
     return pd.DataFrame(rows).T
 
@@ -210,7 +218,8 @@ def markdown(results: list[dict]) -> str:
     from .evaluation import METRICS
     frame = table(results)
     cols = ['steps', 'train min', 'loop limit', *[METRICS[k].label for k in HEADLINE],
-            *[f'{METRICS[k].label} ({lang})' for k in HEADLINE[:3] for lang in ('zh', 'en')]]
+            *[f'{METRICS[k].label} ({lang})' for k in HEADLINE[:3] for lang in ('zh', 'en')],
+            *[f'{METRICS[k].label} (held-out tools)' for k in HEADLINE[:2]]]
     frame = frame[[c for c in cols if c in frame.columns]]
     lines = ['| arm | what changed | ' + ' | '.join(frame.columns) + ' |', '|' + '---|' * (len(frame.columns) + 2)]
     why = {r['arm']['name']: r['arm']['why'] for r in results}
