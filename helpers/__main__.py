@@ -297,7 +297,9 @@ def cmd_ablate(args) -> int:
         if not (Path(args.reference) / 'eval' / 'finetuned' / 'metrics.json').is_file():
             raise UsageError(f'--reference {args.reference}: no eval/finetuned/metrics.json there; give a run '
                              'where notebook 05 finished')
-        ablate.from_run(args.reference, args.out)
+        if args.reference_arm not in ablate.ARMS:
+            raise UsageError(f'--reference-arm {args.reference_arm}: not an arm; `python -m helpers ablate --list`')
+        ablate.from_run(args.reference, args.out, args.reference_arm)
     results = (ablate.collect(args.out, args.cases) if args.report else
                ablate.run(names, args.cases, args.out, args.profile))
     print(ablate.markdown(results) if args.markdown else ablate.table(results).to_string())
@@ -401,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', default='runs/ablate', help='one folder per arm (finished arms are not repeated)')
     p.add_argument('--profile', default='cpu', help='whose recipe the arms change (default: cpu)')
     p.add_argument('--list', action='store_true', help='name the arms and what each changes')
-    p.add_argument('--reference', metavar='RUN_DIR', help='take the recipe arm from this finished run (its own cases)')
+    p.add_argument('--reference', metavar='RUN_DIR', help='take an arm from this finished run instead of training it')
+    p.add_argument('--reference-arm', default='recipe', help='which arm that run is (default: recipe)')
     p.add_argument('--report', action='store_true', help='only print the arms already finished on these cases')
     p.add_argument('--markdown', action='store_true', help='print a Markdown table (headline metrics)')
     p.add_argument('--readme', action='store_true', help='save the arms to results/ablation.json and regenerate '

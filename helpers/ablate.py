@@ -31,27 +31,37 @@ class Arm:
     train: dict = field(default_factory=dict)
 
 
+# The cpu recipe these arms were measured against (run 20261122-053615-cpu): each arm below is it with one
+# change, whatever the profile's recipe has become since. The winner, ``decision-sessions``, is today's recipe.
+BEFORE_DATA = {'p_no_call': 0.25, 'p_session': 0.5, 'session_turns': (3, 5)}
+BEFORE_TRAIN = {'decision_weight': 1.0}
+SESSIONS = {**BEFORE_DATA, 'p_session': 0.9, 'session_turns': (4, 6), 'p_no_call': 0.3}
+DECISION = {**BEFORE_TRAIN, 'decision_weight': 4.0}
+
+
+def _arm(name: str, why: str, data: dict | None = None, train: dict | None = None) -> Arm:
+    return Arm(name, why, {**BEFORE_DATA, **(data or {})}, {**BEFORE_TRAIN, **(train or {})})
+
+
 ARMS: dict[str, Arm] = {a.name: a for a in [
-    Arm('recipe', 'the profile recipe as it is (the reference arm; or taken from a run with --reference)'),
-    Arm('decision-4', 'the first word of every output (call or answer) weighs 4 in the loss',
-        train={'decision_weight': 4.0}),
-    Arm('balanced', '40% no-call conversations and every answer sample kept',
-        data={'p_no_call': 0.4, 'answer_share': 1.0}),
-    Arm('sessions', 'nine in ten conversations are sessions of 4-6 queries (more decisions per token)',
-        data={'p_session': 0.9, 'session_turns': (4, 6), 'p_no_call': 0.3}),
-    Arm('react-loss', "ms-swift's built-in --loss_scale react instead of ours: whole calls weigh 2, and the "
-                      'answers after Answer: in session history are not trained',
-        train={'loss_scale': 'react'}),
-    Arm('decision-sessions', 'decision-4 and sessions together',
-        data={'p_session': 0.9, 'session_turns': (4, 6), 'p_no_call': 0.3}, train={'decision_weight': 4.0}),
-    Arm('decision-sessions-2ep', 'decision-sessions trained for two epochs (twice the time)',
-        data={'p_session': 0.9, 'session_turns': (4, 6), 'p_no_call': 0.3},
-        train={'decision_weight': 4.0, 'num_train_epochs': 2}),
-    Arm('rank-64', 'decision-sessions with LoRA rank 64 (alpha 128): four times the adapter capacity',
-        data={'p_session': 0.9, 'session_turns': (4, 6), 'p_no_call': 0.3},
-        train={'decision_weight': 4.0, 'lora_rank': 64, 'lora_alpha': 128}),
-    Arm('masked-30', 'function masking: 30% of conversations with unfamiliar tool and parameter names',
-        data={'p_masked': 0.3}),
+    Arm('recipe', "the profile's recipe as it is today (or taken from a finished run with --reference)"),
+    _arm('before', 'the cpu recipe before these ablations: half the conversations sessions of 3-5 queries, '
+                   '25% no-call, no decision weight'),
+    _arm('decision-4', 'before, with the first word of every output (call or answer) weighing 4 in the loss',
+         train=DECISION),
+    _arm('balanced', 'before, with 40% no-call conversations and every answer sample kept',
+         data={'p_no_call': 0.4, 'answer_share': 1.0}),
+    _arm('sessions', 'before, with nine in ten conversations sessions of 4-6 queries and 30% no-call (more '
+                     'decisions per token)', data=SESSIONS),
+    _arm('react-loss', "before, with ms-swift's built-in --loss_scale react instead of ours: whole calls weigh 2, "
+                       'and the answers after Answer: in session history are not trained', train={'loss_scale': 'react'}),
+    _arm('masked-30', 'before, with function masking: 30% of conversations with unfamiliar tool and parameter names',
+         data={'p_masked': 0.3}),
+    _arm('decision-sessions', 'decision-4 and sessions together (the recipe chosen)', data=SESSIONS, train=DECISION),
+    _arm('rank-64', 'decision-sessions with LoRA rank 64 (alpha 128): four times the adapter capacity',
+         data=SESSIONS, train={**DECISION, 'lora_rank': 64, 'lora_alpha': 128}),
+    _arm('decision-sessions-2ep', 'decision-sessions trained for two epochs (twice the time)',
+         data=SESSIONS, train={**DECISION, 'num_train_epochs': 2}),
 ]}
 
 
@@ -112,8 +122,8 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
 
 
 def from_run(run_dir: str | Path, out_dir: str | Path, name: str = 'recipe') -> dict:
-    """A finished ``make run`` of the recipe as an arm (``out_dir/<name>/result.json``): its fine-tuned model's
-    evaluation on its own test cases, so the reference arm need not be trained again."""
+    """A finished ``make run`` as the arm ``name`` (``out_dir/<name>/result.json``): its fine-tuned model's
+    evaluation on its own test cases, so a recipe that already ran need not be trained again."""
     from .agentfabric import load_cases
     run = Path(run_dir)
     paths = [run / 'run_summary.json', run / 'data' / 'data_summary.json', run / 'eval' / 'finetuned' / 'metrics.json']
@@ -124,7 +134,8 @@ def from_run(run_dir: str | Path, out_dir: str | Path, name: str = 'recipe') -> 
     cases_path = run / 'data' / 'test_cases.jsonl'
     cases = load_cases(cases_path)
     groups = breakdowns(cases, run / 'eval' / 'finetuned' / 'predictions.jsonl')
-    result = {'arm': asdict(Arm(name, f'the profile recipe as it is (from the run {run.name})')),
+    arm = ARMS.get(name, Arm(name, 'a finished run'))
+    result = {'arm': asdict(replace(arm, why=f'{arm.why} (taken from the run {run.name})')),
               'cases': str(cases_path), 'n_cases': len(cases), 'data': data['train'],
               'train': {'steps': summary['steps'], 'wall_seconds': summary['wall_seconds'],
                         'final_loss': summary['final_train_loss'], 'config': summary['config']},
