@@ -711,14 +711,15 @@ def outcome_counts(cases: list[EvalCase], scores: list[CaseScore]) -> dict[str, 
 # What each failure usually means for a model in RolePlay, and what to try (used by :func:`conclusion`).
 ADVICE = {
     'no_call': ('it often answers directly instead of calling', 'more call samples, or a higher '
-                'AFT_ARGS_WEIGHT so the call tokens weigh more'),
+                '`decision_weight` in notebook 02\'s overrides so the call-or-answer token weighs more'),
     'wrong_tool': ('it confuses tools offered together', 'more conversations with look-alike tools (a shared '
                    'parameter name) and more tools per prompt'),
     'wrong_arguments': ('it picks the right tool but invents, drops or paraphrases argument values',
                         'more samples with optional parameters given and left out, and values to copy verbatim'),
     'invalid_json': ('its Action Input is not a JSON object', 'more training steps: the format is the first '
                      'thing a model learns'),
-    'false_call': ('it calls tools for questions that need none', 'a larger share of no-call conversations'),
+    'false_call': ('it calls tools for questions that need none', 'a larger share of no-call conversations '
+                   '(`python -m helpers ablate` measures what the share changes)'),
     'error': ('cases crashed', 'read the errors in predictions.jsonl'),
 }
 

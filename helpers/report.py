@@ -267,14 +267,16 @@ def update_readme(summary_path: str | Path, readme: str | Path) -> bool:
 
 
 def replace_section(readme: str | Path, begin: str, end: str, body: str) -> bool:
-    """Put ``body`` between the README's ``begin`` line (matched up to its first space) and ``end``; True when
-    the text changed. Written atomically, and only when it changed."""
+    """Put ``body`` between the README's ``begin`` line (matched by its marker, ``<!-- name:begin``) and ``end``;
+    True when the text changed. Written atomically, and only when it changed."""
     from .environment import write_text_atomic
     readme = Path(readme)
     text = readme.read_text(encoding='utf-8')
-    start, stop = text.find(begin.split(' ')[0] + ' '), text.find(end)
+    marker = begin.split(' ')[0] + ' ' + begin.split(' ')[1]  # '<!-- results:begin'
+    start = text.find(marker)
+    stop = text.find(end, start)
     if start < 0 or stop < 0:
-        raise ValueError(f'{readme} has no section {begin.split(" ")[0]} … {end}')
+        raise ValueError(f'{readme} has no section {marker} … {end}')
     new = text[:start] + begin + '\n' + body + text[stop:]
     if new != text:
         write_text_atomic(readme, new)

@@ -3,6 +3,8 @@ import json
 import re
 import shutil
 
+import pytest
+
 from helpers import report
 from helpers.environment import repo_root
 
@@ -53,3 +55,14 @@ def test_the_readme_shows_each_language_when_the_run_has_them():
     row = next(line for line in section.splitlines() if line.startswith(f'| {arm} | zh |'))
     assert row == f'| {arm} | zh | 2 | 1/1 [0.21, 1.00] | 0/1 [0.00, 0.79] | 1/1 [0.21, 1.00] | 0/2 [0.00, 0.66] |'
     assert 'per language' not in report.readme_results({**summary, 'per_language': {}})
+
+
+def test_one_generated_section_never_touches_another(tmp_path):
+    readme = tmp_path / 'README.md'
+    readme.write_text('intro\n<!-- results:begin — a -->\nold results\n<!-- results:end -->\nprose between\n'
+                      '<!-- ablation:begin — b -->\nold table\n<!-- ablation:end -->\nend\n')
+    assert report.replace_section(readme, '<!-- ablation:begin — b -->', '<!-- ablation:end -->', 'new table\n')
+    assert readme.read_text() == ('intro\n<!-- results:begin — a -->\nold results\n<!-- results:end -->\nprose between\n'
+                                  '<!-- ablation:begin — b -->\nnew table\n<!-- ablation:end -->\nend\n')
+    with pytest.raises(ValueError, match='no section'):
+        report.replace_section(readme, '<!-- other:begin — c -->', '<!-- other:end -->', 'x')
