@@ -118,7 +118,7 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
                         'final_loss': losses[-1] if losses else None, 'config': asdict(cfg)},
               'metrics': metrics, **groups, 'wall_seconds': round(time.time() - started, 1)}
     write_json(done, result)
-    return result
+    return json.loads(done.read_text())  # as a later call reads it back (tuples become lists)
 
 
 def from_run(run_dir: str | Path, out_dir: str | Path, name: str = 'recipe') -> dict:
