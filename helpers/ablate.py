@@ -1,15 +1,17 @@
-"""Recipe ablations: one change to the profile's recipe per arm, measured on the same held-out cases.
+"""Recipe ablations: one change to a recipe per arm, each measured on the same held-out cases.
 
 An :class:`Arm` changes the data plan (:class:`~helpers.synth.DataPlan` or its
-:class:`~helpers.synth.SynthConfig`) and/or the training config (:class:`~helpers.training.TrainConfig`);
+:class:`~helpers.synth.SynthConfig`) and/or the training config (:class:`~helpers.training.TrainConfig`) of the
+profile's recipe; the arms of :data:`ARMS` all start from the recipe the ablation was run against
+(:data:`BEFORE_DATA`, :data:`BEFORE_TRAIN`), so their records stay true when the profile's recipe changes.
 :func:`run_arm` generates the arm's training data, trains, merges, serves the merged model with the profile's
-backend and runs the **same test cases** (those of a reference run) through RolePlay. Only the training data
-changes between arms, never the cases, so two arms' metrics compare directly (95% Wilson intervals). A
-finished arm is not repeated (its ``result.json``); predictions are cached like notebook 05's.
+backend and runs the **same test cases** (those of a reference run) through RolePlay: the cases never change
+between arms, so two arms' metrics compare directly (95% Wilson intervals). A finished arm is not repeated (its
+``result.json``); predictions are cached like notebook 05's; :func:`from_run` takes an arm from a finished run.
 
-``python -m helpers ablate --cases runs/<run>/data/test_cases.jsonl --arms plan-2,decision-4`` runs arms and
-prints the table; ``python -m helpers ablate --list`` names the arms. Each arm trains as long as the profile's
-main model (minutes on the cpu profile): run them on an otherwise idle machine.
+``python -m helpers ablate --cases runs/<run>/data/test_cases.jsonl --arms decision-4,sessions`` runs arms and
+prints the table of every finished arm; ``--list`` names the arms. Each arm trains as long as the profile's main
+model (minutes on the cpu profile): run them on an otherwise idle machine.
 """
 from __future__ import annotations
 
