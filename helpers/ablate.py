@@ -113,9 +113,8 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
     groups = breakdowns(cases, out / 'eval' / 'predictions.jsonl')
     history = training.read_log_history(cfg.output_dir)
     losses = [r['loss'] for r in history if 'loss' in r]
-    progress = [r['global_step/max_steps'] for r in history if 'global_step/max_steps' in r]
     result = {'arm': asdict(arm), 'cases': str(cases_path), 'n_cases': len(cases), 'data': data['train'],
-              'train': {'steps': int(str(progress[-1]).split('/')[0]) if progress else 0,
+              'train': {'steps': training.steps_done(history),
                         'wall_seconds': round(trained.wall_seconds, 1),
                         'final_loss': losses[-1] if losses else None, 'config': asdict(cfg)},
               'metrics': metrics, **groups, 'wall_seconds': round(time.time() - started, 1)}

@@ -406,14 +406,19 @@ def read_log_history(output_dir: str | Path) -> list[dict]:
     return rows
 
 
+def steps_done(history: list[dict]) -> int:
+    """Optimizer steps a run finished, from its :func:`read_log_history` (the last row, not the last logged loss)."""
+    progress = [r['global_step/max_steps'] for r in history if 'global_step/max_steps' in r]
+    return int(str(progress[-1]).split('/')[0]) if progress else 0
+
+
 def run_summary(cfg: TrainConfig, result: TrainResult, n_train_samples: int, mean_tokens: float) -> dict:
     """Command, wall time, throughput, peak memory, final losses: the ``run_summary.json`` of a run."""
     history = read_log_history(result.output_dir)
     train = [r for r in history if 'loss' in r]
     evals = [r for r in history if 'eval_loss' in r]
     final = next((r for r in reversed(history) if 'train_runtime' in r), {})
-    progress = [r['global_step/max_steps'] for r in history if 'global_step/max_steps' in r]
-    steps = int(str(progress[-1]).split('/')[0]) if progress else 0  # the last row, not the last logged loss
+    steps = steps_done(history)
     samples_seen = steps * cfg.batch_size * cfg.gradient_accumulation_steps * cfg.world_size
     runtime = float(final.get('train_runtime') or result.wall_seconds or 1)
     gpu_mem = [float(str(r.get('memory(GiB)', 0)).rstrip('GiB') or 0) for r in train]
