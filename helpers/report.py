@@ -272,7 +272,7 @@ def replace_section(readme: str | Path, begin: str, end: str, body: str) -> bool
     from .environment import write_text_atomic
     readme = Path(readme)
     text = readme.read_text(encoding='utf-8')
-    marker = begin.split(' ')[0] + ' ' + begin.split(' ')[1]  # '<!-- results:begin'
+    marker = begin[:begin.index(':begin') + len(':begin')]  # '<!-- results:begin', without what follows
     start = text.find(marker)
     stop = text.find(end, start)
     if start < 0 or stop < 0:
