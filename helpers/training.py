@@ -66,7 +66,10 @@ class TrainConfig:
     decision_weight: float = 1.0  # --loss_scale agentfabric: weight of each output's first word (call or answer)
     gradient_checkpointing: bool = False
     precision: str = 'auto'  # bf16 | fp32 | auto (GPU: ms-swift decides from the model and the GPU); see preset()
-    attn_impl: str | None = None  # None: the model's default (sdpa); 'eager' measured faster in bf16 on CPU
+    attn_impl: str | None = None  # None: the model's default (sdpa, the fastest measured on CPU too)
+    # LoRA weights' dtype: 'auto' = the weights' precision on a CPU (peft's fp32 adapters cost a bf16 <-> fp32
+    # copy of every adapter's input and output: 35% of a step), peft's fp32 on a GPU; or float32 | bfloat16
+    lora_dtype: str = 'auto'
     general_dataset: str | None = None  # e.g. 'iic/ms_bench' (only when the hub is reachable)
     general_mix_ratio: float = 0.0  # general samples per training sample
     self_cognition: int = 0  # samples of swift/self-cognition (who the model says it is), needs the hub
@@ -81,6 +84,10 @@ class TrainConfig:
     cuda_visible_devices: str | None = None
     use_cpu: bool = False
     extra_args: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.lora_dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
+            raise ValueError(f'lora_dtype {self.lora_dtype!r}: choose auto, float32, bfloat16 or float16')
 
     @property
     def world_size(self) -> int:
@@ -148,6 +155,8 @@ class TrainConfig:
             a += ['--torch_dtype', 'float32', '--fp16', 'false', '--bf16', 'false']
         if self.attn_impl:
             a += ['--attn_impl', self.attn_impl]
+        if self.tuner == 'lora' and self.lora_dtype != 'auto':
+            a += ['--lora_dtype', self.lora_dtype]
         if self.self_cognition > 0:
             for flag, value in (('--model_name', self.model_name), ('--model_author', self.model_author)):
                 a += [flag, value] if value else []
@@ -212,9 +221,10 @@ PRESETS: dict[str, dict] = {
     'tiny': dict(tuner='full', learning_rate=1e-3, num_train_epochs=1, max_steps=12, max_length=2048, batch_size=1,
                  global_batch_size=2, eval_steps=6, save_steps=6, logging_steps=2, warmup_ratio=0.0),
     # SmolLM2-135M on 2 CPU cores: LoRA r=16 on all linear layers (adapting only the top layers learned far
-    # less per minute), a high learning rate for a short run, batch 1 without gradient checkpointing, and the
-    # first word of each reply weighted 4 (fewer call loops: `python -m helpers ablate`).
-    'cpu': dict(tuner='lora', lora_rank=16, lora_alpha=32, lora_dropout=0.05, learning_rate=1e-3,
+    # less per minute), a high learning rate for a short run, batch 1 without gradient checkpointing, no LoRA
+    # dropout (its random masks took a fifth of a bf16 step), and the first word of each reply weighted 4
+    # (fewer call loops). Each choice measured: `python -m helpers ablate`, `make bench`.
+    'cpu': dict(tuner='lora', lora_rank=16, lora_alpha=32, lora_dropout=0.0, learning_rate=1e-3,
                 num_train_epochs=1, max_length=2048, batch_size=1, global_batch_size=2, warmup_ratio=0.05,
                 eval_steps=45, save_steps=45, logging_steps=5, decision_weight=4.0),
     # Qwen2.5-7B-Instruct on one or more GPUs.
@@ -234,8 +244,8 @@ def preset(name: str, cuda: bool | None = None, **overrides) -> TrainConfig:
     """A preset with ``overrides``, its precision resolved for this machine (``cuda``: None detects it).
 
     Without a GPU, training says ``--use_cpu true`` (ms-swift refuses bf16 on a CPU otherwise), trains in
-    bf16 where the CPU has bf16 matrix instructions, and then uses eager attention, which measured faster
-    than SDPA in bf16 on this series' 2-core CPU (``make bench`` compares them).
+    bf16 where the CPU has bf16 matrix instructions, and then keeps the LoRA weights in bf16 too
+    (``lora_dtype`` 'auto'; ``make bench`` compares the settings).
     """
     from .environment import detect_hardware, resolve_precision
     if name not in PRESETS:
@@ -248,8 +258,8 @@ def preset(name: str, cuda: bool | None = None, **overrides) -> TrainConfig:
     cfg.precision = resolve_precision(cfg.precision, cuda)
     if not cuda:
         cfg.use_cpu = True
-        if cfg.precision == 'bf16' and 'attn_impl' not in overrides:
-            cfg.attn_impl = 'eager'
+        if cfg.precision == 'bf16' and cfg.lora_dtype == 'auto':
+            cfg.lora_dtype = 'bfloat16'
     return cfg
 
 

@@ -221,7 +221,15 @@ def test_cpu_precision_flags_parse(swift_parse, precision, dtype, fp16, bf16):
     cfg = _train('cpu', cuda=False, precision=precision)
     ns = swift_parse('sft', cfg.command()[2:])
     assert (ns.torch_dtype, ns.fp16, ns.bf16, ns.use_cpu) == (dtype, fp16, bf16, True)
-    assert ns.attn_impl == ('eager' if precision == 'bf16' else None)
+    assert ns.attn_impl is None  # the model's default, SDPA: fastest in both precisions once adapters are bf16
+    assert ns.lora_dtype == ('bfloat16' if precision == 'bf16' else None)  # fp32: peft's own fp32 adapters
+
+
+def test_lora_dtype_is_checked_and_an_explicit_one_is_kept(swift_parse):
+    with pytest.raises(ValueError, match='lora_dtype'):
+        _train('cpu', cuda=False, lora_dtype='bf16')
+    ns = swift_parse('sft', _train('cpu', cuda=False, precision='bf16', lora_dtype='float32').command()[2:])
+    assert ns.lora_dtype == 'float32'
 
 
 def test_the_loss_scales_the_presets_name_exist():
