@@ -7,12 +7,14 @@ Swift imports this file in every training process, so it depends on swift alone,
   (it sits in the user message, where RolePlay puts it) are masked by the template; this scale weights the
   tool name and the argument JSON by ``AFT_ARGS_WEIGHT`` (default 2.0) — those few tokens decide whether
   a call is right, and a small model otherwise learns the fixed ``Action:`` scaffolding long before it
-  learns to copy argument values. The first word of every model output (``Action`` or the answer's first
-  word, the token that decides *call or answer*) is weighted by ``AFT_DECISION_WEIGHT`` (default 1.0): one
-  token of a long answer otherwise carries a tiny share of the loss. It is cut where the tokenizer's own
-  pre-tokenizer cuts (after a run of word characters), so tokenization does not change. Earlier turns kept in
-  the history are either masked (``"loss": false``) or, for sessions, trained with the observations
-  RolePlay inserted into them masked.
+  learns to copy argument values. The first token of every model output (``Action`` or the answer's first
+  token, the one that decides *call or answer*) is weighted by ``AFT_DECISION_WEIGHT`` (default 1.0): one
+  token of a long answer otherwise carries a tiny share of the loss. Earlier turns kept in the history are
+  either masked (``"loss": false``) or, for sessions, trained with the observations RolePlay inserted into
+  them masked. The weights are given per token of the whole output, tokenized once with the template's
+  tokenizer (a token that straddles two pieces takes the larger weight): cutting the text into pieces that
+  ms-swift tokenizes one by one would change the tokens (``': '`` + ``'get'`` instead of ``': get'``, and the
+  end of turn written in letters), which tests/test_training.py rules out against ms-swift's default.
 * ``--callbacks aft_rank_checksum``: at the start and the end of training each rank writes a checksum of its
   trainable weights to ``<output_dir>/rank_checksums/rank<N>.json``, so a multi-process run can prove that
   the weights changed and every rank ended with identical ones (real gradient synchronisation).
@@ -26,11 +28,13 @@ from swift.callbacks.base import TrainerCallback
 from swift.callbacks.mapping import callbacks_map
 from swift.loss_scale.base import LossScale
 from swift.loss_scale.mapping import loss_scale_map
+from swift.template import ContextType, Template
 
 
 # What RolePlay inserts between two model outputs of one turn (kept in history transcripts): never trained.
 OBSERVATION = re.compile(r'(\nObservation: <result>.*?</result>\nAnswer:)', re.S)
-FIRST_WORD = re.compile(r'\s*(?:\w+|[^\w\s]+)')  # ends where a byte-level BPE pre-tokenizer ends a word
+FIRST_WORD = re.compile(r'\s*(?:[^\w\s]?\w+|[^\w\s]+)')  # a word, or a run of punctuation
+CALL = re.compile(r'Action:(.*?)\nAction Input:([^\n]*)(.*)', re.S)
 
 
 class AgentFabricLossScale(LossScale):
@@ -38,28 +42,82 @@ class AgentFabricLossScale(LossScale):
 
     def __init__(self, base_strategy='default'):
         super().__init__(base_strategy)
+        self.tokenizer = None  # the template's, set when the template first asks for its loss scale
         self.weight = float(os.environ.get('AFT_ARGS_WEIGHT', '2.0'))
         self.decision = float(os.environ.get('AFT_DECISION_WEIGHT', '1.0'))
 
     def _output(self, text):
-        """One model output: a call (name and arguments weighted) or plain text; its first word decides."""
-        if not text.startswith('Action: ') or '\nAction Input: ' not in text:
+        """One model output as (text, weight, decides) pieces: a call (name and arguments weighted) or plain
+        text; the piece that ``decides`` (call or answer) starts it."""
+        call = CALL.fullmatch(text)
+        if call is None:
             first = FIRST_WORD.match(text)
-            cut = first.end() if first and self.decision != 1.0 else 0
-            return [(text[:cut], self.decision), (text[cut:], 1.0)]
-        head, rest = text[len('Action: '):].split('\nAction Input: ', 1)
-        args, newline, tail = rest.partition('\n')
-        return [('Action: ', self.decision), (head, self.weight), ('\nAction Input: ', 1.0), (args, self.weight),
-                (newline + tail, 1.0)]
+            cut = first.end() if first else 0
+            return [(text[:cut], 1.0, True), (text[cut:], 1.0, False)]
+        name, args, tail = call.groups()
+        return [('Action:', 1.0, True), (name, self.weight, False), ('\nAction Input:', 1.0, False),
+                (args, self.weight, False), (tail, 1.0, False)]
+
+    def _tokens(self, parts):
+        """``parts`` as token ids of their whole text, grouped by weight. The token of the first character
+        of a deciding piece weighs ``decision``; any other token the largest weight of its characters."""
+        text = ''.join(t for t, _, _ in parts)
+        char_weight = []
+        for t, w, decides in parts:
+            lead = len(t) - len(t.lstrip()) if decides else -1
+            char_weight += [self.decision if i == lead else w for i in range(len(t))]
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        groups, weights = [], []
+        for token, (start, end) in zip(enc['input_ids'], enc['offset_mapping']):
+            w = max(char_weight[start:end] or char_weight[min(start, len(text) - 1):][:1])
+            if weights and weights[-1] == w:
+                groups[-1].append(token)
+            else:
+                groups.append([token])
+                weights.append(w)
+        return groups, weights
+
+    def _inner_call(self, context, context_type, query, loss, loss_scale, is_last_round):
+        # Only a model output is cut into weighted pieces. The template's end of turn (SUFFIX, e.g.
+        # '<|im_end|>') reaches get_loss_scale too: cut after its first 'word', it was tokenized as text and
+        # the model learnt to write '<|im_end|>' in letters instead of ending its turn.
+        if context_type != ContextType.RESPONSE and loss_scale is None:
+            loss_scale = 1.0
+        return super()._inner_call(context, context_type, query, loss, loss_scale, is_last_round)
 
     def get_loss_scale(self, context, **kwargs):
         if not isinstance(context, str):
             return [context], [1.0]
         parts = []
         for i, piece in enumerate(OBSERVATION.split(context)):  # odd pieces are inserted observations
-            parts += [(piece, 0.0)] if i % 2 else self._output(piece)
-        parts = [(text, w) for text, w in parts if text]
-        return [p[0] for p in parts] or [context], [p[1] for p in parts] or [1.0]
+            parts += [(piece, 0.0, False)] if i % 2 else self._output(piece)
+        parts = [p for p in parts if p[0]]
+        if not parts:
+            return [context], [1.0]
+        if getattr(self.tokenizer, 'is_fast', False):
+            return self._tokens(parts)
+        # no tokenizer with offsets: text pieces (neighbours of equal weight joined), the deciding one a word
+        texts, weights = [], []
+        for t, w, decides in parts:
+            w = self.decision if decides else w
+            if weights and weights[-1] == w:
+                texts[-1] += t
+            else:
+                texts.append(t)
+                weights.append(w)
+        return texts, weights
+
+
+def _loss_scale_with_tokenizer(template):
+    """ms-swift's ``Template.loss_scale``, handing our loss scale the template's tokenizer."""
+    scale = _template_loss_scale(template)
+    if isinstance(scale, AgentFabricLossScale) and scale.tokenizer is None:
+        scale.tokenizer = template.tokenizer
+    return scale
+
+
+_template_loss_scale = Template.loss_scale.fget
+Template.loss_scale = property(_loss_scale_with_tokenizer)
 
 
 class RankChecksumCallback(TrainerCallback):

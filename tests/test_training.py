@@ -196,8 +196,8 @@ def test_loss_scale_weights_calls_and_masks_inserted_observations(monkeypatch):
     from helpers.swift_plugin import AgentFabricLossScale
     scale = AgentFabricLossScale()
     parts, weights = scale.get_loss_scale('Action: get_weather\nAction Input: {"city": "Paris"}\n')
-    assert list(zip(parts, weights)) == [('Action: ', 1.0), ('get_weather', 3.0), ('\nAction Input: ', 1.0),
-                                         ('{"city": "Paris"}', 3.0), ('\n', 1.0)]
+    assert list(zip(parts, weights)) == [('Action:', 1.0), (' get_weather', 3.0), ('\nAction Input:', 1.0),
+                                         (' {"city": "Paris"}', 3.0), ('\n', 1.0)]
     transcript = ('Action: get_weather\nAction Input: {"city": "Paris"}\n'
                   '\nObservation: <result>{"t": 21}\nline two</result>\nAnswer:It is 21 degrees.')
     parts, weights = scale.get_loss_scale(transcript)
@@ -209,24 +209,39 @@ def test_loss_scale_weights_calls_and_masks_inserted_observations(monkeypatch):
 
 
 @pytest.mark.parametrize('text, first', [('Sorry, I cannot order food.', 'Sorry'), ('不客气，有需要随时找我。', '不客气'),
-                                         ('  “Runaway” is a song.', '  “'), ('It is 21 degrees.', 'It')])
-def test_decision_weight_weighs_the_first_word_of_each_output(monkeypatch, text, first):
+                                         ('  “Runaway” is a song.', '  “Runaway'), ('It is 21 degrees.', 'It')])
+def test_decision_weight_weighs_the_first_word_without_a_tokenizer(monkeypatch, text, first):
     monkeypatch.setenv('AFT_DECISION_WEIGHT', '4')
     from helpers.swift_plugin import AgentFabricLossScale
     scale = AgentFabricLossScale()
     assert scale.get_loss_scale(text) == ([first, text[len(first):]], [4.0, 1.0])
     parts, weights = scale.get_loss_scale('Action: t\nAction Input: {}\n\nObservation: <result>x</result>\nAnswer:' + text)
-    assert list(zip(parts, weights))[0] == ('Action: ', 4.0) and (first, 4.0) in zip(parts, weights)
+    assert list(zip(parts, weights))[0] == ('Action:', 4.0) and (first, 4.0) in zip(parts, weights)
 
 
-def test_decision_cut_keeps_the_tokenization():
-    """Pieces are tokenized one by one: cut after the first word, they give the tokens of the whole text."""
-    from helpers.swift_plugin import FIRST_WORD
+@pytest.mark.parametrize('model_key', ['smollm2-135m', 'tiny-qwen2'])
+def test_with_the_tokenizer_weights_go_to_the_tokens_of_the_whole_text(monkeypatch, model_key):
+    """The first token of each output decides; name and arguments weigh AFT_ARGS_WEIGHT; the inserted
+    observation weighs 0; and the token ids are those of the whole text."""
+    monkeypatch.setenv('AFT_DECISION_WEIGHT', '4')
+    monkeypatch.setenv('AFT_ARGS_WEIGHT', '3')
+    from helpers.swift_plugin import AgentFabricLossScale
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(str(prepare_model('smollm2-135m')))
-    for text in ('Sorry, I cannot order food.', '不客气，有需要随时找我。', "I'd say: 3.5 km, north-east.", '好的！明天见'):
-        cut = FIRST_WORD.match(text).end()
-        assert tok.encode(text[:cut]) + tok.encode(text[cut:]) == tok.encode(text), text
+    scale = AgentFabricLossScale()
+    scale.tokenizer = tok = AutoTokenizer.from_pretrained(str(prepare_model(model_key)))
+    for answer in ('Sorry, I cannot order food.', '不客气，有需要随时找我。', '  “Runaway” is a song.'):
+        text = ('Action: get_weather\nAction Input: {"city": "北京 Chaoyang"}\n'
+                '\nObservation: <result>{"t": 21}</result>\nAnswer:' + answer)
+        groups, weights = scale.get_loss_scale(text)
+        ids = [i for g in groups for i in g]
+        assert ids == tok(text, add_special_tokens=False)['input_ids']
+        per_token = [w for g, w in zip(groups, weights) for _ in g]
+        decided = [tok.decode(i) for i, w in zip(ids, per_token) if w == 4.0]
+        assert decided[0] == 'Action' and answer.strip().startswith(decided[1].strip())
+        assert len(decided) == 2 or all(len(d.encode()) < 4 for d in decided[1:])  # a CJK character's bytes
+        args = tok.decode([i for i, w in zip(ids, per_token) if w == 3.0])
+        assert args.rstrip('\n') == ' get_weather {"city": "北京 Chaoyang"}'  # Qwen joins '"}\n\n' in one token
+        assert '21' not in tok.decode([i for i, w in zip(ids, per_token) if w > 0])
 
 
 def test_loss_weights_reach_the_training_processes():
@@ -249,3 +264,32 @@ def test_session_rows_train_the_history_through_swift(tiny_data):
     history_call = next(m['content'] for m in row['messages'][1:-1] if m['role'] == 'assistant' and 'Action:' in m['content'])
     assert history_call.split('\nObservation:')[0].strip() in trained
     assert '<result>' not in trained and row['messages'][-1]['content'].strip() in trained
+
+
+@pytest.mark.parametrize('model_key', ['smollm2-135m', 'tiny-qwen2'])
+def test_our_loss_scale_never_changes_the_tokens(monkeypatch, model_key):
+    """Encoded by ms-swift: every weight setting gives the token ids of ms-swift's plain loss (the end-of-turn
+    token included: cut into pieces it would be trained as letters), and the last one ends the turn."""
+    import helpers.swift_plugin  # noqa: F401  registers 'agentfabric'
+    from helpers.models import MODELS
+    from helpers.synth import Generator, SynthConfig, training_rows
+    from swift.model import get_processor
+    from swift.template import get_template
+    spec, path = MODELS[model_key], str(prepare_model(model_key))
+    proc = get_processor(path, model_type=spec.model_type)
+    convs = Generator(SynthConfig(langs=('en', 'zh'), p_session=1.0, p_no_call=0.3), seed=5).conversations('train', 4)
+    rows = training_rows(convs, train_history=True)
+    assert {r['messages'][-1]['content'].startswith('Action:') for r in rows} == {True, False}
+
+    def ids(loss_scale, row):
+        tpl = get_template(proc, template_type=spec.template, loss_scale=loss_scale, max_length=8192)
+        tpl.set_mode('train')
+        return tpl.encode({'messages': row['messages']})['input_ids']
+    for weight in ('1', '4'):
+        monkeypatch.setenv('AFT_DECISION_WEIGHT', weight)
+        monkeypatch.setenv('AFT_ARGS_WEIGHT', '2')
+        for row in rows:
+            ours = ids('agentfabric', row)
+            assert ours == ids('default', row), (weight, row['meta'])
+            end = proc.convert_tokens_to_ids(proc.eos_token)
+            assert end in ours[-2:]
