@@ -70,6 +70,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          data=SESSIONS, train=FAST),
     _arm('fast-120', 'fast, with the time it saves spent on 120 training conversations instead of 80',
          data={**SESSIONS, 'n_train': 120}, train=FAST),
+    _arm('fast-120-nocall', 'fast-120 with 45% of queries needing no tool instead of 30% (fewer false calls?)',
+         data={**SESSIONS, 'n_train': 120, 'p_no_call': 0.45}, train=FAST),
 ]}
 
 
@@ -97,7 +99,7 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
     if done.exists():
         return json.loads(done.read_text())
     cases = load_cases(cases_path)
-    started = time.time()
+    started, commit = time.time(), env.repo_commit()  # the code the arm trains with (the loss scale is code)
     plan = plan_for(arm, profile)
     data = write_splits(out / 'data', plan)
     spec = models.get_spec(models.PROFILE_MODEL[profile])
@@ -119,7 +121,7 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
     groups = breakdowns(cases, out / 'eval' / 'predictions.jsonl')
     history = training.read_log_history(cfg.output_dir)
     losses = [r['loss'] for r in history if 'loss' in r]
-    result = {'arm': asdict(arm), 'cases': str(cases_path), 'n_cases': len(cases), 'data': data['train'],
+    result = {'arm': asdict(arm), 'commit': commit, 'cases': str(cases_path), 'n_cases': len(cases), 'data': data['train'],
               'train': {'steps': training.steps_done(history),
                         'wall_seconds': round(trained.wall_seconds, 1),
                         'final_loss': losses[-1] if losses else None, 'config': asdict(cfg)},
@@ -132,17 +134,18 @@ def from_run(run_dir: str | Path, out_dir: str | Path, name: str = 'recipe') -> 
     evaluation on its own test cases, so a recipe that already ran need not be trained again."""
     from .agentfabric import load_cases
     run = Path(run_dir)
-    paths = [run / 'run_summary.json', run / 'data' / 'data_summary.json', run / 'eval' / 'finetuned' / 'metrics.json']
+    paths = [run / 'run_summary.json', run / 'data' / 'data_summary.json', run / 'eval' / 'finetuned' / 'metrics.json',
+             run / 'environment.json']
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        raise FileNotFoundError(f'{", ".join(missing)} missing: give a run where notebooks 01-05 finished')
-    summary, data, metrics = (json.loads(p.read_text()) for p in paths)
+        raise FileNotFoundError(f'{", ".join(missing)} missing: give a run where notebooks 00-05 finished')
+    summary, data, metrics, environment = (json.loads(p.read_text()) for p in paths)
     cases_path = run / 'data' / 'test_cases.jsonl'
     cases = load_cases(cases_path)
     groups = breakdowns(cases, run / 'eval' / 'finetuned' / 'predictions.jsonl')
     arm = ARMS.get(name, Arm(name, 'a finished run'))
     result = {'arm': asdict(replace(arm, why=f'{arm.why} (taken from the run {run.name})')),
-              'cases': str(cases_path), 'n_cases': len(cases), 'data': data['train'],
+              'commit': environment.get('commit'), 'cases': str(cases_path), 'n_cases': len(cases), 'data': data['train'],
               'train': {'steps': summary['steps'], 'wall_seconds': summary['wall_seconds'],
                         'final_loss': summary['final_train_loss'], 'config': summary['config']},
               'metrics': metrics, **groups, 'run': str(run)}
@@ -200,7 +203,8 @@ def table(results: list[dict]):
     from .evaluation import METRICS, metric_cell
     rows = {}
     for r in results:
-        row = {'steps': r['train']['steps'], 'train min': round(r['train']['wall_seconds'] / 60, 1),
+        row = {'commit': r.get('commit') or '-', 'steps': r['train']['steps'],
+               'train min': round(r['train']['wall_seconds'] / 60, 1),
                'samples': r['data']['samples'], 'loop limit': r['metrics'].get('n_stopped')}
         for key in HEADLINE:
             row[METRICS[key].label] = metric_cell(r['metrics'], key)
@@ -240,7 +244,7 @@ def markdown(results: list[dict]) -> str:
     """The headline columns of :func:`table` as a Markdown table (README, closing notes)."""
     from .evaluation import METRICS
     frame = table(results)
-    cols = ['steps', 'train min', 'loop limit', *[METRICS[k].label for k in HEADLINE],
+    cols = ['commit', 'steps', 'train min', 'loop limit', *[METRICS[k].label for k in HEADLINE],
             *[f'{METRICS[k].label} ({lang})' for k in HEADLINE[:3] for lang in ('zh', 'en')],
             *[f'{METRICS[k].label} (held-out tools)' for k in HEADLINE[:2]]]
     frame = frame[[c for c in cols if c in frame.columns]]
