@@ -434,11 +434,11 @@ PROFILE_DATA = {
     'tiny': DataPlan(SynthConfig(), n_train=24, n_val=8, n_test=12, why='just enough to exercise every step'),
     'cpu': DataPlan(SynthConfig(langs=('zh', 'en'), p_zh=0.5, max_tools=3, p_no_call=0.3, p_session=0.9,
                                 session_turns=(4, 6)),
-                    n_train=80, n_val=12, n_test=150, answer_share=0.5, train_history=True,
+                    n_train=120, n_val=12, n_test=150, answer_share=0.5, train_history=True,
                     why='both languages, half the conversations Chinese, at most 3 tools. SmolLM2 spends about 2.5 '
                         'times as many tokens per character on Chinese (a Chinese sample costs about 1.6 times an '
-                        'English one: language_cost), so 80 conversations are what the 2-core budget of about 8 '
-                        'minutes affords. Nine in ten are sessions of 4-6 queries to one agent whose earlier turns are '
+                        'English one: language_cost), so 120 conversations are what the 2-core budget of about 8 '
+                        'minutes affords (80 before training kept its LoRA weights in bf16). Nine in ten are sessions of 4-6 queries to one agent whose earlier turns are '
                         'trained too, three in ten queries needing no tool: one long sample then teaches several '
                         'decisions, and `python -m helpers ablate` measured fewer false calls and far fewer '
                         'call loops this way than with half the conversations as shorter sessions'),
