@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -473,12 +474,24 @@ def encoded_sample(row: dict, model_dir: str, model_type: str | None, template: 
             log.setLevel(level)
     tok = getattr(proc, 'tokenizer', proc)
     weights = enc.get('loss_scale') or [1.0 if label != -100 else 0.0 for label in enc['labels']]
-    pieces = []
+    groups: list[tuple[list[int], float]] = []  # decoded per group: a CJK character spans several byte tokens
     for token, label, w in zip(enc['input_ids'], enc['labels'], weights):
         w = 0.0 if label == -100 else float(w)
-        text = tok.decode([token])
-        if pieces and pieces[-1][1] == w:
-            pieces[-1] = (pieces[-1][0] + text, w)
+        if groups and groups[-1][1] == w:
+            groups[-1][0].append(token)
         else:
-            pieces.append((text, w))
-    return pieces
+            groups.append(([token], w))
+    return [(tok.decode(ids), w) for ids, w in groups]
+
+
+CALL_SPAN = re.compile(r'Action:.*?\nAction Input:[^\n]*', re.S)
+
+
+def trained_outside_calls(pieces: list[tuple[str, float]]) -> int:
+    """Characters of an :func:`encoded_sample` that carry loss outside ``Action: … Action Input: …`` spans
+    (the answers)."""
+    text = ''.join(t for t, _ in pieces)
+    trained = [w > 0 for t, w in pieces for _ in t]
+    for m in CALL_SPAN.finditer(text):
+        trained[m.start():m.end()] = [False] * (m.end() - m.start())
+    return sum(trained)

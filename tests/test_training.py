@@ -293,3 +293,12 @@ def test_our_loss_scale_never_changes_the_tokens(monkeypatch, model_key):
             assert ours == ids('default', row), (weight, row['meta'])
             end = proc.convert_tokens_to_ids(proc.eos_token)
             assert end in ours[-2:]
+
+
+def test_trained_outside_calls_counts_the_answers_only():
+    from helpers.training import trained_outside_calls
+    pieces = [('<|im_start|>user\nq<|im_end|>\n', 0.0), ('Action', 4.0), (':', 1.0), (' get', 2.0),
+              ('\nAction Input:', 1.0), (' {"a": 1}', 2.0), ('\n', 1.0),
+              ('\nObservation: <result>x</result>\nAnswer:', 0.0), ('It', 4.0), (' is 21.', 1.0)]
+    assert trained_outside_calls(pieces) == len('\n') + len('It is 21.')
+    assert trained_outside_calls([('Sure.', 0.0)]) == 0
