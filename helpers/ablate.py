@@ -72,6 +72,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          data={**SESSIONS, 'n_train': 120}, train=FAST),
     _arm('fast-120-nocall', 'fast-120 with 45% of queries needing no tool instead of 30% (fewer false calls?)',
          data={**SESSIONS, 'n_train': 120, 'p_no_call': 0.45}, train=FAST),
+    _arm('fast-120-lr2', 'fast-120 with twice the learning rate (2e-3): more learnt per step of a short run?',
+         data={**SESSIONS, 'n_train': 120}, train={**FAST, 'learning_rate': 2e-3}),
 ]}
 
 
