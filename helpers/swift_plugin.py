@@ -34,7 +34,7 @@ from swift.template import ContextType, Template
 # What RolePlay inserts between two model outputs of one turn (kept in history transcripts): never trained.
 OBSERVATION = re.compile(r'(\nObservation: <result>.*?</result>\nAnswer:)', re.S)
 FIRST_WORD = re.compile(r'\s*(?:[^\w\s]?\w+|[^\w\s]+)')  # a word, or a run of punctuation
-CALL = re.compile(r'Action:(.*?)\nAction Input:([^\n]*)(.*)', re.S)
+CALL = re.compile(r'Action:(.*?)\nAction Input:([^\n]*)', re.S)  # a call: its name and its argument line
 
 
 class AgentFabricLossScale(LossScale):
@@ -49,14 +49,14 @@ class AgentFabricLossScale(LossScale):
     def _output(self, text):
         """One model output as (text, weight, decides) pieces: a call (name and arguments weighted) or plain
         text; the piece that ``decides`` (call or answer) starts it."""
-        call = CALL.fullmatch(text)
+        call = CALL.match(text)
         if call is None:
             first = FIRST_WORD.match(text)
             cut = first.end() if first else 0
             return [(text[:cut], 1.0, True), (text[cut:], 1.0, False)]
-        name, args, tail = call.groups()
+        name, args = call.groups()
         return [('Action:', 1.0, True), (name, self.weight, False), ('\nAction Input:', 1.0, False),
-                (args, self.weight, False), (tail, 1.0, False)]
+                (args, self.weight, False), (text[call.end():], 1.0, False)]
 
     def _tokens(self, parts):
         """``parts`` as token ids of their whole text, grouped by weight. The token of the first character
@@ -69,7 +69,7 @@ class AgentFabricLossScale(LossScale):
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         groups, weights = [], []
         for token, (start, end) in zip(enc['input_ids'], enc['offset_mapping']):
-            w = max(char_weight[start:end] or char_weight[min(start, len(text) - 1):][:1])
+            w = max(char_weight[start:max(end, start + 1)] or [1.0])  # an empty span: the character it sits on
             if weights and weights[-1] == w:
                 groups[-1].append(token)
             else:
@@ -78,9 +78,9 @@ class AgentFabricLossScale(LossScale):
         return groups, weights
 
     def _inner_call(self, context, context_type, query, loss, loss_scale, is_last_round):
-        # Only a model output is cut into weighted pieces. The template's end of turn (SUFFIX, e.g.
-        # '<|im_end|>') reaches get_loss_scale too: cut after its first 'word', it was tokenized as text and
-        # the model learnt to write '<|im_end|>' in letters instead of ending its turn.
+        # Only a model output is weighted piece by piece. The template's end of turn (SUFFIX, e.g.
+        # '<|im_end|>') reaches get_loss_scale too: it weighs 1, whole (cut as text, it was once trained as
+        # letters and the model never ended its turn).
         if context_type != ContextType.RESPONSE and loss_scale is None:
             loss_scale = 1.0
         return super()._inner_call(context, context_type, query, loss, loss_scale, is_last_round)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -64,12 +63,12 @@ class TrainConfig:
     seed: int = 42
     loss_scale: str = 'agentfabric'  # ours (see swift_plugin.py) or any ms-swift loss scale, e.g. 'default'
     args_weight: float = 2.0  # --loss_scale agentfabric: weight of the tool name and the argument JSON
-    decision_weight: float = 1.0  # --loss_scale agentfabric: weight of each output's first word (call or answer)
+    decision_weight: float = 1.0  # --loss_scale agentfabric: weight of each output's first token (call or answer)
     gradient_checkpointing: bool = False
     precision: str = 'auto'  # bf16 | fp32 | auto (GPU: ms-swift decides from the model and the GPU); see preset()
     attn_impl: str | None = None  # None: the model's default (sdpa, the fastest measured on CPU too)
     # LoRA weights' dtype: 'auto' = the weights' precision on a CPU (peft's fp32 adapters cost a bf16 <-> fp32
-    # copy of every adapter's input and output: 35% of a step), peft's fp32 on a GPU; or float32 | bfloat16
+    # copy of every adapter's input and output: about 40% of a step), peft's fp32 on a GPU; or float32 | bfloat16
     lora_dtype: str = 'auto'
     general_dataset: str | None = None  # e.g. 'iic/ms_bench' (only when the hub is reachable)
     general_mix_ratio: float = 0.0  # general samples per training sample
@@ -223,7 +222,7 @@ PRESETS: dict[str, dict] = {
                  global_batch_size=2, eval_steps=6, save_steps=6, logging_steps=2, warmup_ratio=0.0),
     # SmolLM2-135M on 2 CPU cores: LoRA r=16 on all linear layers (adapting only the top layers learned far
     # less per minute), a high learning rate for a short run, batch 1 without gradient checkpointing, no LoRA
-    # dropout (its random masks took a fifth of a bf16 step), and the first word of each reply weighted 4
+    # dropout (its random masks took a quarter of a bf16 step), and the first token of each reply weighted 4
     # (fewer call loops). Each choice measured: `python -m helpers ablate`, `make bench`.
     'cpu': dict(tuner='lora', lora_rank=16, lora_alpha=32, lora_dropout=0.0, learning_rate=1e-3,
                 num_train_epochs=1, max_length=2048, batch_size=1, global_batch_size=2, warmup_ratio=0.05,
@@ -484,14 +483,12 @@ def encoded_sample(row: dict, model_dir: str, model_type: str | None, template: 
     return [(tok.decode(ids), w) for ids, w in groups]
 
 
-CALL_SPAN = re.compile(r'Action:.*?\nAction Input:[^\n]*', re.S)
-
-
 def trained_outside_calls(pieces: list[tuple[str, float]]) -> int:
     """Characters of an :func:`encoded_sample` that carry loss outside ``Action: … Action Input: …`` spans
     (the answers)."""
+    from .swift_plugin import CALL  # what a call is, as the loss scale reads it
     text = ''.join(t for t, _ in pieces)
     trained = [w > 0 for t, w in pieces for _ in t]
-    for m in CALL_SPAN.finditer(text):
+    for m in CALL.finditer(text):
         trained[m.start():m.end()] = [False] * (m.end() - m.start())
     return sum(trained)
