@@ -61,7 +61,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
                        'and the answers after Answer: in session history are not trained', train={'loss_scale': 'react'}),
     _arm('masked-30', 'before, with function masking: 30% of conversations with unfamiliar tool and parameter names',
          data={'p_masked': 0.3}),
-    _arm('decision-sessions', 'decision-4 and sessions together (the recipe chosen)', data=SESSIONS, train=DECISION),
+    _arm('decision-sessions', 'decision-4 and sessions together (the recipe from f623094 until fast-120)', data=SESSIONS, train=DECISION),
     _arm('rank-64', 'decision-sessions with LoRA rank 64 (alpha 128): four times the adapter capacity',
          data=SESSIONS, train={**DECISION, 'lora_rank': 64, 'lora_alpha': 128}),
     _arm('decision-sessions-2ep', 'decision-sessions trained for two epochs (twice the time)',
