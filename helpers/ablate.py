@@ -74,6 +74,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          data={**SESSIONS, 'n_train': 120, 'p_no_call': 0.45}, train=FAST),
     _arm('fast-120-lr2', 'fast-120 with twice the learning rate (2e-3): more learnt per step of a short run?',
          data={**SESSIONS, 'n_train': 120}, train={**FAST, 'learning_rate': 2e-3}),
+    _arm('fast-120-args4', 'fast-120 with the tool name and arguments weighing 4 instead of 2 (arguments exact?)',
+         data={**SESSIONS, 'n_train': 120}, train={**FAST, 'args_weight': 4.0}),
 ]}
 
 
