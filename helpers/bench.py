@@ -205,8 +205,9 @@ def _linear_params(model_dir: str) -> int:
 
 
 def bench_train(work: Path, steps: int = 8) -> list[dict]:
-    """The cpu preset as it was (fp32, LoRA dropout 0.05, glibc malloc) against today's default (precision from
-    the CPU's flags with the LoRA weights in it, no LoRA dropout, TCMalloc), and the original guide's preset (its hyper-parameters on
+    """The cpu preset as it was (fp32, LoRA dropout 0.05, glibc malloc), the bf16 preset of the session after
+    (fp32 LoRA weights, eager attention, dropout), today's default (precision from the CPU's flags with the LoRA
+    weights in it, SDPA, no LoRA dropout, TCMalloc), and the original guide's preset (its hyper-parameters on
     the same small model, data and machine; its accumulation of 32 is run as single micro-steps and its
     optimizer step extrapolated), all on SmolLM2-135M and the cpu profile's data. A LoRA step multiplies every
     token through the layers twice (forward, and backward to the inputs): ~4 x linear parameters FLOP a token,
@@ -249,8 +250,8 @@ def bench_train(work: Path, steps: int = 8) -> list[dict]:
         per_sample = s['train_runtime_seconds'] / max(1, s['samples_seen'])
         peak = _peak(cfg.precision)
         rows.append({'preset': label, 'precision': cfg.precision, 'attention': cfg.attn_impl or 'sdpa',
-                     'LoRA dtype': cfg.lora_dtype if cfg.lora_dtype != 'auto' else 'float32',
-                     'LoRA dropout': cfg.lora_dropout, 'batch': cfg.batch_size, 'grad ckpt': cfg.gradient_checkpointing, 'LoRA r': cfg.lora_rank,
+                     'LoRA dtype': cfg.lora_weights_dtype, 'LoRA dropout': cfg.lora_dropout,
+                     'batch': cfg.batch_size, 'grad ckpt': cfg.gradient_checkpointing, 'LoRA r': cfg.lora_rank,
                      'tokens/s': s['tokens_per_second'], 's/sample': round(per_sample, 2),
                      's/optimizer step': round(per_sample * cfg.batch_size * full_accum, 1),
                      'effective batch': cfg.batch_size * full_accum, 'peak RSS GiB': s['peak_rss_gib'],

@@ -438,8 +438,9 @@ PROFILE_DATA = {
                     why='both languages, half the conversations Chinese, at most 3 tools. SmolLM2 spends about 2.5 '
                         'times as many tokens per character on Chinese (a Chinese sample costs about 1.6 times an '
                         'English one: language_cost), so 120 conversations are what the 2-core budget of about 8 '
-                        'minutes affords (80 before training kept its LoRA weights in bf16). Nine in ten are sessions of 4-6 queries to one agent whose earlier turns are '
-                        'trained too, three in ten queries needing no tool: one long sample then teaches several '
+                        'minutes affords (80 before training kept its LoRA weights in bf16). Nine in ten are '
+                        'sessions of 4-6 queries to one agent whose earlier turns are trained too, three in ten '
+                        'queries needing no tool: one long sample then teaches several '
                         'decisions, and `python -m helpers ablate` measured fewer false calls and far fewer '
                         'call loops this way than with half the conversations as shorter sessions'),
     'gpu': DataPlan(SynthConfig(), n_train=6000, n_val=300, n_test=500,

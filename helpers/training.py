@@ -90,6 +90,11 @@ class TrainConfig:
             raise ValueError(f'lora_dtype {self.lora_dtype!r}: choose auto, float32, bfloat16 or float16')
 
     @property
+    def lora_weights_dtype(self) -> str:
+        """The dtype the LoRA weights train in ('auto' left by preset(): peft's own fp32)."""
+        return 'float32' if self.lora_dtype == 'auto' else self.lora_dtype
+
+    @property
     def world_size(self) -> int:
         return self.nproc_per_node * self.nnodes
 
