@@ -70,6 +70,10 @@ class TrainConfig:
     # LoRA weights' dtype: 'auto' = the weights' precision on a CPU (peft's fp32 adapters cost a bf16 <-> fp32
     # copy of every adapter's input and output: about 40% of a step), peft's fp32 on a GPU; or float32 | bfloat16
     lora_dtype: str = 'auto'
+    # Weights the optimizer updates, with bf16: 'auto' = bf16 for LoRA (the adapters are small, the base frozen),
+    # float32 for a full fine-tune (AdamW's steps of ~lr are below half a bf16 step of most weights and round
+    # away); float32 means bf16 autocast over float32 weights
+    master_weights: str = 'auto'
     general_dataset: str | None = None  # e.g. 'iic/ms_bench' (only when the hub is reachable)
     general_mix_ratio: float = 0.0  # general samples per training sample
     self_cognition: int = 0  # samples of swift/self-cognition (who the model says it is), needs the hub
@@ -88,11 +92,20 @@ class TrainConfig:
     def __post_init__(self):
         if self.lora_dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
             raise ValueError(f'lora_dtype {self.lora_dtype!r}: choose auto, float32, bfloat16 or float16')
+        if self.master_weights not in ('auto', 'float32', 'bfloat16'):
+            raise ValueError(f'master_weights {self.master_weights!r}: choose auto, float32 or bfloat16')
 
     @property
     def lora_weights_dtype(self) -> str:
         """The dtype the LoRA weights train in ('auto' left by preset(): peft's own fp32)."""
         return 'float32' if self.lora_dtype == 'auto' else self.lora_dtype
+
+    @property
+    def bf16_weights_dtype(self) -> str:
+        """The dtype of the weights when training in bf16 ('auto' resolved by the tuner)."""
+        if self.master_weights != 'auto':
+            return self.master_weights
+        return 'float32' if self.tuner == 'full' else 'bfloat16'
 
     @property
     def world_size(self) -> int:
@@ -154,7 +167,9 @@ class TrainConfig:
               '--external_plugins', str(PLUGIN), '--callbacks', 'aft_rank_checksum',
               '--output_dir', self.output_dir, '--add_version', 'false', '--check_model', 'false',
               '--dataloader_num_workers', '0', '--report_to', 'none', '--save_only_model', 'false']
-        if self.precision == 'bf16':  # bf16 weights and autocast (ms-swift sets bf16=True for this dtype)
+        if self.precision == 'bf16' and self.bf16_weights_dtype == 'float32':  # bf16 autocast, float32 weights
+            a += ['--torch_dtype', 'float32', '--bf16', 'true', '--fp16', 'false']
+        elif self.precision == 'bf16':  # bf16 weights and autocast (ms-swift sets bf16=True for this dtype)
             a += ['--torch_dtype', 'bfloat16']
         elif self.precision == 'fp32':  # ms-swift would switch fp16 on for float32 weights: say no explicitly
             a += ['--torch_dtype', 'float32', '--fp16', 'false', '--bf16', 'false']

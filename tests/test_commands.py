@@ -232,6 +232,20 @@ def test_lora_dtype_is_checked_and_an_explicit_one_is_kept(swift_parse):
     assert ns.lora_dtype == 'float32'
 
 
+def test_a_full_fine_tune_in_bf16_keeps_float32_weights(swift_parse):
+    """bf16 weights would round AdamW's small updates away: a full fine-tune trains float32 weights under bf16
+    autocast; LoRA keeps bf16 weights (the base is frozen); an explicit choice wins; a bad one is refused."""
+    ns = swift_parse('sft', _train('cpu', cuda=False, precision='bf16', tuner='full').command()[2:])
+    assert (ns.torch_dtype, ns.bf16, ns.fp16) == ('float32', True, False)
+    ns = swift_parse('sft', _train('cpu', cuda=False, precision='bf16').command()[2:])
+    assert ns.torch_dtype == 'bfloat16'
+    ns = swift_parse('sft', _train('cpu', cuda=False, precision='bf16', tuner='full',
+                                   master_weights='bfloat16').command()[2:])
+    assert ns.torch_dtype == 'bfloat16'
+    with pytest.raises(ValueError, match='master_weights'):
+        _train('cpu', cuda=False, master_weights='fp32')
+
+
 def test_the_loss_scales_the_presets_name_exist():
     from swift.loss_scale import get_loss_scale
     import helpers.swift_plugin  # noqa: F401  registers 'agentfabric', as --external_plugins does in swift sft
