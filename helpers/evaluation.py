@@ -34,7 +34,9 @@ denominator and direction (notebook 05 prints them). Definitions (exactly these)
 
 Every case gets one call outcome (:data:`OUTCOMES`: right call, wrong tool, no call, …) and, apart from it,
 whether its final answer is *weak* (ROUGE-L below ``summary_threshold`` after a right call or a right
-no-call), so the outcome counts add up to the rates. :func:`verdict` says the same in words for any shown
+no-call), so the outcome counts add up to the rates. A call that names the right tool with wrong arguments
+gets one or more :data:`ARG_ERRORS` kinds (:func:`argument_errors`: a required or a stated optional parameter left
+out, an optional one nobody asked for, one the tool does not declare, a value of the wrong type, a changed value). :func:`verdict` says the same in words for any shown
 output, and :func:`conclusion` writes what a comparison of arms shows, from their numbers.
 
 Scoring files (:func:`score_files`) refuses, by default, a case id or prediction id that appears twice
@@ -57,7 +59,7 @@ import math
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,6 +243,7 @@ class CaseScore:
     rouge: float | None
     kind: str  # the call outcome, a key of OUTCOMES
     weak_answer: bool | None = None  # ROUGE-L below the threshold after a right outcome; None otherwise
+    raw_args: str | None = None  # the Action Input as written; None when no call was parsed
 
 
 def judge(expected_call: dict | None, output: str, error: str | None = None):
@@ -297,7 +300,7 @@ def score_case(case: EvalCase, pred: dict, summary_threshold: float = 0.2) -> Ca
     rouge = rouge_l(pred.get('answer') or '', case.reference_answer) if case.reference_answer.strip() else None
     weak = (rouge < summary_threshold) if kind == 'ok' and rouge is not None else None
     return CaseScore(case.id, exp['name'] if exp else None, name, args, selection, exact, ast, false_call, invalid,
-                     rouge, kind, weak)
+                     rouge, kind, weak, call.arguments if call else None)
 
 
 def aggregate(cases: list[EvalCase], scores: list[CaseScore]) -> dict:
@@ -706,6 +709,69 @@ def outcome_counts(cases: list[EvalCase], scores: list[CaseScore]) -> dict[str, 
                  'needs no call: error': sum(s.kind == 'error' for s in none)})
     rows['weak answer after a right outcome (apart)'] = sum(bool(s.weak_answer) for s in scores)
     return rows
+
+
+# Why a right-tool call's arguments are not the expected ones; one call can show several (notebook 05).
+ARG_ERRORS = {
+    'invalid_json': 'Action Input not a JSON object',
+    'missing_required': 'a required parameter left out',
+    'missing_optional': 'an optional parameter the query states, left out',
+    'unasked_optional': 'an optional parameter nobody asked for',
+    'unknown_param': 'a parameter the tool does not declare',
+    'wrong_type': 'a value of the wrong JSON type',
+    'changed_value': 'a value changed (not what the query says)',
+}
+
+
+def argument_errors(case: EvalCase, score: CaseScore) -> list[str]:
+    """The :data:`ARG_ERRORS` kinds of one scored case whose call named the right tool (``[]`` when its
+    arguments are exact or the tool was wrong). Values compare as ``args_exact_acc`` compares them
+    (``str(v).strip()``); a differing value is ``wrong_type`` when it lacks the declared JSON type."""
+    if score.kind == 'invalid_json':
+        return ['invalid_json']
+    if score.kind != 'wrong_arguments':
+        return []
+    expected, args = case.expected_call['arguments'], score.args
+    tool = next((t for t in case.tools if t.name == case.expected_call['name']), None)
+    params = {p.name: p for p in tool.parameters} if tool else {}
+    kinds = set()
+    for key in set(expected) - set(args):
+        p = params.get(key)
+        kinds.add('missing_required' if p is None or p.required else 'missing_optional')
+    for key in set(args) - set(expected):
+        kinds.add('unasked_optional' if key in params else 'unknown_param')
+    for key in set(args) & set(expected):
+        if str(args[key]).strip() != str(expected[key]).strip():
+            p = params.get(key)
+            declared = [] if p is None else p.type if isinstance(p.type, list) else [p.type]
+            typed = not declared or any(_has_type(args[key], t) for t in declared)
+            kinds.add('changed_value' if typed else 'wrong_type')
+    return [k for k in ARG_ERRORS if k in kinds]
+
+
+def argument_error_counts(cases: list[EvalCase], scores: list[CaseScore]) -> dict[str, int]:
+    """Of the calls that named the right tool: how many, how many exact, and how many show each
+    :data:`ARG_ERRORS` kind (keys are its labels; a call can count under several kinds)."""
+    right = [(c, s) for c, s in zip(cases, scores) if s.selection]
+    rows = {'right-tool calls': len(right), 'arguments exact': sum(bool(s.exact) for _, s in right)}
+    found = [argument_errors(c, s) for c, s in right]
+    rows.update({label: sum(key in kinds for kinds in found) for key, label in ARG_ERRORS.items()})
+    return rows
+
+
+def argument_error_examples(cases: list[EvalCase], scores: list[CaseScore], per_kind: int = 1) -> list[dict]:
+    """Up to ``per_kind`` cases of each :data:`ARG_ERRORS` kind: the query, the expected arguments and the
+    model's (its raw Action Input when it is not a JSON object)."""
+    rows, seen = [], Counter()
+    for c, s in zip(cases, scores):
+        for kind in argument_errors(c, s) if s.selection else []:
+            if seen[kind] < per_kind:
+                seen[kind] += 1
+                rows.append({'kind': ARG_ERRORS[kind], 'lang': c.lang, 'query': c.query,
+                             'expected': json.dumps(c.expected_call['arguments'], ensure_ascii=False),
+                             'got': json.dumps(s.args, ensure_ascii=False) if s.args is not None else s.raw_args})
+    order = list(ARG_ERRORS.values())
+    return sorted(rows, key=lambda r: order.index(r['kind']))
 
 
 # What each failure usually means for a model in RolePlay, and what to try (used by :func:`conclusion`).

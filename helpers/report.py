@@ -193,6 +193,7 @@ def results_summary(run: str | Path, command: str) -> dict:
         'arms': {name: {k: m[k] for k in keep if k in m} for name, m in ev['models'].items()},
         'per_language': {name: {lang: {k: m[k] for k in keep if k in m} for lang, m in langs.items()}
                          for name, langs in (ev.get('per_language') or {}).items()},
+        'argument_errors': ev.get('argument_errors') or {},
     }
 
 
@@ -236,6 +237,13 @@ def readme_results(summary: dict) -> str:
             for lang, m in sorted(langs.items()):
                 lines.append(f'| {name} | {lang} | {m["n_cases"]} | '
                              + ' | '.join(metric_cell(m, k) for k in keys) + ' |')
+    errors = summary.get('argument_errors') or {}
+    if errors:
+        kinds = list(next(iter(errors.values())))
+        lines += ['', 'What is wrong with the arguments of the calls that named the right tool (notebook 05; a call '
+                  'can show several kinds):', '', '| | ' + ' | '.join(errors) + ' |', '|---|' + '---|' * len(errors)]
+        lines += ['| ' + ' | '.join([kind, *(str(counts.get(kind, '–')) for counts in errors.values())]) + ' |'
+                  for kind in kinds]
     timings = summary.get('timings') or {}
     if timings:
         lines += ['', 'Wall time per notebook of that run:', '',

@@ -390,3 +390,46 @@ def test_irrelevance_detection_and_per_language():
     assert by_lang['en']['irrelevance_detection'] == 1.0 and by_lang['en']['n_cases'] == 2
     assert by_lang['zh']['irrelevance_detection'] == 0.5 and by_lang['zh']['counts']['false_positive_rate'] == [1, 2]
     assert by_lang['zh']['args_exact_acc'] == 0.0 and by_lang['en']['args_ast_acc'] == 1.0
+
+
+@pytest.mark.parametrize('expected, output, kinds', [
+    ({'city': 'Paris'}, format_call('book_hotel', {'city': 'Paris'}), []),  # exact
+    ({'city': 'Paris'}, format_call('get_weather', {'city': 'Paris'}), []),  # wrong tool: not an argument error
+    ({'city': 'Paris'}, "Action: book_hotel\nAction Input: {'city': 'Paris'}", ['invalid_json']),
+    ({'city': 'Paris', 'nights': 3}, format_call('book_hotel', {'nights': 3}), ['missing_required']),
+    ({'city': 'Paris', 'nights': 3}, format_call('book_hotel', {'city': 'Paris'}), ['missing_optional']),
+    ({'city': 'Paris'}, format_call('book_hotel', {'city': 'Paris', 'nights': 1}), ['unasked_optional']),
+    ({'city': 'Paris'}, format_call('book_hotel', {'city': 'Paris', 'pool': True}), ['unknown_param']),
+    ({'city': 'Paris', 'nights': 3}, format_call('book_hotel', {'city': 'Paris', 'nights': '3 nights'}),
+     ['wrong_type']),
+    ({'city': 'Paris', 'nights': 3}, format_call('book_hotel', {'city': 'Paris', 'nights': 4}), ['changed_value']),
+    ({'city': 'Paris'}, format_call('book_hotel', {'city': 'paris'}), ['changed_value']),  # as args_exact_acc
+    ({'city': 'Paris', 'nights': 3}, format_call('book_hotel', {'city': 'Rome', 'budget': 90, 'spa': 1}),
+     ['missing_optional', 'unasked_optional', 'unknown_param', 'changed_value']),  # several at once
+])
+def test_argument_error_kinds_on_hand_made_predictions(expected, output, kinds):
+    c = hotel_case('h', expected)
+    s = score_case(c, pred('h', output))
+    assert evaluation.argument_errors(c, s) == kinds
+    assert (kinds == []) == (s.kind in ('ok', 'wrong_tool'))  # every right-tool failure gets a reason
+
+
+def test_argument_error_counts_and_examples():
+    cases = [hotel_case('a', {'city': 'Paris'}), hotel_case('b', {'city': 'Paris', 'nights': 3}, lang='zh'),
+             hotel_case('c', {'city': 'Paris'}), hotel_case('d', {'city': 'Paris'}), case('e', None)]
+    preds = {'a': pred('a', format_call('book_hotel', {'city': 'Paris'})),
+             'b': pred('b', format_call('book_hotel', {'city': 'Rome', 'budget': 50})),
+             'c': pred('c', 'Action: book_hotel\nAction Input: {city: Paris}'),
+             'd': pred('d', format_call('search', {'query': 'Paris'})), 'e': pred('e', 'Hello')}
+    _, scores = score(cases, preds)
+    counts = evaluation.argument_error_counts(cases, scores)
+    labels = evaluation.ARG_ERRORS
+    assert counts['right-tool calls'] == 3 and counts['arguments exact'] == 1  # d named the wrong tool
+    assert counts[labels['invalid_json']] == 1 and counts[labels['changed_value']] == 1
+    assert counts[labels['missing_optional']] == 1 and counts[labels['unasked_optional']] == 1
+    assert counts[labels['unknown_param']] == counts[labels['missing_required']] == 0
+    rows = evaluation.argument_error_examples(cases, scores)
+    assert [r['kind'] for r in rows] == [labels[k] for k in ('invalid_json', 'missing_optional', 'unasked_optional',
+                                                              'changed_value')]
+    assert rows[0]['got'] == '{city: Paris}'  # the Action Input as written when it is not JSON
+    assert rows[1]['lang'] == 'zh' and json.loads(rows[1]['expected']) == {'city': 'Paris', 'nights': 3}
