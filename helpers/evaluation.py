@@ -35,9 +35,10 @@ denominator and direction (notebook 05 prints them). Definitions (exactly these)
 Every case gets one call outcome (:data:`OUTCOMES`: right call, wrong tool, no call, …) and, apart from it,
 whether its final answer is *weak* (ROUGE-L below ``summary_threshold`` after a right call or a right
 no-call), so the outcome counts add up to the rates. A call that names the right tool with wrong arguments
-gets one or more :data:`ARG_ERRORS` kinds (:func:`argument_errors`: a required or a stated optional parameter left
-out, an optional one nobody asked for, one the tool does not declare, a value of the wrong type, a changed value). :func:`verdict` says the same in words for any shown
-output, and :func:`conclusion` writes what a comparison of arms shows, from their numbers.
+gets one or more :data:`ARG_ERRORS` kinds (:func:`argument_errors`: a required or a stated optional parameter
+left out, an optional one nobody asked for, one the tool does not declare, a value of the wrong type, a changed
+value). :func:`verdict` says the same in words for any shown output, and :func:`conclusion` writes what a
+comparison of arms shows, from their numbers.
 
 Scoring files (:func:`score_files`) refuses, by default, a case id or prediction id that appears twice
 and a prediction whose id is not a case: each would silently change the metrics. Allowed explicitly, the
@@ -764,7 +765,7 @@ def argument_error_examples(cases: list[EvalCase], scores: list[CaseScore], per_
     model's (its raw Action Input when it is not a JSON object)."""
     rows, seen = [], Counter()
     for c, s in zip(cases, scores):
-        for kind in argument_errors(c, s) if s.selection else []:
+        for kind in argument_errors(c, s):
             if seen[kind] < per_kind:
                 seen[kind] += 1
                 rows.append({'kind': ARG_ERRORS[kind], 'lang': c.lang, 'query': c.query,
