@@ -192,9 +192,14 @@ def _has_type(value: Any, kind: str) -> bool:
     return isinstance(value, _JSON_TYPES[kind])
 
 
+def _declared_types(param: ToolParam | None) -> list[str]:
+    """The JSON types a parameter declares (none for a parameter the tool lacks)."""
+    return [] if param is None else param.type if isinstance(param.type, list) else [param.type]
+
+
 def _ast_value(value: Any, expected: Any, param: ToolParam | None) -> bool:
     """One value against the expected one, as :func:`ast_match` compares them."""
-    declared = ([] if param is None else param.type if isinstance(param.type, list) else [param.type])
+    declared = _declared_types(param)
     kind = next((t for t in declared if _has_type(expected, t)),  # the expected value's own type otherwise
                 next((t for t in ('boolean', 'integer', 'number', 'string', 'array', 'object', 'null')
                       if _has_type(expected, t)), None))
@@ -743,8 +748,7 @@ def argument_errors(case: EvalCase, score: CaseScore) -> list[str]:
         kinds.add('unasked_optional' if key in params else 'unknown_param')
     for key in set(args) & set(expected):
         if str(args[key]).strip() != str(expected[key]).strip():
-            p = params.get(key)
-            declared = [] if p is None else p.type if isinstance(p.type, list) else [p.type]
+            declared = _declared_types(params.get(key))
             typed = not declared or any(_has_type(args[key], t) for t in declared)
             kinds.add('changed_value' if typed else 'wrong_type')
     return [k for k in ARG_ERRORS if k in kinds]
