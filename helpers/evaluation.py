@@ -50,6 +50,9 @@ Before the first case, :func:`evaluate` checks that the server answers ``GET /mo
 seconds (:class:`ServerUnavailable` otherwise). Rates come with their count and a Wilson 95% interval.
 A model that keeps calling tools after the observation is stopped after ``max_llm_calls`` requests in a
 case (RolePlay itself allows 10), which bounds the cost of a run; such cases are counted in ``n_stopped``.
+New tokens per request are capped too: by default (:func:`reply_budget`) at what the longest expected call of
+the cases takes in the served model's tokenizer plus a margin, so the cap never cuts a right call; a smaller
+explicit cap is kept, with a warning naming the cases it makes impossible to get right.
 """
 from __future__ import annotations
 
@@ -66,11 +69,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .agentfabric import DuplicateIdError, EvalCase, ToolParam, has_chinese, load_cases, parse_action
+from .agentfabric import DuplicateIdError, EvalCase, ToolParam, format_call, has_chinese, load_cases, parse_action
 from .jsonl import JsonlError, read_jsonl, write_json, write_jsonl
 
 ROUGE_MAX_CHARS = 10_000  # of each text, before tokenizing
 HEALTH_TIMEOUT = 5.0  # seconds the server has to answer GET /models
+MIN_REPLY_TOKENS, REPLY_MARGIN = 64, 16  # reply_budget: its floor, and tokens beyond the longest expected call
 
 
 class ServerUnavailable(RuntimeError):
@@ -592,17 +596,54 @@ def prediction_key(model_dir: str | Path, cases: list[EvalCase], settings: dict)
     return sha(json.dumps(parts, sort_keys=True).encode())[:40], parts
 
 
+def expected_call_tokens(cases: list[EvalCase], model_dir: str | Path) -> dict[str, int]:
+    """Tokens of each expected call, written as the model must write it (``Action: …\nAction Input: …``), in
+    the tokenizer of ``model_dir``, by case id (cases that need no call are left out)."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    out = {}
+    for c in cases:
+        exp = c.expected_call
+        if exp:
+            args = exp['arguments']
+            text = format_call(exp['name'], args) if isinstance(args, dict) else \
+                f"Action: {exp['name']}\nAction Input: {args}\n"
+            out[c.id] = len(tok(text, add_special_tokens=False)['input_ids'])
+    return out
+
+
+def reply_budget(cases: list[EvalCase], model_dir: str | Path, max_tokens: int | None = None,
+                 log=print) -> int:
+    """New tokens per request: ``max_tokens`` as given, or by default the longest expected call of ``cases``
+    plus :data:`REPLY_MARGIN`, at least :data:`MIN_REPLY_TOKENS` (a Chinese value costs about two tokens a
+    character in some tokenizers: a fixed cap would cut right calls). A given cap shorter than an expected
+    call is kept, with a warning naming how many cases it makes impossible to get right."""
+    lengths = expected_call_tokens(cases, model_dir)
+    longest = max(lengths.values(), default=0)
+    if max_tokens is None:
+        return max(MIN_REPLY_TOKENS, longest + REPLY_MARGIN)
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f'max_tokens must be a whole number of at least 1 or None, got {max_tokens!r}')
+    cut = sorted(cid for cid, n in lengths.items() if n > max_tokens)
+    if cut:
+        log(f'warning: max_tokens={max_tokens} is shorter than the expected call of {len(cut)} case(s) '
+            f'(longest {longest} tokens, e.g. {cut[0]}): they cannot be answered right; max_tokens=None fits them')
+    return max_tokens
+
+
 def evaluate_model(spec, cases: list[EvalCase], out_dir: str | Path, workers: int | None = None,
-                   max_tokens: int = 64, max_llm_calls: int = 4, use_cache: bool = True,
+                   max_tokens: int | None = None, max_llm_calls: int = 4, use_cache: bool = True,
                    progress: bool = True, log=print) -> dict:
     """Serve ``spec`` (a :class:`serving.ServerSpec`), run ``cases`` through RolePlay against it and stop it;
     with ``use_cache``, predictions made before under the same :func:`prediction_key` are reused without
-    starting a server (``metrics['eval']['cached']`` says so), and new ones are stored for next time."""
+    starting a server (``metrics['eval']['cached']`` says so), and new ones are stored for next time.
+    ``max_tokens``: new tokens per request, :func:`reply_budget` (None: fitted to the longest expected call)."""
     import shutil
     from .environment import cache_dir
     from .serving import Server, package_version
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    max_tokens = reply_budget(cases, spec.model_dir, max_tokens, log)
     settings = {'backend': spec.backend, 'engine': package_version(spec.backend), 'precision': spec.precision,
                 'max_model_len': spec.max_model_len, 'max_tokens': max_tokens, 'max_llm_calls': max_llm_calls,
                 'temperature': 0}

@@ -433,3 +433,26 @@ def test_argument_error_counts_and_examples():
                                                               'changed_value')]
     assert rows[0]['got'] == '{city: Paris}'  # the Action Input as written when it is not JSON
     assert rows[1]['lang'] == 'zh' and json.loads(rows[1]['expected']) == {'city': 'Paris', 'nights': 3}
+
+
+def test_the_reply_budget_fits_the_longest_expected_call_and_warns_when_a_given_cap_cuts_one():
+    """The default cap never cuts a right call: a long Chinese value costs more tokens than a fixed 64."""
+    from transformers import AutoTokenizer
+    from helpers.models import prepare_model
+    model = prepare_model('tiny-qwen2')
+    long_text = '很高兴认识你，希望我们以后能成为无话不谈的好朋友，' * 4
+    cases = [case('short', PARIS), case('none', None),
+             case('long', {'name': 'search', 'arguments': {'query': long_text}}, lang='zh', query=long_text)]
+    tok = AutoTokenizer.from_pretrained(str(model))
+    n_long = len(tok(format_call('search', {'query': long_text}), add_special_tokens=False)['input_ids'])
+    assert evaluation.expected_call_tokens(cases, model)['long'] == n_long and 'none' not in \
+        evaluation.expected_call_tokens(cases, model)
+    assert n_long > evaluation.MIN_REPLY_TOKENS
+    assert evaluation.reply_budget(cases, model) == n_long + evaluation.REPLY_MARGIN
+    assert evaluation.reply_budget(cases[:2], model) == evaluation.MIN_REPLY_TOKENS  # short calls: the floor
+    said = []
+    assert evaluation.reply_budget(cases, model, 32, log=said.append) == 32  # an explicit cap is kept …
+    assert len(said) == 1 and '1 case(s)' in said[0] and 'long' in said[0]  # … and the cut case is named
+    for bad in (0, -5, 2.5, '64'):
+        with pytest.raises(ValueError, match='max_tokens'):
+            evaluation.reply_budget(cases, model, bad)
