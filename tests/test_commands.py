@@ -218,17 +218,27 @@ def test_swift_sft_commands_parse(swift_parse, monkeypatch, name, kw):
 @pytest.mark.parametrize('precision, dtype, fp16, bf16', [('bf16', 'bfloat16', None, None),
                                                            ('fp32', 'float32', False, False)])
 def test_cpu_precision_flags_parse(swift_parse, precision, dtype, fp16, bf16):
-    cfg = _train('cpu', cuda=False, precision=precision)
+    """The cpu preset with LoRA (the recipe until the full fine-tune, and any tuner='lora' override)."""
+    cfg = _train('cpu', cuda=False, precision=precision, tuner='lora')
     ns = swift_parse('sft', cfg.command()[2:])
     assert (ns.torch_dtype, ns.fp16, ns.bf16, ns.use_cpu) == (dtype, fp16, bf16, True)
     assert ns.attn_impl is None  # the model's default, SDPA: fastest in both precisions once adapters are bf16
     assert ns.lora_dtype == ('bfloat16' if precision == 'bf16' else None)  # fp32: peft's own fp32 adapters
 
 
+def test_the_cpu_preset_is_a_full_fine_tune_with_float32_master_weights(swift_parse):
+    ns = swift_parse('sft', _train('cpu', cuda=False, precision='bf16').command()[2:])
+    assert (ns.tuner_type, ns.learning_rate, ns.torch_dtype, ns.bf16, ns.fp16, ns.use_cpu) == \
+        ('full', 2e-4, 'float32', True, False, True)
+    ns = swift_parse('sft', _train('cpu', cuda=False, precision='fp32').command()[2:])
+    assert (ns.tuner_type, ns.torch_dtype, ns.bf16, ns.fp16) == ('full', 'float32', False, False)
+
+
 def test_lora_dtype_is_checked_and_an_explicit_one_is_kept(swift_parse):
     with pytest.raises(ValueError, match='lora_dtype'):
         _train('cpu', cuda=False, lora_dtype='bf16')
-    ns = swift_parse('sft', _train('cpu', cuda=False, precision='bf16', lora_dtype='float32').command()[2:])
+    ns = swift_parse('sft', _train('cpu', cuda=False, precision='bf16', tuner='lora',
+                                   lora_dtype='float32').command()[2:])
     assert ns.lora_dtype == 'float32'
 
 
@@ -237,7 +247,7 @@ def test_a_full_fine_tune_in_bf16_keeps_float32_weights(swift_parse):
     autocast; LoRA keeps bf16 weights (the base is frozen); an explicit choice wins; a bad one is refused."""
     ns = swift_parse('sft', _train('cpu', cuda=False, precision='bf16', tuner='full').command()[2:])
     assert (ns.torch_dtype, ns.bf16, ns.fp16) == ('float32', True, False)
-    ns = swift_parse('sft', _train('cpu', cuda=False, precision='bf16').command()[2:])
+    ns = swift_parse('sft', _train('cpu', cuda=False, precision='bf16', tuner='lora').command()[2:])
     assert ns.torch_dtype == 'bfloat16'
     ns = swift_parse('sft', _train('cpu', cuda=False, precision='bf16', tuner='full',
                                    master_weights='bfloat16').command()[2:])

@@ -302,3 +302,18 @@ def test_trained_outside_calls_counts_the_answers_only():
               ('\nObservation: <result>x</result>\nAnswer:', 0.0), ('It', 4.0), (' is 21.', 1.0)]
     assert trained_outside_calls(pieces) == len('\n') + len('It is 21.')
     assert trained_outside_calls([('Sure.', 0.0)]) == 0
+
+
+def test_parameter_count_reads_safetensors_headers_and_disk_needed_follows_the_tuner():
+    import torch
+    from helpers.models import prepare_model
+    from helpers.training import parameter_count
+    from transformers import AutoModelForCausalLM
+    model = prepare_model('tiny-qwen2')
+    n = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32).parameters())
+    assert parameter_count(model) == n
+    full, lora = preset('cpu', cuda=False), preset('cpu', cuda=False, tuner='lora')
+    assert full.disk_needed(10**8) == 12 * 10**8 * full.save_total_limit + 2**30  # weights + AdamW's two moments
+    assert lora.disk_needed(10**8) - 2**30 < (full.disk_needed(10**8) - 2**30) / 5
+    assert 'float32 under bf16 autocast' in preset('cpu', cuda=False, precision='bf16').trained_weights
+    assert preset('cpu', cuda=False, precision='bf16', tuner='lora').trained_weights.startswith('LoRA r=16')
