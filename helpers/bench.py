@@ -254,11 +254,13 @@ def bench_train(work: Path, steps: int = 8) -> list[dict]:
         s = run_summary(cfg, result, len(rows_all), mean_tokens)
         per_sample = s['train_runtime_seconds'] / max(1, s['samples_seen'])
         peak = _peak(cfg.precision)
-        flop_per_token = (6 if cfg.tuner == 'full' else 4) * linear_params
+        is_lora = cfg.tuner == 'lora'
+        flop_per_token = (4 if is_lora else 6) * linear_params
         rows.append({'preset': label, 'precision': cfg.precision, 'tuner': cfg.tuner,
-                     'attention': cfg.attn_impl or 'sdpa',
-                     'LoRA dtype': cfg.lora_weights_dtype if cfg.tuner == 'lora' else '-', 'LoRA dropout': cfg.lora_dropout,
-                     'batch': cfg.batch_size, 'grad ckpt': cfg.gradient_checkpointing, 'LoRA r': cfg.lora_rank,
+                     'attention': cfg.attn_impl or 'sdpa', 'LoRA dtype': cfg.lora_weights_dtype if is_lora else '-',
+                     'LoRA dropout': cfg.lora_dropout if is_lora else '-',
+                     'batch': cfg.batch_size, 'grad ckpt': cfg.gradient_checkpointing,
+                     'LoRA r': cfg.lora_rank if is_lora else '-',
                      'tokens/s': s['tokens_per_second'], 's/sample': round(per_sample, 2),
                      's/optimizer step': round(per_sample * cfg.batch_size * full_accum, 1),
                      'effective batch': cfg.batch_size * full_accum, 'peak RSS GiB': s['peak_rss_gib'],

@@ -258,8 +258,8 @@ PRESETS: dict[str, dict] = {
     # Random weights cannot learn through LoRA: train them fully, briefly, to exercise every step.
     'tiny': dict(tuner='full', learning_rate=1e-3, num_train_epochs=1, max_steps=12, max_length=2048, batch_size=1,
                  global_batch_size=2, eval_steps=6, save_steps=6, logging_steps=2, warmup_ratio=0.0),
-    # SmolLM2-135M on 2 CPU cores: a full fine-tune (on 2 cores a step costs what a rank-16 LoRA step costs, and
-    # it learned more: lower validation loss, more right tools in Chinese, the guide's weather call exact), its
+    # SmolLM2-135M on 2 CPU cores: a full fine-tune (a step costs 15-35 % more than a rank-16 LoRA step, and from
+    # the same steps it learned more: lower validation loss, more right tools in Chinese, the guide's call exact), its
     # weights in float32 under bf16 autocast (`master_weights`), lr 2e-4, batch 1 without gradient
     # checkpointing, one epoch, the first token of each reply weighted 4 (fewer call loops). The LoRA fields
     # apply to `tuner='lora'` overrides (no dropout: its random masks took a quarter of a bf16 step). Each
