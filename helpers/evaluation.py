@@ -601,15 +601,9 @@ def expected_call_tokens(cases: list[EvalCase], model_dir: str | Path) -> dict[s
     the tokenizer of ``model_dir``, by case id (cases that need no call are left out)."""
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    out = {}
-    for c in cases:
-        exp = c.expected_call
-        if exp:
-            args = exp['arguments']
-            text = format_call(exp['name'], args) if isinstance(args, dict) else \
-                f"Action: {exp['name']}\nAction Input: {args}\n"
-            out[c.id] = len(tok(text, add_special_tokens=False)['input_ids'])
-    return out
+    return {c.id: len(tok(format_call(c.expected_call['name'], c.expected_call['arguments']),
+                          add_special_tokens=False)['input_ids'])
+            for c in cases if c.expected_call}
 
 
 def reply_budget(cases: list[EvalCase], model_dir: str | Path, max_tokens: int | None = None,
