@@ -89,6 +89,9 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          data=SESSIONS_120, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4}),
     _arm('fast-120-full-lr4', 'fast-120-full at four times its learning rate (4e-4): past the lowest validation loss?',
          data=SESSIONS_120, train={**FAST, 'tuner': 'full', 'learning_rate': 4e-4}),
+    _arm('fast-120-full-lr2-opt1', 'fast-120-full-lr2 with an option clause on 10% of call turns instead of 30% '
+         '(fewer optional parameters nobody asked for?)',
+         data={**SESSIONS_120, 'p_option': 0.1}, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4}),
     _arm('fast-120-bs1', 'fast-120 with one sample per optimizer step (164 steps of 1 instead of 82 of 2)',
          data=SESSIONS_120, train={**FAST, 'global_batch_size': 1}),
 ]}
