@@ -35,8 +35,8 @@ class Arm:
 
 # The cpu recipe these arms were measured against (run 20261122-053615-cpu): each arm below is it with one
 # change, whatever the profile's recipe has become since (so LoRA and its learning rate are spelled out).
-# Today's recipe is ``fast-120-full-lr2``.
-BEFORE_DATA = {'p_no_call': 0.25, 'p_session': 0.5, 'session_turns': (3, 5)}
+# Today's recipe is ``fast-120-full-lr2-opt1``.
+BEFORE_DATA = {'p_no_call': 0.25, 'p_session': 0.5, 'session_turns': (3, 5), 'p_option_train': None}
 BEFORE_TRAIN = {'tuner': 'lora', 'learning_rate': 1e-3, 'decision_weight': 1.0, 'lora_dropout': 0.05,
                 'lora_dtype': 'float32', 'attn_impl': 'eager'}
 SESSIONS = {**BEFORE_DATA, 'p_session': 0.9, 'session_turns': (4, 6), 'p_no_call': 0.3}
@@ -89,9 +89,9 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          data=SESSIONS_120, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4}),
     _arm('fast-120-full-lr4', 'fast-120-full at four times its learning rate (4e-4): past the lowest validation loss?',
          data=SESSIONS_120, train={**FAST, 'tuner': 'full', 'learning_rate': 4e-4}),
-    _arm('fast-120-full-lr2-opt1', 'fast-120-full-lr2 with an option clause on 10% of call turns instead of 30% '
-         '(fewer optional parameters nobody asked for?)',
-         data={**SESSIONS_120, 'p_option': 0.1}, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4}),
+    _arm('fast-120-full-lr2-opt1', 'fast-120-full-lr2 with an option clause on 10% of its training call turns '
+         'instead of 30% (fewer optional parameters nobody asked for?)',
+         data={**SESSIONS_120, 'p_option_train': 0.1}, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4}),
     _arm('fast-120-bs1', 'fast-120 with one sample per optimizer step (164 steps of 1 instead of 82 of 2)',
          data=SESSIONS_120, train={**FAST, 'global_batch_size': 1}),
 ]}

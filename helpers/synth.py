@@ -11,8 +11,8 @@ What a small model needs to learn, and what the generator therefore varies:
   and pool values ("What kind of climate does Kyoto have?") offered together with the tool they sit
   close to (a weather tool), never with a tool that could answer them (a search tool);
 * varied role instructions; optional parameters **present exactly when the query states them**: some
-  templates state them, and ``p_option`` of the call turns whose template leaves one out get an *option
-  clause* appended that states it ("… Make it 5 days."), the call following exactly; argument values that
+  templates state them, and ``p_option`` (``p_option_train`` in the training split, when set) of the call turns
+  whose template leaves one out get an *option clause* appended that states it ("… Make it 5 days."), the call following exactly; argument values that
   must be **copied verbatim** (multi-word spans, codes, dates, numbers, mixed scripts) with the JSON type
   of the schema (integers, numbers and booleans as JSON numbers and booleans);
 * **function masking** (Hammer, arXiv 2410.04587), off by default: ``p_masked`` of the training
@@ -70,6 +70,7 @@ class SynthConfig:
     p_near_miss: float = 0.6  # share of no-call conversations that are near misses (the rest: fixed queries)
     p_multi_turn: float = 0.15
     p_option: float = 0.3  # share of call turns whose template leaves an optional value out that state it
+    p_option_train: float | None = None  # train split only: p_option there (None: p_option, as in val and test)
     p_shared_slot_distractor: float = 0.7  # distractors chosen among tools sharing a parameter name
     p_holdout_tool: float = 0.25  # test split only: share of call conversations using a holdout tool
     p_session: float = 0.0  # train split only: share of conversations that are sessions of several queries
@@ -80,9 +81,11 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if not self.langs or not set(self.langs) <= {'zh', 'en'}:
             raise ValueError(f'langs must be some of zh, en; got {self.langs!r}')
-        for name in ('p_zh', 'p_no_call', 'p_near_miss', 'p_multi_turn', 'p_option', 'p_shared_slot_distractor',
-                     'p_holdout_tool', 'p_session', 'p_masked'):
+        for name in ('p_zh', 'p_no_call', 'p_near_miss', 'p_multi_turn', 'p_option', 'p_option_train',
+                     'p_shared_slot_distractor', 'p_holdout_tool', 'p_session', 'p_masked'):
             value = getattr(self, name)
+            if name == 'p_option_train' and value is None:
+                continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
                 raise ValueError(f'{name} is a share between 0 and 1, got {value!r}')
         if not isinstance(self.max_tools, int) or self.max_tools < 1:
@@ -262,7 +265,9 @@ class Generator:
         left_out = {p.name for p in tool.parameters if not p.required} - {*template.args, *template.fixed}
         options = [o for o in self.res.options.get((tool.name, lang), {}).get(split, [])
                    if {*o.args, *o.fixed} <= left_out]
-        option = rng.choice(options) if options and rng.random() < self.cfg.p_option else None
+        p_option = self.cfg.p_option_train if split == 'train' and self.cfg.p_option_train is not None \
+            else self.cfg.p_option
+        option = rng.choice(options) if options and rng.random() < p_option else None
         query, args = self._fill(rng, tool, template, option, lang, split)
         result = tool.run(args)
         call = Call(tool.name, args, json.dumps(result, ensure_ascii=False))
@@ -433,7 +438,7 @@ class DataPlan:
 PROFILE_DATA = {
     'tiny': DataPlan(SynthConfig(), n_train=24, n_val=8, n_test=12, why='just enough to exercise every step'),
     'cpu': DataPlan(SynthConfig(langs=('zh', 'en'), p_zh=0.5, max_tools=3, p_no_call=0.3, p_session=0.9,
-                                session_turns=(4, 6)),
+                                session_turns=(4, 6), p_option_train=0.1),
                     n_train=120, n_val=12, n_test=150, answer_share=0.5, train_history=True,
                     why='both languages, half the conversations Chinese, at most 3 tools. SmolLM2 spends about 2.5 '
                         'times as many tokens per character on Chinese (a Chinese sample costs about 1.6 times an '
@@ -442,7 +447,10 @@ PROFILE_DATA = {
                         'sessions of 4-6 queries to one agent whose earlier turns are trained too, three in ten '
                         'queries needing no tool: one long sample then teaches several '
                         'decisions, and `python -m helpers ablate` measured fewer false calls and far fewer '
-                        'call loops this way than with half the conversations as shorter sessions'),
+                        'call loops this way than with half the conversations as shorter sessions. Option '
+                        'clauses on one call turn in ten instead of three in training (held-out data keeps three): '
+                        'the model filled in optional parameters nobody asked for far less often (arm '
+                        'fast-120-full-lr2-opt1)'),
     'gpu': DataPlan(SynthConfig(), n_train=6000, n_val=300, n_test=500,
                     why='both languages, up to 4 tools, thousands of conversations'),
 }

@@ -322,3 +322,16 @@ def test_plan_cost_counts_both_arms(res):
     assert cost['agentfabric']['tokens_per_epoch'] == sum(token_lengths(rows, tokenizer))
     assert sum(cost['agentfabric']['langs'].values()) == len(rows)
     assert cost['ms_agent']['mean_tokens'] > 0 and cost['conversations'] == plan.n_train
+
+
+def test_p_option_train_changes_the_training_split_only(res):
+    """The option-clause share of training can differ from the held-out one; the other splits stay as they were."""
+    def clauses(cfg, split):
+        convs = Generator(cfg, seed=4, resources=res).conversations(split, 200)
+        return sum(any('.opt.' in i for _, i in c.meta.get('pairs', [])) for c in convs), [c.to_dict() for c in convs]
+    n_train, _ = clauses(SynthConfig(), 'train')
+    n_none, _ = clauses(SynthConfig(p_option_train=0.0), 'train')
+    assert n_train >= 20 and n_none == 0
+    assert clauses(SynthConfig(p_option_train=0.0), 'test')[1] == clauses(SynthConfig(), 'test')[1]
+    with pytest.raises(ValueError, match='p_option_train'):
+        SynthConfig(p_option_train=1.5)
