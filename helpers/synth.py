@@ -12,9 +12,10 @@ What a small model needs to learn, and what the generator therefore varies:
   close to (a weather tool), never with a tool that could answer them (a search tool);
 * varied role instructions; optional parameters **present exactly when the query states them**: some
   templates state them, and ``p_option`` (``p_option_train`` in the training split, when set) of the call turns
-  whose template leaves one out get an *option clause* appended that states it ("… Make it 5 days."), the call following exactly; argument values that
-  must be **copied verbatim** (multi-word spans, codes, dates, numbers, mixed scripts) with the JSON type
-  of the schema (integers, numbers and booleans as JSON numbers and booleans);
+  whose template leaves one out get an *option clause* appended that states it ("… Make it 5 days."), the
+  call following exactly; argument values that must be **copied verbatim** (multi-word spans, codes, dates,
+  numbers, mixed scripts) with the JSON type of the schema (integers, numbers and booleans as JSON numbers
+  and booleans);
 * **function masking** (Hammer, arXiv 2410.04587), off by default: ``p_masked`` of the training
   conversations have every tool and parameter name replaced by an unfamiliar identifier, consistently in
   the system prompt, the query prefix and the calls, so the model must read the descriptions.
