@@ -92,6 +92,9 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     _arm('fast-120-full-lr2-opt1', 'fast-120-full-lr2 with an option clause on 10% of its training call turns '
          'instead of 30% (fewer optional parameters nobody asked for?)',
          data={**SESSIONS_120, 'p_option_train': 0.1}, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4}),
+    _arm('fast-120-full-lr2-opt2', 'fast-120-full-lr2 with an option clause on 20% of its training call turns: '
+         'between 30% (optional parameters nobody asked for) and 10% (stated ones left out)',
+         data={**SESSIONS_120, 'p_option_train': 0.2}, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4}),
     _arm('fast-120-bs1', 'fast-120 with one sample per optimizer step (164 steps of 1 instead of 82 of 2)',
          data=SESSIONS_120, train={**FAST, 'global_batch_size': 1}),
 ]}
