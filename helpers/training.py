@@ -74,6 +74,9 @@ class TrainConfig:
     # float32 for a full fine-tune (AdamW's steps of ~lr are below half a bf16 step of most weights and round
     # away); float32 means bf16 autocast over float32 weights
     master_weights: str = 'auto'
+    # A full fine-tune: the share of the weights, from the embeddings up, that stay frozen (ms-swift's
+    # --freeze_parameters_ratio). Backpropagation stops at the lowest trained layer, so a step costs less.
+    freeze_ratio: float = 0.0
     general_dataset: str | None = None  # e.g. 'iic/ms_bench' (only when the hub is reachable)
     general_mix_ratio: float = 0.0  # general samples per training sample
     self_cognition: int = 0  # samples of swift/self-cognition (who the model says it is), needs the hub
@@ -94,6 +97,9 @@ class TrainConfig:
             raise ValueError(f'lora_dtype {self.lora_dtype!r}: choose auto, float32, bfloat16 or float16')
         if self.master_weights not in ('auto', 'float32', 'bfloat16'):
             raise ValueError(f'master_weights {self.master_weights!r}: choose auto, float32 or bfloat16')
+        if not 0 <= self.freeze_ratio < 1 or (self.freeze_ratio and self.tuner != 'full'):
+            raise ValueError(f'freeze_ratio {self.freeze_ratio!r}: a share from 0 up to (not including) 1, for '
+                             "tuner='full' only (LoRA freezes every original weight already)")
 
     @property
     def lora_weights_dtype(self) -> str:
@@ -113,11 +119,12 @@ class TrainConfig:
         if self.tuner == 'lora':
             return (f'LoRA r={self.lora_rank} alpha={self.lora_alpha} on {self.target_modules}, adapters in '
                     f'{self.lora_weights_dtype}, dropout {self.lora_dropout}')
+        frozen = f', the lowest {self.freeze_ratio:.0%} of them frozen' if self.freeze_ratio else ''
         if self.precision == 'bf16':
             dtype = self.bf16_weights_dtype + (' under bf16 autocast' if self.bf16_weights_dtype == 'float32' else '')
         else:
             dtype = 'float32' if self.precision == 'fp32' else "the dtype ms-swift picks for the GPU"
-        return f'every weight ({self.tuner} fine-tune) in {dtype}'
+        return f'every weight ({self.tuner} fine-tune) in {dtype}{frozen}'
 
     def disk_needed(self, n_params: int) -> int:
         """Bytes of disk the ``save_total_limit`` checkpoints may fill, plus 1 GiB of slack. A full fine-tune's
@@ -167,6 +174,8 @@ class TrainConfig:
         else:
             a += ['--split_dataset_ratio', '0']
         a += ['--tuner_type', self.tuner]
+        if self.freeze_ratio:
+            a += ['--freeze_parameters_ratio', str(self.freeze_ratio)]
         if self.tuner == 'lora':
             a += ['--lora_rank', str(self.lora_rank), '--lora_alpha', str(self.lora_alpha),
                   '--lora_dropout', str(self.lora_dropout), '--target_modules', self.target_modules]
