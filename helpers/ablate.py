@@ -99,6 +99,10 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          '(embeddings and 7 of 30 layers: a step costs ~20% less) and 150 conversations instead of 120',
          data={**SESSIONS_120, 'p_option_train': 0.1, 'n_train': 150},
          train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'freeze_ratio': 0.4}),
+    _arm('fast-120-full-lr2-opt1-end4', 'fast-120-full-lr2-opt1 with the "," or "}" after each argument value '
+         'weighing 4 in the loss (the token that adds an optional parameter or ends the call)',
+         data={**SESSIONS_120, 'p_option_train': 0.1},
+         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0}),
     _arm('fast-120-bs1', 'fast-120 with one sample per optimizer step (164 steps of 1 instead of 82 of 2)',
          data=SESSIONS_120, train={**FAST, 'global_batch_size': 1}),
 ]}

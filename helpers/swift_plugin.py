@@ -9,7 +9,9 @@ Swift imports this file in every training process, so it depends on swift alone,
   a call is right, and a small model otherwise learns the fixed ``Action:`` scaffolding long before it
   learns to copy argument values. The first token of every model output (``Action`` or the answer's first
   token, the one that decides *call or answer*) is weighted by ``AFT_DECISION_WEIGHT`` (default 1.0): one
-  token of a long answer otherwise carries a tiny share of the loss. Earlier turns kept in the history are
+  token of a long answer otherwise carries a tiny share of the loss. The character after each top-level argument
+  value (``,``: another argument follows; the closing ``}``: the call ends) is weighted by ``AFT_ARG_END_WEIGHT``
+  (default 1.0): that token decides whether an optional parameter is added or left out. Earlier turns kept in the history are
   either masked (``"loss": false``) or, for sessions, trained with the observations RolePlay inserted into
   them masked. The weights are given per token of the whole output, tokenized once with the template's
   tokenizer (a token that straddles two pieces takes the larger weight): cutting the text into pieces that
@@ -37,6 +39,26 @@ FIRST_WORD = re.compile(r'\s*(?:[^\w\s]?\w+|[^\w\s]+)')  # a word, or a run of p
 CALL = re.compile(r'Action:(.*?)\nAction Input:([^\n]*)', re.S)  # a call: its name and its argument line
 
 
+def _argument_ends(args):
+    """Positions in an argument line of the ``,`` after each top-level value and of the closing ``}``
+    (none where the line is not a JSON object)."""
+    ends, depth, in_string, escaped = [], 0, False, False
+    for i, ch in enumerate(args):
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == '\\', ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in '{[':
+            depth += 1
+        elif ch in '}]':
+            depth -= 1
+            if depth == 0 and ch == '}':
+                return ends + [i]
+        elif ch == ',' and depth == 1:
+            ends.append(i)
+    return []
+
+
 class AgentFabricLossScale(LossScale):
     is_binary = False
 
@@ -45,6 +67,7 @@ class AgentFabricLossScale(LossScale):
         self.tokenizer = None  # the template's, set when the template first asks for its loss scale
         self.weight = float(os.environ.get('AFT_ARGS_WEIGHT', '2.0'))
         self.decision = float(os.environ.get('AFT_DECISION_WEIGHT', '1.0'))
+        self.arg_end = float(os.environ.get('AFT_ARG_END_WEIGHT', '1.0'))
 
     def _output(self, text):
         """One model output as (text, weight, decides) pieces: a call (name and arguments weighted) or plain
@@ -55,8 +78,13 @@ class AgentFabricLossScale(LossScale):
             cut = first.end() if first else 0
             return [(text[:cut], 1.0, True), (text[cut:], 1.0, False)]
         name, args = call.groups()
-        return [('Action:', 1.0, True), (name, self.weight, False), ('\nAction Input:', 1.0, False),
-                (args, self.weight, False), (text[call.end():], 1.0, False)]
+        pieces, start = [], 0
+        for end in _argument_ends(args):
+            pieces += [(args[start:end], self.weight, False), (args[end], max(self.weight, self.arg_end), False)]
+            start = end + 1
+        pieces.append((args[start:], self.weight, False))
+        return [('Action:', 1.0, True), (name, self.weight, False), ('\nAction Input:', 1.0, False), *pieces,
+                (text[call.end():], 1.0, False)]
 
     def _tokens(self, parts):
         """``parts`` as token ids of their whole text, grouped by weight. The token of the first character

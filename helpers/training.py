@@ -64,6 +64,7 @@ class TrainConfig:
     loss_scale: str = 'agentfabric'  # ours (see swift_plugin.py) or any ms-swift loss scale, e.g. 'default'
     args_weight: float = 2.0  # --loss_scale agentfabric: weight of the tool name and the argument JSON
     decision_weight: float = 1.0  # --loss_scale agentfabric: weight of each output's first token (call or answer)
+    arg_end_weight: float = 1.0  # --loss_scale agentfabric: weight of the ',' or '}' after each argument value
     gradient_checkpointing: bool = False
     precision: str = 'auto'  # bf16 | fp32 | auto (GPU: ms-swift decides from the model and the GPU); see preset()
     attn_impl: str | None = None  # None: the model's default (sdpa, the fastest measured on CPU too)
@@ -226,7 +227,8 @@ class TrainConfig:
         if self.cuda_visible_devices is not None:
             e['CUDA_VISIBLE_DEVICES'] = self.cuda_visible_devices
         if self.loss_scale == 'agentfabric':  # read by swift_plugin.py in every training process
-            e.update(AFT_ARGS_WEIGHT=str(self.args_weight), AFT_DECISION_WEIGHT=str(self.decision_weight))
+            e.update(AFT_ARGS_WEIGHT=str(self.args_weight), AFT_DECISION_WEIGHT=str(self.decision_weight),
+                     AFT_ARG_END_WEIGHT=str(self.arg_end_weight))
         return e
 
     def command(self, n_train: int | None = None, resume_from: str | None = None) -> list[str]:

@@ -317,3 +317,20 @@ def test_parameter_count_reads_safetensors_headers_and_disk_needed_follows_the_t
     assert lora.disk_needed(10**8) - 2**30 < (full.disk_needed(10**8) - 2**30) / 5
     assert 'float32 under bf16 autocast' in preset('cpu', cuda=False, precision='bf16').trained_weights
     assert preset('cpu', cuda=False, precision='bf16', tuner='lora').trained_weights.startswith('LoRA r=16')
+
+
+def test_freeze_ratio_keeps_the_lowest_weights_and_trains_the_rest(tmp_path, tiny_data):
+    from safetensors.torch import load_file
+    with pytest.raises(ValueError, match='freeze_ratio'):
+        preset('cpu', cuda=False, tuner='lora', freeze_ratio=0.4)
+    with pytest.raises(ValueError, match='freeze_ratio'):
+        preset('cpu', cuda=False, freeze_ratio=1.0)
+    cfg = _tiny(tmp_path, tiny_data, max_steps=2, save_steps=2, eval_steps=100, freeze_ratio=0.5)
+    assert 'lowest 50% of them frozen' in cfg.trained_weights
+    run_training(cfg, tmp_path / 'train.log')
+    base = load_file(str(prepare_model('tiny-qwen2') / 'model.safetensors'))
+    tuned = load_file(str(last_checkpoint(tmp_path / 'out') / 'model.safetensors'))
+    layers = sorted({int(k.split('.')[2]) for k in base if k.startswith('model.layers.')})
+    same = {k for k in base if k in tuned and base[k].equal(tuned[k].to(base[k].dtype))}
+    assert 'model.embed_tokens.weight' in same and f'model.layers.{layers[0]}.mlp.up_proj.weight' in same
+    assert f'model.layers.{layers[-1]}.mlp.up_proj.weight' not in same  # the top layers did train
