@@ -35,10 +35,10 @@ class Arm:
 
 # The cpu recipe these arms were measured against (run 20261122-053615-cpu): each arm below is it with one
 # change, whatever the profile's recipe has become since (so LoRA and its learning rate are spelled out).
-# Today's recipe is ``fast-120-full-lr2-opt1``.
+# Today's recipe is ``fast-120-full-lr2-opt1-end4``.
 BEFORE_DATA = {'p_no_call': 0.25, 'p_session': 0.5, 'session_turns': (3, 5), 'p_option_train': None}
-BEFORE_TRAIN = {'tuner': 'lora', 'learning_rate': 1e-3, 'decision_weight': 1.0, 'lora_dropout': 0.05,
-                'lora_dtype': 'float32', 'attn_impl': 'eager'}
+BEFORE_TRAIN = {'tuner': 'lora', 'learning_rate': 1e-3, 'decision_weight': 1.0, 'arg_end_weight': 1.0,
+                'lora_dropout': 0.05, 'lora_dtype': 'float32', 'attn_impl': 'eager'}
 SESSIONS = {**BEFORE_DATA, 'p_session': 0.9, 'session_turns': (4, 6), 'p_no_call': 0.3}
 DECISION = {**BEFORE_TRAIN, 'decision_weight': 4.0}
 # The faster training of `make bench` (LoRA weights in bf16, no LoRA dropout, SDPA): 1.55x the tokens/s there

@@ -76,7 +76,8 @@ class TrainConfig:
     # away); float32 means bf16 autocast over float32 weights
     master_weights: str = 'auto'
     # A full fine-tune: the share of the weights, from the embeddings up, that stay frozen (ms-swift's
-    # --freeze_parameters_ratio). Backpropagation stops at the lowest trained layer, so a step costs less.
+    # --freeze_parameters_ratio: whole tensors in the model's order while their sum stays within the share).
+    # Backpropagation stops at the lowest trained layer, so a step costs less.
     freeze_ratio: float = 0.0
     general_dataset: str | None = None  # e.g. 'iic/ms_bench' (only when the hub is reachable)
     general_mix_ratio: float = 0.0  # general samples per training sample
@@ -272,12 +273,13 @@ PRESETS: dict[str, dict] = {
     # SmolLM2-135M on 2 CPU cores: a full fine-tune (a step costs 15-35 % more than a rank-16 LoRA step, and from
     # the same steps it learned more: lower validation loss, more right tools in Chinese, the guide's call exact), its
     # weights in float32 under bf16 autocast (`master_weights`), lr 2e-4, batch 1 without gradient
-    # checkpointing, one epoch, the first token of each reply weighted 4 (fewer call loops). The LoRA fields
-    # apply to `tuner='lora'` overrides (no dropout: its random masks took a quarter of a bf16 step). Each
+    # checkpointing, one epoch, the first token of each reply weighted 4 (fewer call loops), and the ',' or '}'
+    # after each argument value weighted 4 (more exact arguments: it adds an optional parameter or ends the
+    # call). The LoRA fields apply to `tuner='lora'` overrides (no dropout: its random masks took a quarter of a bf16 step). Each
     # choice measured: `python -m helpers ablate`, `make bench`.
     'cpu': dict(tuner='full', learning_rate=2e-4, lora_rank=16, lora_alpha=32, lora_dropout=0.0,
                 num_train_epochs=1, max_length=2048, batch_size=1, global_batch_size=2, warmup_ratio=0.05,
-                eval_steps=45, save_steps=45, logging_steps=5, decision_weight=4.0),
+                eval_steps=45, save_steps=45, logging_steps=5, decision_weight=4.0, arg_end_weight=4.0),
     # Qwen2.5-7B-Instruct on one or more GPUs.
     'gpu': dict(tuner='lora', lora_rank=16, lora_alpha=32, lora_dropout=0.05, learning_rate=1e-4,
                 num_train_epochs=2, max_length=2048, batch_size=2, global_batch_size=32, warmup_ratio=0.03,

@@ -244,9 +244,24 @@ def test_with_the_tokenizer_weights_go_to_the_tokens_of_the_whole_text(monkeypat
         assert '21' not in tok.decode([i for i, w in zip(ids, per_token) if w > 0])
 
 
+@pytest.mark.parametrize('args, ends', [
+    (' {"a": 1, "b": "x"}', [',', '}']),
+    (' {"q": "say \\"hi\\", ok}", "n": [1, 2], "o": {"p": 1, "r": 2}}', [',', ',', '}']),  # inside strings/lists
+    (' {}', ['}']), (' {"a": 1', []), (' not json, really}', []), (' {"a": 1} trailing', ['}'])])
+def test_arg_end_weight_weighs_the_comma_or_brace_after_each_top_level_value(monkeypatch, args, ends):
+    monkeypatch.setenv('AFT_ARGS_WEIGHT', '2')
+    monkeypatch.setenv('AFT_ARG_END_WEIGHT', '5')
+    from helpers.swift_plugin import AgentFabricLossScale
+    parts, weights = AgentFabricLossScale().get_loss_scale(f'Action: t\nAction Input:{args}\n')
+    assert ''.join(parts) == f'Action: t\nAction Input:{args}\n'
+    assert [p for p, w in zip(parts, weights) if w == 5.0] == ends
+    assert ''.join(p for p, w in zip(parts, weights) if w in (2.0, 5.0)) == ' t' + args  # name and arguments
+
+
 def test_loss_weights_reach_the_training_processes():
-    cfg = preset('cpu', cuda=False, args_weight=3.0, decision_weight=4.0)
+    cfg = preset('cpu', cuda=False, args_weight=3.0, decision_weight=4.0, arg_end_weight=4.0)
     assert cfg.env()['AFT_ARGS_WEIGHT'] == '3.0' and cfg.env()['AFT_DECISION_WEIGHT'] == '4.0'
+    assert cfg.env()['AFT_ARG_END_WEIGHT'] == '4.0'
     assert 'AFT_DECISION_WEIGHT' not in preset('cpu', cuda=False, loss_scale='react').env()
 
 
@@ -288,6 +303,7 @@ def test_our_loss_scale_never_changes_the_tokens(monkeypatch, model_key):
     for weight in ('1', '4'):
         monkeypatch.setenv('AFT_DECISION_WEIGHT', weight)
         monkeypatch.setenv('AFT_ARGS_WEIGHT', '2')
+        monkeypatch.setenv('AFT_ARG_END_WEIGHT', weight)
         for row in rows:
             ours = ids('agentfabric', row)
             assert ours == ids('default', row), (weight, row['meta'])
@@ -325,8 +341,9 @@ def test_freeze_ratio_keeps_the_lowest_weights_and_trains_the_rest(tmp_path, tin
         preset('cpu', cuda=False, tuner='lora', freeze_ratio=0.4)
     with pytest.raises(ValueError, match='freeze_ratio'):
         preset('cpu', cuda=False, freeze_ratio=1.0)
-    cfg = _tiny(tmp_path, tiny_data, max_steps=2, save_steps=2, eval_steps=100, freeze_ratio=0.5)
-    assert 'lowest 50% of them frozen' in cfg.trained_weights
+    # the tiny model's embeddings are 98.5% of its weights: 0.993 freezes them, layer 0 and layer 1's q_proj
+    cfg = _tiny(tmp_path, tiny_data, max_steps=2, save_steps=2, eval_steps=100, freeze_ratio=0.993)
+    assert 'lowest 99% of them frozen' in cfg.trained_weights
     run_training(cfg, tmp_path / 'train.log')
     base = load_file(str(prepare_model('tiny-qwen2') / 'model.safetensors'))
     tuned = load_file(str(last_checkpoint(tmp_path / 'out') / 'model.safetensors'))
