@@ -20,6 +20,7 @@ from .environment import cache_dir, quiet_modelscope_agent
 
 _MSA: dict[str, Any] = {}
 _REGISTRY_LOCK = threading.Lock()  # tool classes are registered by name in a global registry
+_STDOUT_LOCK = threading.Lock()
 _IMPORT_LOCK = threading.Lock()
 
 
@@ -125,6 +126,15 @@ def _recorder(turn: Turn):
     return Recorder()
 
 
+def _without_traceback(call_tool: Callable) -> Callable:
+    """RolePlay's ``_call_tool`` without the traceback it prints for a call with bad arguments: the turn's
+    observation already says ``Tool api … failed to call … Details: <reason>``, and the notebook stays readable."""
+    def call(tool_list, **kwargs):
+        with _STDOUT_LOCK, contextlib.redirect_stdout(io.StringIO()):  # one swap of sys.stdout at a time
+            return call_tool(tool_list, **kwargs)
+    return call
+
+
 def roleplay_turn(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]], instruction: Instruction,
                   query: str, llm: dict, lang: str | None = None, history: Sequence[dict] = (),
                   max_llm_calls: int | None = None, **llm_kwargs) -> tuple[Turn, Iterator[str]]:
@@ -140,6 +150,7 @@ def roleplay_turn(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any
     with _REGISTRY_LOCK:  # instances capture their own runner, so concurrent runs cannot mix tools
         names = [register_tool(t, runners[t.name], turn.calls) if t.name in runners else t.name for t in tools]
         bot = msa['RolePlay'](function_list=names, llm=llm, instruction=instruction, callbacks=[_recorder(turn)])
+    bot._call_tool = _without_traceback(bot._call_tool)
     kwargs = dict(llm_kwargs)
     if history:
         kwargs['history'] = [dict(m) for m in history]

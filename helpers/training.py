@@ -227,10 +227,16 @@ class TrainConfig:
             e.update(NNODES=str(self.nnodes), NODE_RANK=str(self.node_rank), MASTER_ADDR=self.master_addr)
         if self.cuda_visible_devices is not None:
             e['CUDA_VISIBLE_DEVICES'] = self.cuda_visible_devices
-        if self.loss_scale == 'agentfabric':  # read by swift_plugin.py in every training process
-            e.update(AFT_ARGS_WEIGHT=str(self.args_weight), AFT_DECISION_WEIGHT=str(self.decision_weight),
-                     AFT_ARG_END_WEIGHT=str(self.arg_end_weight))
+        e.update(self.loss_weights())
         return e
+
+    def loss_weights(self) -> dict[str, str]:
+        """The variables swift_plugin.py reads its weights from, in every training process (none for
+        ms-swift's own loss scales)."""
+        if self.loss_scale != 'agentfabric':
+            return {}
+        return dict(AFT_ARGS_WEIGHT=str(self.args_weight), AFT_DECISION_WEIGHT=str(self.decision_weight),
+                    AFT_ARG_END_WEIGHT=str(self.arg_end_weight))
 
     def command(self, n_train: int | None = None, resume_from: str | None = None) -> list[str]:
         return [swift_executable(), 'sft', *self.args(n_train, resume_from)]
@@ -519,10 +525,12 @@ def run_summary(cfg: TrainConfig, result: TrainResult, n_train_samples: int, mea
 
 
 def encoded_sample(row: dict, model_dir: str, model_type: str | None, template: str | None,
-                   loss_scale: str = 'agentfabric', max_length: int = 4096) -> list[tuple[str, float]]:
+                   loss_scale: str = 'agentfabric', max_length: int = 4096,
+                   loss_weights: dict[str, str] | None = None) -> list[tuple[str, float]]:
     """One training row encoded by ms-swift exactly as training will: (token text, loss weight) pairs.
 
     Weight 0 means the token is context only (prompt, observation, earlier turns); the rest is learned.
+    ``loss_weights``: :meth:`TrainConfig.loss_weights` of the run (without it, the plugin's defaults).
     """
     import logging
     from . import swift_plugin  # noqa: F401  (registers the 'agentfabric' loss scale in this process)
@@ -533,7 +541,9 @@ def encoded_sample(row: dict, model_dir: str, model_type: str | None, template: 
     levels = [log.level for log in loggers]
     for log in loggers:
         log.setLevel(logging.ERROR)
+    saved = {k: os.environ.get(k) for k in loss_weights or {}}
     try:
+        os.environ.update(loss_weights or {})  # the loss scale reads them when the template creates it
         proc = get_processor(model_dir, model_type=model_type)
         tpl = get_template(proc, template_type=template, loss_scale=loss_scale, max_length=max_length)
         tpl.set_mode('train')
@@ -541,6 +551,11 @@ def encoded_sample(row: dict, model_dir: str, model_type: str | None, template: 
     finally:
         for log, level in zip(loggers, levels):
             log.setLevel(level)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     tok = getattr(proc, 'tokenizer', proc)
     weights = enc.get('loss_scale') or [1.0 if label != -100 else 0.0 for label in enc['labels']]
     groups: list[tuple[list[int], float]] = []  # decoded per group: a CJK character spans several byte tokens

@@ -258,6 +258,21 @@ def test_arg_end_weight_weighs_the_comma_or_brace_after_each_top_level_value(mon
     assert ''.join(p for p, w in zip(parts, weights) if w in (2.0, 5.0)) == ' t' + args  # name and arguments
 
 
+def test_the_sample_view_shows_the_runs_own_loss_weights(tiny_data, monkeypatch):
+    from helpers.models import MODELS
+    from helpers.synth import Generator, SynthConfig, training_rows
+    from helpers.training import encoded_sample
+    monkeypatch.delenv('AFT_ARG_END_WEIGHT', raising=False)
+    convs = Generator(SynthConfig(langs=('en',), p_no_call=0.0, p_multi_turn=0.0), seed=3).conversations('train', 3)
+    row = next(r for r in training_rows(convs) if r['messages'][-1]['content'].startswith('Action:'))
+    spec, path = MODELS['tiny-qwen2'], str(prepare_model('tiny-qwen2'))
+    cfg = preset('cpu', cuda=False, args_weight=3.0, decision_weight=4.0, arg_end_weight=5.0)
+    weights = {w for _, w in encoded_sample(row, path, spec.model_type, spec.template, loss_weights=cfg.loss_weights())}
+    assert {3.0, 4.0, 5.0} <= weights
+    assert 5.0 not in {w for _, w in encoded_sample(row, path, spec.model_type, spec.template)}  # plugin defaults
+    assert 'AFT_ARG_END_WEIGHT' not in os.environ  # put back as it was
+
+
 def test_loss_weights_reach_the_training_processes():
     cfg = preset('cpu', cuda=False, args_weight=3.0, decision_weight=4.0, arg_end_weight=4.0)
     assert cfg.env()['AFT_ARGS_WEIGHT'] == '3.0' and cfg.env()['AFT_DECISION_WEIGHT'] == '4.0'
