@@ -107,6 +107,9 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          'and 150 conversations instead of 120 (the change of fast-150-full-lr2-opt1-freeze40 on the new recipe)',
          data={**SESSIONS_120, 'p_option_train': 0.1, 'n_train': 150},
          train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0, 'freeze_ratio': 0.4}),
+    _arm('fast-120-full-lr2-end4', 'fast-120-full-lr2-opt1-end4 with option clauses on 30% of its training call '
+         'turns again: with the argument-end weight, does the model read the query for them?',
+         data=SESSIONS_120, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0}),
     _arm('fast-120-bs1', 'fast-120 with one sample per optimizer step (164 steps of 1 instead of 82 of 2)',
          data=SESSIONS_120, train={**FAST, 'global_batch_size': 1}),
 ]}
