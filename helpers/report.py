@@ -170,7 +170,7 @@ README_END = '<!-- results:end -->'
 def results_summary(run: str | Path, command: str) -> dict:
     """The figures of a finished run that the README cites: metrics of every arm (with counts), wall time per
     notebook, training and data figures, the commit it ran at, the command, the machine."""
-    run = Path(run)
+    run = Path(run).resolve()  # runs/latest-cpu names the run it links to
     info = collect(run)
     env, data, tr, ev = (info['environment'] or {}), (info['data'] or {}), (info['training'] or {}), \
         (info['evaluation'] or {})

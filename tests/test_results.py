@@ -42,6 +42,9 @@ def test_a_summary_is_made_from_a_run_and_rewrites_the_readme(tiny_run, tmp_path
     section = readme_section(readme.read_text())
     assert section == report.readme_results(summary) and '| tool selection ↑ |' in section
     assert report.update_readme(path, readme) is False  # a second time changes nothing
+    link = tmp_path / 'latest-tiny'
+    link.symlink_to(run_dir)
+    assert report.results_summary(link, 'x')['note'] == f'measured run {run_dir.resolve().name}'
 
 
 def test_the_readme_shows_each_language_when_the_run_has_them():
