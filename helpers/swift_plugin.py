@@ -9,14 +9,15 @@ Swift imports this file in every training process, so it depends on swift alone,
   a call is right, and a small model otherwise learns the fixed ``Action:`` scaffolding long before it
   learns to copy argument values. The first token of every model output (``Action`` or the answer's first
   token, the one that decides *call or answer*) is weighted by ``AFT_DECISION_WEIGHT`` (default 1.0): one
-  token of a long answer otherwise carries a tiny share of the loss. The character after each top-level argument
-  value (``,``: another argument follows; the closing ``}``: the call ends) is weighted by ``AFT_ARG_END_WEIGHT``
-  (default 1.0): that token decides whether an optional parameter is added or left out. Earlier turns kept in the history are
-  either masked (``"loss": false``) or, for sessions, trained with the observations RolePlay inserted into
-  them masked. The weights are given per token of the whole output, tokenized once with the template's
-  tokenizer (a token that straddles two pieces takes the larger weight): cutting the text into pieces that
-  ms-swift tokenizes one by one would change the tokens (``': '`` + ``'get'`` instead of ``': get'``, and the
-  end of turn written in letters), which tests/test_training.py rules out against ms-swift's default.
+  token of a long answer otherwise carries a tiny share of the loss. The character after each top-level
+  argument value (``,``: another argument follows; the closing ``}``: the call ends) is weighted by
+  ``AFT_ARG_END_WEIGHT`` (default 1.0): that token decides whether an optional parameter is added or left out,
+  and whether the JSON is closed. Earlier turns kept in the history are either masked (``"loss": false``)
+  or, for sessions, trained with the observations RolePlay inserted into them masked. The weights are given per
+  token of the whole output, tokenized once with the template's tokenizer (a token that straddles two pieces
+  takes the larger weight): cutting the text into pieces that ms-swift tokenizes one by one would change the
+  tokens (``': '`` + ``'get'`` instead of ``': get'``, and the end of turn written in letters), which
+  tests/test_training.py rules out against ms-swift's default.
 * ``--callbacks aft_rank_checksum``: at the start and the end of training each rank writes a checksum of its
   trainable weights to ``<output_dir>/rank_checksums/rank<N>.json``, so a multi-process run can prove that
   the weights changed and every rank ended with identical ones (real gradient synchronisation).

@@ -280,9 +280,10 @@ PRESETS: dict[str, dict] = {
     # the same steps it learned more: lower validation loss, more right tools in Chinese, the guide's call exact), its
     # weights in float32 under bf16 autocast (`master_weights`), lr 2e-4, batch 1 without gradient
     # checkpointing, one epoch, the first token of each reply weighted 4 (fewer call loops), and the ',' or '}'
-    # after each argument value weighted 4 (more exact arguments: it adds an optional parameter or ends the
-    # call). The LoRA fields apply to `tuner='lora'` overrides (no dropout: its random masks took a quarter of a bf16 step). Each
-    # choice measured: `python -m helpers ablate`, `make bench`.
+    # after each argument value weighted 4 (the token that adds an optional parameter or ends the call: fewer
+    # invalid Action Inputs, and more exact arguments on this data). The LoRA fields apply to `tuner='lora'`
+    # overrides (no dropout: its random masks took a quarter of a bf16 step). Each choice measured:
+    # `python -m helpers ablate`, `make bench`.
     'cpu': dict(tuner='full', learning_rate=2e-4, lora_rank=16, lora_alpha=32, lora_dropout=0.0,
                 num_train_epochs=1, max_length=2048, batch_size=1, global_batch_size=2, warmup_ratio=0.05,
                 eval_steps=45, save_steps=45, logging_steps=5, decision_weight=4.0, arg_end_weight=4.0),
