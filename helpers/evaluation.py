@@ -56,8 +56,6 @@ explicit cap is kept, with a warning naming the cases it makes impossible to get
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import time
@@ -479,16 +477,13 @@ def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Pa
     if progress:
         from tqdm import tqdm  # text bar: readable in notebooks, papermill logs and terminals alike
         bar = tqdm(total=len(cases), desc=f'evaluating {model}', unit='case', mininterval=5)
-    # RolePlay prints a traceback to stdout for every tool call with bad arguments; the prediction
-    # already records it, so it is kept out of the notebook.
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            futures = {pool.submit(predict_case, c, llm, max_tokens, max_llm_calls): c.id for c in cases}
-            for fut in as_completed(futures):
-                rows[futures[fut]] = fut.result()
-                if bar:
-                    bar.update(1)
+        futures = {pool.submit(predict_case, c, llm, max_tokens, max_llm_calls): c.id for c in cases}
+        for fut in as_completed(futures):
+            rows[futures[fut]] = fut.result()
+            if bar:
+                bar.update(1)
     finally:  # on Ctrl-C, cases not yet started are dropped: only those running finish
         pool.shutdown(wait=True, cancel_futures=True)
     if bar:

@@ -458,7 +458,7 @@ def test_the_reply_budget_fits_the_longest_expected_call_and_warns_when_a_given_
             evaluation.reply_budget(cases, model, bad)
 
 
-def test_a_call_with_bad_arguments_prints_no_traceback(capsys):
+def test_a_call_with_bad_arguments_prints_no_traceback(capsys, tmp_path):
     """RolePlay prints a traceback for a tool call that fails its argument check; the notebook shows only the
     turn, whose observation carries the reason."""
     from helpers.agent_tools import llm_config, run_case
@@ -468,6 +468,10 @@ def test_a_call_with_bad_arguments_prints_no_traceback(capsys):
         return 'Sorry.' if 'Observation:' in user else format_call('get_weather', {'days': 3})
     with ScriptedServer(script) as srv:
         turn = run_case(case('a', PARIS), llm_config(srv.base_url, 'scripted'))
-    assert turn.calls and turn.calls[0].parsed is None  # the call reached the tool and failed its check
-    assert 'city' in ''.join(turn.chunks) and 'failed to call' in ''.join(turn.chunks)
+        assert turn.calls and turn.calls[0].parsed is None  # the call reached the tool and failed its check
+        assert 'city' in ''.join(turn.chunks) and 'failed to call' in ''.join(turn.chunks)
+        assert 'Traceback' not in capsys.readouterr().out
+        evaluate([case(c, PARIS) for c in 'bcd'], srv.base_url, 'scripted', tmp_path, workers=3, progress=False)
     assert 'Traceback' not in capsys.readouterr().out
+    print('after')  # the threads' stdout swaps left stdout where it was
+    assert capsys.readouterr().out == 'after\n'
