@@ -534,6 +534,7 @@ def encoded_sample(row: dict, model_dir: str, model_type: str | None, template: 
     ``loss_weights``: :meth:`TrainConfig.loss_weights` of the run (without it, the plugin's defaults).
     """
     import logging
+    from unittest import mock
     from . import swift_plugin  # noqa: F401  (registers the 'agentfabric' loss scale in this process)
     from swift.model import get_processor
     from swift.template import get_template
@@ -542,21 +543,15 @@ def encoded_sample(row: dict, model_dir: str, model_type: str | None, template: 
     levels = [log.level for log in loggers]
     for log in loggers:
         log.setLevel(logging.ERROR)
-    saved = {k: os.environ.get(k) for k in loss_weights or {}}
-    try:
-        os.environ.update(loss_weights or {})  # the loss scale reads them when the template creates it
-        proc = get_processor(model_dir, model_type=model_type)
-        tpl = get_template(proc, template_type=template, loss_scale=loss_scale, max_length=max_length)
-        tpl.set_mode('train')
-        enc = tpl.encode({'messages': row['messages']})
+    try:  # the loss scale reads its weights from the environment when the template creates it
+        with mock.patch.dict(os.environ, loss_weights or {}):
+            proc = get_processor(model_dir, model_type=model_type)
+            tpl = get_template(proc, template_type=template, loss_scale=loss_scale, max_length=max_length)
+            tpl.set_mode('train')
+            enc = tpl.encode({'messages': row['messages']})
     finally:
         for log, level in zip(loggers, levels):
             log.setLevel(level)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     tok = getattr(proc, 'tokenizer', proc)
     weights = enc.get('loss_scale') or [1.0 if label != -100 else 0.0 for label in enc['labels']]
     groups: list[tuple[list[int], float]] = []  # decoded per group: a CJK character spans several byte tokens

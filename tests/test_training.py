@@ -258,7 +258,7 @@ def test_arg_end_weight_weighs_the_comma_or_brace_after_each_top_level_value(mon
     assert ''.join(p for p, w in zip(parts, weights) if w in (2.0, 5.0)) == ' t' + args  # name and arguments
 
 
-def test_the_sample_view_shows_the_runs_own_loss_weights(tiny_data, monkeypatch):
+def test_the_sample_view_shows_the_runs_own_loss_weights(monkeypatch):
     from helpers.models import MODELS
     from helpers.synth import Generator, SynthConfig, training_rows
     from helpers.training import encoded_sample
