@@ -110,6 +110,14 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     _arm('fast-120-full-lr2-end4', 'fast-120-full-lr2-opt1-end4 with option clauses on 30% of its training call '
          'turns again: with the argument-end weight, does the model read the query for them?',
          data=SESSIONS_120, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0}),
+    _arm('fast-120-full-lr3-opt1-end4', 'fast-120-full-lr2-opt1-end4 at a learning rate of 3e-4: the decisions '
+         'of 4e-4 (fast-120-full-lr4) with the argument-end weight against its invalid Action Inputs?',
+         data={**SESSIONS_120, 'p_option_train': 0.1},
+         train={**FAST, 'tuner': 'full', 'learning_rate': 3e-4, 'arg_end_weight': 4.0}),
+    _arm('fast-120-full-lr2-opt1-end4-seed1', 'fast-120-full-lr2-opt1-end4 with training seed 1 instead of 42 (the '
+         'same data in another order): how far two trainings of one recipe differ, the noise every arm carries',
+         data={**SESSIONS_120, 'p_option_train': 0.1},
+         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0, 'seed': 1}),
     _arm('fast-120-bs1', 'fast-120 with one sample per optimizer step (164 steps of 1 instead of 82 of 2)',
          data=SESSIONS_120, train={**FAST, 'global_batch_size': 1}),
 ]}
