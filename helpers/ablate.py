@@ -25,8 +25,8 @@ from .jsonl import write_json
 
 @dataclass(frozen=True)
 class Arm:
-    """One recipe: the profile's, with ``data`` (DataPlan or SynthConfig fields) and ``train`` (TrainConfig
-    fields) changed."""
+    """One recipe: the profile's, with ``data`` (DataPlan or SynthConfig fields, and ``seed``: the draw of
+    :func:`~helpers.synth.write_splits`, 0 unless given) and ``train`` (TrainConfig fields) changed."""
     name: str
     why: str
     data: dict = field(default_factory=dict)
@@ -118,17 +118,25 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          'same data in another order): how far two trainings of one recipe differ, the noise every arm carries',
          data={**SESSIONS_120, 'p_option_train': 0.1},
          train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0, 'seed': 1}),
+    _arm('fast-120-full-lr2-opt1-end4-decision8', 'fast-120-full-lr2-opt1-end4 with the first token of each '
+         'reply weighing 8 instead of 4: the fewer false calls and loops of a higher learning rate, without its cost '
+         'to the arguments?', data={**SESSIONS_120, 'p_option_train': 0.1},
+         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0, 'decision_weight': 8.0}),
+    _arm('fast-120-full-lr2-opt1-end4-data1', 'fast-120-full-lr2-opt1-end4 trained on other conversations drawn '
+         'from the same plan (data seed 1 instead of 0): the noise of the data draw',
+         data={**SESSIONS_120, 'p_option_train': 0.1, 'seed': 1},
+         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0}),
     _arm('fast-120-bs1', 'fast-120 with one sample per optimizer step (164 steps of 1 instead of 82 of 2)',
          data=SESSIONS_120, train={**FAST, 'global_batch_size': 1}),
 ]}
 
 
 def plan_for(arm: Arm, profile: str):
-    """The profile's data plan with the arm's changes (unknown names raise)."""
+    """The profile's data plan with the arm's changes (unknown names raise; ``seed`` is not a plan field)."""
     from .synth import PROFILE_DATA, DataPlan, SynthConfig
     plan = PROFILE_DATA[profile]
     plan_fields, config_fields = set(DataPlan.__dataclass_fields__) - {'config'}, set(SynthConfig.__dataclass_fields__)
-    unknown = set(arm.data) - plan_fields - config_fields
+    unknown = set(arm.data) - plan_fields - config_fields - {'seed'}
     if unknown:
         raise ValueError(f'arm {arm.name}: unknown data options {sorted(unknown)}; choose among '
                          f'{sorted(plan_fields | config_fields)}')
@@ -149,7 +157,7 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
     cases = load_cases(cases_path)
     started, commit = time.time(), env.repo_commit()  # the code the arm trains with (the loss scale is code)
     plan = plan_for(arm, profile)
-    data = write_splits(out / 'data', plan)
+    data = write_splits(out / 'data', plan, seed=arm.data.get('seed', 0))
     spec = models.get_spec(models.PROFILE_MODEL[profile])
     cfg = training.preset(profile, precision=precision, **{
         'model': str(models.prepare_model(models.PROFILE_MODEL[profile])), 'model_type': spec.model_type,

@@ -19,6 +19,7 @@ def test_an_arm_changes_only_what_it_names():
     assert base.config.p_no_call != 0.4  # the profile's own plan is left alone
     with pytest.raises(ValueError, match='unknown data options'):
         plan_for(Arm('x', 'test', data={'p_no_cal': 0.4}), 'cpu')
+    assert plan_for(Arm('x', 'test', data={'seed': 1}), 'cpu') == base  # the draw, not the plan
 
 
 @pytest.mark.parametrize('name', list(ARMS))
@@ -51,9 +52,10 @@ def test_an_arm_trains_serves_and_scores_on_the_given_cases(tiny_run, tmp_path):
     lines = (run / 'data' / 'test_cases.jsonl').read_text().splitlines()[:3]
     cases = tmp_path / 'cases.jsonl'
     cases.write_text('\n'.join(lines) + '\n')
-    arm = Arm('short', 'two steps', data={'n_train': 8}, train={'max_steps': 2})
+    arm = Arm('short', 'two steps', data={'n_train': 8, 'seed': 1}, train={'max_steps': 2})
     result = run_arm(arm, cases, tmp_path / 'arms', profile='tiny', log=lambda *_: None)
     assert result['n_cases'] == 3 and result['metrics']['n_cases'] == 3
+    assert json.loads((tmp_path / 'arms' / 'short' / 'data' / 'data_summary.json').read_text())['seed'] == 1
     assert result['train']['steps'] == 2 and result['data']['conversations'] == 8
     preds = (tmp_path / 'arms' / 'short' / 'eval' / 'predictions.jsonl').read_text().splitlines()
     assert sorted(json.loads(p)['id'] for p in preds) == sorted(json.loads(l)['id'] for l in lines)
