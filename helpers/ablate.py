@@ -118,6 +118,9 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          'same data in another order): how far two trainings of one recipe differ, the noise every arm carries',
          data={**SESSIONS_120, 'p_option_train': 0.1},
          train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0, 'seed': 1}),
+    _arm('fast-120-full-lr2-opt1-end4-seed2', 'fast-120-full-lr2-opt1-end4 with training seed 2: a third '
+         'training of the recipe on the same data, for the spread', data={**SESSIONS_120, 'p_option_train': 0.1},
+         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0, 'seed': 2}),
     _arm('fast-120-full-lr2-opt1-end4-decision8', 'fast-120-full-lr2-opt1-end4 with the first token of each '
          'reply weighing 8 instead of 4: the fewer false calls and loops of a higher learning rate, without its cost '
          'to the arguments?', data={**SESSIONS_120, 'p_option_train': 0.1},
