@@ -114,6 +114,9 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          'of 4e-4 (fast-120-full-lr4) with the argument-end weight against its invalid Action Inputs?',
          data={**SESSIONS_120, 'p_option_train': 0.1},
          train={**FAST, 'tuner': 'full', 'learning_rate': 3e-4, 'arg_end_weight': 4.0}),
+    _arm('fast-120-full-lr3-opt1-end4-seed1', 'fast-120-full-lr3-opt1-end4 with training seed 1: are its fewer '
+         'false calls and loops more than the spread of one training?', data={**SESSIONS_120, 'p_option_train': 0.1},
+         train={**FAST, 'tuner': 'full', 'learning_rate': 3e-4, 'arg_end_weight': 4.0, 'seed': 1}),
     _arm('fast-120-full-lr2-opt1-end4-seed1', 'fast-120-full-lr2-opt1-end4 with training seed 1 instead of 42 (the '
          'same data in another order): how far two trainings of one recipe differ, the noise every arm carries',
          data={**SESSIONS_120, 'p_option_train': 0.1},
