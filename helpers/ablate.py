@@ -44,6 +44,9 @@ DECISION = {**BEFORE_TRAIN, 'decision_weight': 4.0}
 # The faster training of `make bench` (LoRA weights in bf16, no LoRA dropout, SDPA): 1.55x the tokens/s there
 FAST = {**DECISION, 'lora_dropout': 0.0, 'lora_dtype': 'auto', 'attn_impl': None}
 SESSIONS_120 = {**SESSIONS, 'n_train': 120}
+OPT1 = {**SESSIONS_120, 'p_option_train': 0.1}  # option clauses on one training call turn in ten
+FULL_LR2 = {**FAST, 'tuner': 'full', 'learning_rate': 2e-4}  # every weight trained, float32 under bf16 autocast
+END4 = {**FULL_LR2, 'arg_end_weight': 4.0}  # today's recipe
 
 
 def _arm(name: str, why: str, data: dict | None = None, train: dict | None = None) -> Arm:
@@ -86,52 +89,44 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     _arm('fast-120-full-lr05', 'fast-120-full with half its learning rate (5e-5): fewer repeated calls?',
          data=SESSIONS_120, train={**FAST, 'tuner': 'full', 'learning_rate': 5e-5}),
     _arm('fast-120-full-lr2', 'fast-120-full with twice its learning rate (2e-4): fewer repeated calls?',
-         data=SESSIONS_120, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4}),
+         data=SESSIONS_120, train=FULL_LR2),
     _arm('fast-120-full-lr4', 'fast-120-full at four times its learning rate (4e-4): past the lowest validation loss?',
          data=SESSIONS_120, train={**FAST, 'tuner': 'full', 'learning_rate': 4e-4}),
     _arm('fast-120-full-lr2-opt1', 'fast-120-full-lr2 with an option clause on 10% of its training call turns '
          'instead of 30% (fewer optional parameters nobody asked for?)',
-         data={**SESSIONS_120, 'p_option_train': 0.1}, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4}),
+         data=OPT1, train=FULL_LR2),
     _arm('fast-120-full-lr2-opt2', 'fast-120-full-lr2 with an option clause on 20% of its training call turns: '
          'between 30% (optional parameters nobody asked for) and 10% (stated ones left out)',
-         data={**SESSIONS_120, 'p_option_train': 0.2}, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4}),
+         data={**SESSIONS_120, 'p_option_train': 0.2}, train=FULL_LR2),
     _arm('fast-150-full-lr2-opt1-freeze40', 'fast-120-full-lr2-opt1 with its lowest 40% of weights frozen '
          '(embeddings and 7 of 30 layers: a step costs ~20% less) and 150 conversations instead of 120',
-         data={**SESSIONS_120, 'p_option_train': 0.1, 'n_train': 150},
-         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'freeze_ratio': 0.4}),
+         data={**OPT1, 'n_train': 150}, train={**FULL_LR2, 'freeze_ratio': 0.4}),
     _arm('fast-120-full-lr2-opt1-end4', 'fast-120-full-lr2-opt1 with the "," or "}" after each argument value '
          'weighing 4 in the loss (the token that adds an optional parameter or ends the call)',
-         data={**SESSIONS_120, 'p_option_train': 0.1},
-         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0}),
+         data=OPT1, train=END4),
     _arm('fast-150-full-lr2-opt1-end4-freeze40', 'fast-120-full-lr2-opt1-end4 with its lowest 40% of weights frozen '
          'and 150 conversations instead of 120 (the change of fast-150-full-lr2-opt1-freeze40 on the new recipe)',
-         data={**SESSIONS_120, 'p_option_train': 0.1, 'n_train': 150},
-         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0, 'freeze_ratio': 0.4}),
+         data={**OPT1, 'n_train': 150}, train={**END4, 'freeze_ratio': 0.4}),
     _arm('fast-120-full-lr2-end4', 'fast-120-full-lr2-opt1-end4 with option clauses on 30% of its training call '
          'turns again: with the argument-end weight, does the model read the query for them?',
-         data=SESSIONS_120, train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0}),
+         data=SESSIONS_120, train=END4),
     _arm('fast-120-full-lr3-opt1-end4', 'fast-120-full-lr2-opt1-end4 at a learning rate of 3e-4: the decisions '
          'of 4e-4 (fast-120-full-lr4) with the argument-end weight against its invalid Action Inputs?',
-         data={**SESSIONS_120, 'p_option_train': 0.1},
-         train={**FAST, 'tuner': 'full', 'learning_rate': 3e-4, 'arg_end_weight': 4.0}),
+         data=OPT1, train={**END4, 'learning_rate': 3e-4}),
     _arm('fast-120-full-lr3-opt1-end4-seed1', 'fast-120-full-lr3-opt1-end4 with training seed 1: are its fewer '
-         'false calls and loops more than the spread of one training?', data={**SESSIONS_120, 'p_option_train': 0.1},
-         train={**FAST, 'tuner': 'full', 'learning_rate': 3e-4, 'arg_end_weight': 4.0, 'seed': 1}),
+         'false calls and loops more than the spread of one training?', data=OPT1,
+         train={**END4, 'learning_rate': 3e-4, 'seed': 1}),
     _arm('fast-120-full-lr2-opt1-end4-seed1', 'fast-120-full-lr2-opt1-end4 with training seed 1 instead of 42 (the '
          'same data in another order): how far two trainings of one recipe differ, the noise every arm carries',
-         data={**SESSIONS_120, 'p_option_train': 0.1},
-         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0, 'seed': 1}),
+         data=OPT1, train={**END4, 'seed': 1}),
     _arm('fast-120-full-lr2-opt1-end4-seed2', 'fast-120-full-lr2-opt1-end4 with training seed 2: a third '
-         'training of the recipe on the same data, for the spread', data={**SESSIONS_120, 'p_option_train': 0.1},
-         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0, 'seed': 2}),
+         'training of the recipe on the same data, for the spread', data=OPT1, train={**END4, 'seed': 2}),
     _arm('fast-120-full-lr2-opt1-end4-decision8', 'fast-120-full-lr2-opt1-end4 with the first token of each '
          'reply weighing 8 instead of 4: the fewer false calls and loops of a higher learning rate, without its cost '
-         'to the arguments?', data={**SESSIONS_120, 'p_option_train': 0.1},
-         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0, 'decision_weight': 8.0}),
+         'to the arguments?', data=OPT1, train={**END4, 'decision_weight': 8.0}),
     _arm('fast-120-full-lr2-opt1-end4-data1', 'fast-120-full-lr2-opt1-end4 trained on other conversations drawn '
          'from the same plan (data seed 1 instead of 0): the noise of the data draw',
-         data={**SESSIONS_120, 'p_option_train': 0.1, 'seed': 1},
-         train={**FAST, 'tuner': 'full', 'learning_rate': 2e-4, 'arg_end_weight': 4.0}),
+         data={**OPT1, 'seed': 1}, train=END4),
     _arm('fast-120-bs1', 'fast-120 with one sample per optimizer step (164 steps of 1 instead of 82 of 2)',
          data=SESSIONS_120, train={**FAST, 'global_batch_size': 1}),
 ]}
@@ -145,7 +140,7 @@ def plan_for(arm: Arm, profile: str):
     unknown = set(arm.data) - plan_fields - config_fields - {'seed'}
     if unknown:
         raise ValueError(f'arm {arm.name}: unknown data options {sorted(unknown)}; choose among '
-                         f'{sorted(plan_fields | config_fields)}')
+                         f'{sorted(plan_fields | config_fields | {"seed"})}')
     config = replace(plan.config, **{k: v for k, v in arm.data.items() if k in config_fields})
     return replace(plan, config=config, **{k: v for k, v in arm.data.items() if k in plan_fields})
 
