@@ -281,7 +281,8 @@ PRESETS: dict[str, dict] = {
     # weights in float32 under bf16 autocast (`master_weights`), lr 2e-4, batch 1 without gradient
     # checkpointing, one epoch, the first token of each reply weighted 4 (fewer call loops), and the ',' or '}'
     # after each argument value weighted 4 (the token that adds an optional parameter or ends the call: fewer
-    # invalid Action Inputs, and more exact arguments on this data). The LoRA fields apply to `tuner='lora'`
+    # invalid Action Inputs in four trainings of four; its gain in exact arguments was within the spread between
+    # trainings). The LoRA fields apply to `tuner='lora'`
     # overrides (no dropout: its random masks took a quarter of a bf16 step). Each choice measured:
     # `python -m helpers ablate`, `make bench`.
     'cpu': dict(tuner='full', learning_rate=2e-4, lora_rank=16, lora_alpha=32, lora_dropout=0.0,
