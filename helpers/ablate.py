@@ -26,11 +26,14 @@ from .jsonl import write_json
 @dataclass(frozen=True)
 class Arm:
     """One recipe: the profile's, with ``data`` (DataPlan or SynthConfig fields, and ``seed``: the draw of
-    :func:`~helpers.synth.write_splits`, 0 unless given) and ``train`` (TrainConfig fields) changed."""
+    :func:`~helpers.synth.write_splits`, 0 unless given) and ``train`` (TrainConfig fields) changed.
+    ``curve``: keep a checkpoint every ``curve`` optimizer steps and evaluate each one too (a learning curve
+    within one training); 0: only the trained model."""
     name: str
     why: str
     data: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
+    curve: int = 0
 
 
 # The cpu recipe these arms were measured against (run 20261122-053615-cpu): each arm below is it with one
@@ -49,8 +52,8 @@ FULL_LR2 = {**FAST, 'tuner': 'full', 'learning_rate': 2e-4}  # every weight trai
 END4 = {**FULL_LR2, 'arg_end_weight': 4.0}  # today's recipe
 
 
-def _arm(name: str, why: str, data: dict | None = None, train: dict | None = None) -> Arm:
-    return Arm(name, why, {**BEFORE_DATA, **(data or {})}, {**BEFORE_TRAIN, **(train or {})})
+def _arm(name: str, why: str, data: dict | None = None, train: dict | None = None, curve: int = 0) -> Arm:
+    return Arm(name, why, {**BEFORE_DATA, **(data or {})}, {**BEFORE_TRAIN, **(train or {})}, curve)
 
 
 ARMS: dict[str, Arm] = {a.name: a for a in [
@@ -127,6 +130,10 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     _arm('fast-120-full-lr2-opt1-end4-data1', 'fast-120-full-lr2-opt1-end4 trained on other conversations drawn '
          'from the same plan (data seed 1 instead of 0): the noise of the data draw',
          data={**OPT1, 'seed': 1}, train=END4),
+    _arm('fast-360-full-lr2-opt1-end4-curve', 'fast-120-full-lr2-opt1-end4 on three times the conversations (360, '
+         'about 26 training minutes), a checkpoint evaluated every 85 steps: does accuracy still grow past the '
+         "20-minute budget's 85 steps, or is the 135M model the limit?",
+         data={**OPT1, 'n_train': 360}, train=END4, curve=85),
     _arm('fast-120-bs1', 'fast-120 with one sample per optimizer step (164 steps of 1 instead of 82 of 2)',
          data=SESSIONS_120, train={**FAST, 'global_batch_size': 1}),
 ]}
@@ -165,25 +172,41 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
         'template': spec.template, 'train_file': str(out / 'data' / 'train.jsonl'),
         'val_file': str(out / 'data' / 'val.jsonl'), 'output_dir': str(out / 'train'), **arm.train})
     n_train = data['train']['samples']
+    if arm.curve:  # every checkpoint kept: one per `curve` steps and the last
+        cfg.save_steps = cfg.eval_steps = arm.curve
+        cfg.save_total_limit = -(-n_train // cfg.effective_batch() // arm.curve) + 1
     log(f'[{arm.name}] {arm.why}: {n_train} samples, training ({cfg.precision})')
     trained = training.run_training(cfg, out / 'train' / 'train.log', n_train=n_train)
-    merged = serving.merge_lora(trained.best_checkpoint, out / 'merge.log')
     hw = env.detect_hardware()
-    server = serving.ServerSpec(str(merged), served_name=f'ablate-{arm.name}',
-                                backend=serving.choose_backend(backend, hw.cuda, profile),
-                                precision=env.resolve_precision(precision, hw.cuda), model_type=cfg.model_type,
-                                template=cfg.template)
+
+    def evaluate(checkpoint: str | Path, eval_dir: Path) -> dict:
+        merged = serving.merge_lora(checkpoint, out / 'merge.log')
+        server = serving.ServerSpec(str(merged), served_name=f'ablate-{arm.name}',
+                                    backend=serving.choose_backend(backend, hw.cuda, profile),
+                                    precision=env.resolve_precision(precision, hw.cuda), model_type=cfg.model_type,
+                                    template=cfg.template)
+        metrics = evaluation.evaluate_model(server, cases, eval_dir, progress=False, log=log)
+        return {'metrics': metrics, **breakdowns(cases, eval_dir / 'predictions.jsonl')}
+
     log(f'[{arm.name}] trained in {trained.wall_seconds / 60:.1f} min; evaluating {len(cases)} cases')
-    metrics = evaluation.evaluate_model(server, cases, out / 'eval', progress=False, log=log)
-    groups = breakdowns(cases, out / 'eval' / 'predictions.jsonl')
+    final = evaluate(trained.best_checkpoint, out / 'eval')
     history = training.read_log_history(cfg.output_dir)
+    steps = training.steps_done(history)
     losses = [r['loss'] for r in history if 'loss' in r]
+    curve = []
+    for ckpt in (training.checkpoints(cfg.output_dir) if arm.curve else []):
+        step = int(ckpt.name.split('-')[-1])
+        log(f'[{arm.name}] evaluating the checkpoint of step {step}')
+        point = final if str(ckpt) == str(trained.best_checkpoint) else evaluate(ckpt, out / 'eval' / ckpt.name)
+        curve.append({'step': step, 'train_minutes': round(trained.wall_seconds * step / steps / 60, 1),
+                      'eval_loss': next((r['eval_loss'] for r in history if 'eval_loss' in r
+                                         and r.get('global_step/max_steps', '').startswith(f'{step}/')), None),
+                      **point})
     result = {'arm': asdict(arm), 'commit': commit, 'cases': str(cases_path), 'n_cases': len(cases),
               'data': data['train'],
-              'train': {'steps': training.steps_done(history),
-                        'wall_seconds': round(trained.wall_seconds, 1),
+              'train': {'steps': steps, 'wall_seconds': round(trained.wall_seconds, 1),
                         'final_loss': losses[-1] if losses else None, 'config': asdict(cfg)},
-              'metrics': metrics, **groups, 'wall_seconds': round(time.time() - started, 1)}
+              **final, **({'curve': curve} if curve else {}), 'wall_seconds': round(time.time() - started, 1)}
     return _record(out_dir, arm.name, result)
 
 

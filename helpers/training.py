@@ -341,10 +341,17 @@ def parameter_count(model_dir: str | Path) -> int:
     return n
 
 
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """The complete checkpoints (those with a trainer_state.json) in ``output_dir``, oldest first."""
+    ckpts = [p for p in Path(output_dir).glob('checkpoint-*')
+             if p.name.split('-')[-1].isdigit() and (p / 'trainer_state.json').exists()]
+    return sorted(ckpts, key=lambda p: int(p.name.split('-')[-1]))
+
+
 def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint (one with a trainer_state.json) in ``output_dir``."""
-    ckpts = [p for p in Path(output_dir).glob('checkpoint-*') if (p / 'trainer_state.json').exists()]
-    return max(ckpts, key=lambda p: int(p.name.split('-')[-1])) if ckpts else None
+    """The newest complete checkpoint in ``output_dir``."""
+    ckpts = checkpoints(output_dir)
+    return ckpts[-1] if ckpts else None
 
 
 class _NewRows:
