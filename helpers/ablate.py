@@ -174,7 +174,7 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
     n_train = data['train']['samples']
     if arm.curve:  # every checkpoint kept: one per `curve` steps and the last
         cfg.save_steps = cfg.eval_steps = arm.curve
-        cfg.save_total_limit = -(-n_train // cfg.effective_batch() // arm.curve) + 1
+        cfg.save_total_limit = -(-n_train // cfg.global_batch_size // arm.curve) + 1
     log(f'[{arm.name}] {arm.why}: {n_train} samples, training ({cfg.precision})')
     trained = training.run_training(cfg, out / 'train' / 'train.log', n_train=n_train)
     hw = env.detect_hardware()
