@@ -303,6 +303,9 @@ def cmd_ablate(args) -> int:
     results = (ablate.collect(args.out, args.cases) if args.report else
                ablate.run(names, args.cases, args.out, args.profile))
     print(ablate.markdown(results) if args.markdown else ablate.table(results).to_string())
+    for r in results:
+        if r.get('curve'):
+            print(f"\nlearning curve of {r['arm']['name']}:\n{ablate.curve_markdown(r)}")
     if args.readme:
         from .environment import repo_root
         from .report import replace_section

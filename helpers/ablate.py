@@ -248,12 +248,31 @@ README_END = '<!-- ablation:end -->'
 
 
 def readme_section(saved: dict) -> str:
-    """The README's ablation table for a saved ablation (``results/ablation.json``)."""
+    """The README's ablation table for a saved ablation (``results/ablation.json``), then the learning curve
+    of each arm that has one."""
     arms = saved['arms']
     n = arms[0]['n_cases'] if arms else 0
+    curves = ''.join(f"\nLearning curve of `{r['arm']['name']}` (one training, its checkpoints evaluated on the same "
+                     f"cases; train min pro rata):\n\n{curve_markdown(r)}\n" for r in arms if r.get('curve'))
     return (f"Every arm trained on its own generated data and was evaluated on the same {n} held-out cases "
             f"(`{saved['cases']}`), through RolePlay; `loop limit`: cases stopped after 4 model calls in one turn. "
-            'Rates read `rate [95% Wilson interval] (k/n)`.\n\n' + markdown(arms) + '\n')
+            'Rates read `rate [95% Wilson interval] (k/n)`.\n\n' + markdown(arms) + '\n' + curves)
+
+
+def curve_markdown(result: dict) -> str:
+    """An arm's learning curve (:attr:`Arm.curve`) as a Markdown table: one row per evaluated checkpoint."""
+    from .evaluation import METRICS, metric_cell
+    head = ['step', 'train min', 'val loss', 'loop limit', *[METRICS[k].label for k in HEADLINE],
+            *[f"{METRICS['args_exact_acc'].label} ({lang})" for lang in ('zh', 'en')]]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for p in result['curve']:
+        loss = '-' if p['eval_loss'] is None else f"{p['eval_loss']:.3f}"
+        cells = [p['step'], p['train_minutes'], loss, p['metrics'].get('n_stopped'),
+                 *[metric_cell(p['metrics'], k) for k in HEADLINE],
+                 *[metric_cell(p['per_language'][lang], 'args_exact_acc') if lang in p['per_language'] else '-'
+                   for lang in ('zh', 'en')]]
+        lines.append('| ' + ' | '.join(str(c) for c in cells) + ' |')
+    return '\n'.join(lines)
 
 
 def save(results: list[dict], cases_path: str | Path, path: str | Path) -> Path:

@@ -47,12 +47,13 @@ def test_cli_lists_arms_and_rejects_bad_input(tmp_path):
 
 
 def test_an_arm_trains_serves_and_scores_on_the_given_cases(tiny_run, tmp_path):
-    """The tiny profile end to end: the arm's own data, a real training, ms-swift serving, RolePlay."""
+    """The tiny profile end to end: the arm's own data, a real training, ms-swift serving, RolePlay; with
+    ``curve``, a checkpoint kept every step and each one scored on the same cases."""
     run, _ = tiny_run
     lines = (run / 'data' / 'test_cases.jsonl').read_text().splitlines()[:3]
     cases = tmp_path / 'cases.jsonl'
     cases.write_text('\n'.join(lines) + '\n')
-    arm = Arm('short', 'two steps', data={'n_train': 8, 'seed': 1}, train={'max_steps': 2})
+    arm = Arm('short', 'two steps', data={'n_train': 8, 'seed': 1}, train={'max_steps': 2}, curve=1)
     result = run_arm(arm, cases, tmp_path / 'arms', profile='tiny', log=lambda *_: None)
     assert result['n_cases'] == 3 and result['metrics']['n_cases'] == 3
     assert json.loads((tmp_path / 'arms' / 'short' / 'data' / 'data_summary.json').read_text())['seed'] == 1
@@ -63,6 +64,12 @@ def test_an_arm_trains_serves_and_scores_on_the_given_cases(tiny_run, tmp_path):
     assert again == result  # a finished arm is read back, not repeated
     table = ablate.table([result])
     assert list(table.index) == ['short'] and table.loc['short', 'steps'] == 2
+    assert [p['step'] for p in result['curve']] == [1, 2]
+    assert all(p['metrics']['n_cases'] == 3 and p['eval_loss'] > 0 for p in result['curve'])
+    assert result['curve'][-1]['train_minutes'] == round(result['train']['wall_seconds'] / 60, 1)
+    rows = ablate.curve_markdown(result).splitlines()
+    assert len(rows) == 4 and rows[2].startswith('| 1 | ') and rows[3].startswith('| 2 | ')
+    assert 'Learning curve of `short`' in ablate.readme_section({'cases': str(cases), 'arms': [result]})
 
 
 def test_the_readme_ablation_section_is_the_committed_record():
