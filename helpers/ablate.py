@@ -134,6 +134,9 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          'about 26 training minutes), a checkpoint evaluated every 85 steps: does accuracy still grow past the '
          "20-minute budget's 85 steps, or is the 135M model the limit?",
          data={**OPT1, 'n_train': 360}, train=END4, curve=85),
+    _arm('fast-360-full-lr2-opt1-end4-curve-seed1', 'fast-360-full-lr2-opt1-end4-curve with training seed 1: '
+         'does its curve hold in a second training?', data={**OPT1, 'n_train': 360}, train={**END4, 'seed': 1},
+         curve=85),
     _arm('fast-120-bs1', 'fast-120 with one sample per optimizer step (164 steps of 1 instead of 82 of 2)',
          data=SESSIONS_120, train={**FAST, 'global_batch_size': 1}),
 ]}
