@@ -8,6 +8,8 @@ profile's recipe; the arms of :data:`ARMS` all start from the recipe the ablatio
 backend and runs the **same test cases** (those of a reference run) through RolePlay: the cases never change
 between arms, so two arms' metrics compare directly (95% Wilson intervals). A finished arm is not repeated (its
 ``result.json``); predictions are cached like notebook 05's; :func:`from_run` takes an arm from a finished run.
+An arm with a ``curve`` also evaluates the checkpoints it keeps every ``curve`` steps: what more training buys,
+from one training (:func:`curve_markdown`).
 
 ``python -m helpers ablate --cases runs/<run>/data/test_cases.jsonl --arms decision-4,sessions`` runs arms and
 prints the table of every finished arm; ``--list`` names the arms. Each arm trains as long as the profile's main
