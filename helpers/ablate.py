@@ -133,7 +133,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
          'from the same plan (data seed 1 instead of 0): the noise of the data draw',
          data={**OPT1, 'seed': 1}, train=END4),
     _arm('fast-360-full-lr2-opt1-end4-curve', 'fast-120-full-lr2-opt1-end4 on three times the conversations (360, '
-         'about 26 training minutes), a checkpoint evaluated every 85 steps: does accuracy still grow past the '
+         '245 steps), a checkpoint evaluated every 85 steps: does accuracy still grow past the '
          "20-minute budget's 85 steps, or is the 135M model the limit?",
          data={**OPT1, 'n_train': 360}, train=END4, curve=85),
     _arm('fast-360-full-lr2-opt1-end4-curve-seed1', 'fast-360-full-lr2-opt1-end4-curve with training seed 1: '
@@ -202,7 +202,8 @@ def run_arm(arm: Arm, cases_path: str | Path, out_dir: str | Path, profile: str 
     for ckpt in (training.checkpoints(cfg.output_dir) if arm.curve else []):
         step = int(ckpt.name.split('-')[-1])
         log(f'[{arm.name}] evaluating the checkpoint of step {step}')
-        point = final if str(ckpt) == str(trained.best_checkpoint) else evaluate(ckpt, out / 'eval' / ckpt.name)
+        best = ckpt.resolve() == Path(trained.best_checkpoint).resolve()
+        point = final if best else evaluate(ckpt, out / 'eval' / ckpt.name)
         curve.append({'step': step, 'train_minutes': round(trained.wall_seconds * step / steps / 60, 1),
                       'eval_loss': next((r['eval_loss'] for r in history if 'eval_loss' in r
                                          and r.get('global_step/max_steps', '').startswith(f'{step}/')), None),
