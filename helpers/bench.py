@@ -274,8 +274,8 @@ def bench_train(work: Path, steps: int = 8) -> list[dict]:
 
 def _bench_adapter(work: Path) -> Path | None:
     """The LoRA checkpoint bench_train left with the fast LoRA settings, if it ran."""
-    return next((p for p in sorted((work / f'train-{LORA_SLUG}').glob('checkpoint-*'))
-                 if (p / 'adapter_config.json').exists()), None)
+    from .training import checkpoints
+    return next((p for p in checkpoints(work / f'train-{LORA_SLUG}') if (p / 'adapter_config.json').exists()), None)
 
 
 def _bench_finetuned(work: Path) -> str | None:
