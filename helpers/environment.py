@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,21 @@ def quiet_modelscope_agent() -> None:
     os.environ.setdefault('SCARF_NO_ANALYTICS', 'true')
     os.environ.setdefault('LOG_ENABLE_FILE', 'off')
     os.environ.setdefault('LOG_LEVEL', 'WARNING')
+
+
+@contextmanager
+def no_progress_widgets():
+    """Hugging Face's progress bars off while model files are read or written in this process: inside a notebook
+    they are widgets ("Loading weights", "Writing model shards"), which a saved notebook keeps as noise and a
+    terminal cannot show. The caller prints its progress as plain text instead."""
+    from transformers.utils import logging as hf_logging
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def repo_root() -> Path:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .environment import cache_dir, hub_reachable
+from .environment import cache_dir, hub_reachable, no_progress_widgets
 
 PROFILE_MODEL = {'tiny': 'tiny-qwen2', 'cpu': 'smollm2-135m', 'gpu': 'qwen2.5-7b-instruct'}
 
@@ -183,11 +184,16 @@ def prepare_model(model: str, cache: Path | None = None) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if _done(dest):
         return dest
-    if spec.source == 'tiny':
-        return build_tiny_qwen2(dest)
-    if spec.source == 'gguf':
-        return dequantize_smollm2(dest)
-    return modelscope_snapshot(spec.model_id)
+    if spec.source == 'modelscope':
+        return modelscope_snapshot(spec.model_id)
+    build = build_tiny_qwen2 if spec.source == 'tiny' else dequantize_smollm2
+    what = 'building the random test model' if spec.source == 'tiny' else 'de-quantizing the GGUF file into float32'
+    print(f'{spec.title}: {what}, once, into {dest} …', flush=True)
+    start = time.time()
+    with no_progress_widgets():
+        folder = build(dest)
+    print(f'{spec.title}: ready in {time.time() - start:.0f} s', flush=True)
+    return folder
 
 
 def describe_model(folder: Path) -> dict:

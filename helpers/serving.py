@@ -359,13 +359,10 @@ def check_generates(model_dir: str | Path, messages: list[dict], max_new_tokens:
     """Load a model folder with transformers and generate one greedy reply (proves the folder is whole)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from .environment import no_progress_widgets
     tok = AutoTokenizer.from_pretrained(model_dir)
-    hf_logging.disable_progress_bar()  # no "Loading weights" bar in the notebook
-    try:
+    with no_progress_widgets():
         model = AutoModelForCausalLM.from_pretrained(model_dir)
-    finally:
-        hf_logging.enable_progress_bar()
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors='pt', return_dict=True)
     with torch.inference_mode():
         out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)

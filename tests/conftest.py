@@ -5,18 +5,30 @@ the notebook folder as working directory and nothing changed but the ``profile``
 cell (``run_dir`` stays ``''``): 00 starts a run and points ``runs/latest-tiny`` at it, 01–05 find it
 there. Only the runs folder is redirected to a temporary one (``AFT_RUNS``) so the test leaves the
 checkout alone. The papermill batch (``make run``) is covered by tests/test_pipeline.py.
+
+Every session starts from nothing, as on a new machine: before anything else is imported, ``HOME`` and every
+cache the series or its stack writes (``AFT_CACHE``, ModelScope's, Hugging Face's, vLLM's, torch's and Triton's
+compile caches, Jupyter's and IPython's folders, Matplotlib's) point into one fresh temporary folder, and the
+notebooks' kernel is registered there as ``make setup`` registers it. So a suite that passes on a machine that ran
+it before passes on a new one too. ``AFT_TEST_CACHES=<folder>`` reuses that folder between local sessions
+(faster iteration); CI (``CI`` set) never does. ``test_fresh_machine.py`` checks that no real cache was written.
 """
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
-import nbformat
-import pytest
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from fresh_machine import isolate_caches
 
-from helpers.environment import latest_run_link, repo_root
+FRESH = isolate_caches()  # first, so that every import and child process below sees the fresh folders
+
+import nbformat  # noqa: E402
+import pytest  # noqa: E402
+from nbclient import NotebookClient  # noqa: E402
+from nbclient.exceptions import CellExecutionError  # noqa: E402
+
+from helpers.environment import install_kernel, latest_run_link, repo_root  # noqa: E402
 from helpers.pipeline import CELL_TIMEOUT, StepResult, notebooks
 
 ROOT = repo_root()
@@ -71,3 +83,11 @@ def tiny_run(tmp_path_factory):
                 break
     build_report(run_dir)
     return run_dir, results
+
+
+install_kernel()  # what `make setup` does, into the fresh home: the notebooks' kernel, under the name they use
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if FRESH.temporary:
+        shutil.rmtree(FRESH.home, ignore_errors=True)
