@@ -32,9 +32,14 @@ class TrainingError(RuntimeError):
     """Training failed: the reason and the tail of its log."""
 
 
+STAGES = ('sft', 'dpo')
+
+
 @dataclass
 class TrainConfig:
-    """Everything ``swift sft`` is told; defaults are the cpu profile's."""
+    """Everything ``swift sft`` (or, for a preference stage, ``swift rlhf``) is told; defaults are the cpu
+    profile's."""
+    stage: str = 'sft'  # sft: `swift sft`; dpo: `swift rlhf --rlhf_type dpo` from a fine-tuned model (notebook 06)
     model: str = ''
     model_type: str | None = None
     template: str | None = None
@@ -92,9 +97,13 @@ class TrainConfig:
     master_port: int = 29500
     cuda_visible_devices: str | None = None
     use_cpu: bool = False
+    beta: float = 0.1  # dpo: how far the trained model may move from the reference (the model it starts from)
+    rpo_alpha: float | None = None  # dpo: weight of an SFT loss on the chosen reply, added to the DPO loss
     extra_args: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f'stage {self.stage!r}: choose one of {", ".join(STAGES)}')
         if self.lora_dtype not in ('auto', 'float32', 'bfloat16', 'float16'):
             raise ValueError(f'lora_dtype {self.lora_dtype!r}: choose auto, float32, bfloat16 or float16')
         if self.master_weights not in ('auto', 'float32', 'bfloat16'):
@@ -213,9 +222,16 @@ class TrainConfig:
             a += ['--deepspeed', self.deepspeed]
         if self.use_cpu:  # needed for bf16 on a CPU; gloo only for several processes
             a += ['--use_cpu', 'true'] + (['--ddp_backend', 'gloo'] if self.world_size > 1 else [])
+        if self.stage == 'dpo':
+            a += ['--beta', str(self.beta)] + (['--rpo_alpha', str(self.rpo_alpha)] if self.rpo_alpha else [])
         if resume_from:
             a += ['--resume_from_checkpoint', resume_from]
         return a + list(self.extra_args)
+
+    @property
+    def subcommand(self) -> list[str]:
+        """``sft``, or ``rlhf --rlhf_type <stage>``."""
+        return ['sft'] if self.stage == 'sft' else ['rlhf', '--rlhf_type', self.stage]
 
     def env(self) -> dict[str, str]:
         """Launcher variables: ms-swift starts torchrun itself when NPROC_PER_NODE is set."""
@@ -239,7 +255,7 @@ class TrainConfig:
                     AFT_ARG_END_WEIGHT=str(self.arg_end_weight))
 
     def command(self, n_train: int | None = None, resume_from: str | None = None) -> list[str]:
-        return [swift_executable(), 'sft', *self.args(n_train, resume_from)]
+        return [swift_executable(), *self.subcommand, *self.args(n_train, resume_from)]
 
     def shell(self, n_train: int | None = None) -> str:
         """The command as a copyable shell snippet (environment first, one option per line)."""
@@ -252,7 +268,7 @@ class TrainConfig:
                 j += 1
             lines.append(' '.join(shlex.quote(x) for x in args[i:j]))
             i = j
-        head = (env + ' ' if env else '') + 'swift sft'
+        head = (env + ' ' if env else '') + 'swift ' + ' '.join(self.subcommand)
         return ' \\\n    '.join([head, *lines])
 
 
@@ -293,6 +309,18 @@ PRESETS: dict[str, dict] = {
                 num_train_epochs=2, max_length=2048, batch_size=2, global_batch_size=32, warmup_ratio=0.03,
                 eval_steps=100, save_steps=100, logging_steps=10, gradient_checkpointing=True,
                 general_dataset='iic/ms_bench', general_mix_ratio=0.5),
+    # Preference stage (notebook 06, `swift rlhf --rlhf_type dpo`) from the model notebook 02 fine-tuned: only the
+    # last reply of a pair trains (ms-swift's last_round), the reference model is the starting one.
+    'tiny-dpo': dict(stage='dpo', tuner='full', learning_rate=1e-4, num_train_epochs=1, max_steps=4, max_length=2048,
+                     batch_size=1, global_batch_size=2, warmup_ratio=0.0, eval_steps=2, save_steps=2, logging_steps=1,
+                     loss_scale='last_round'),
+    'cpu-dpo': dict(stage='dpo', tuner='full', learning_rate=2e-5, beta=0.1, rpo_alpha=1.0, num_train_epochs=1,
+                    max_length=2048, batch_size=1, global_batch_size=4, warmup_ratio=0.1, eval_steps=1000,
+                    save_steps=1000, save_total_limit=1, logging_steps=1, loss_scale='last_round'),
+    'gpu-dpo': dict(stage='dpo', tuner='lora', lora_rank=16, lora_alpha=32, lora_dropout=0.05, learning_rate=5e-6,
+                    beta=0.1, rpo_alpha=1.0, num_train_epochs=1, max_length=2048, batch_size=1, global_batch_size=16,
+                    warmup_ratio=0.1, eval_steps=50, save_steps=50, logging_steps=5, gradient_checkpointing=True,
+                    loss_scale='last_round'),
 }
 
 
@@ -474,7 +502,7 @@ def run_training(cfg: TrainConfig, log_path: str | Path, n_train: int | None = N
             watcher.join(timeout=2)
     wall = time.time() - start
     if code != 0:
-        raise TrainingError(f'swift sft exited with code {code} after {wall:.0f} s. Log: {log_path}\n'
+        raise TrainingError(f'swift {" ".join(cfg.subcommand)} exited with code {code} after {wall:.0f} s. Log: {log_path}\n'
                             f'--- last lines ---\n{log_tail(log_path)}')
     last = last_checkpoint(out)
     best = None
