@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from .agentfabric import EvalCase, Instruction, Tool
+from .agentfabric import EvalCase, Instruction, Tool, ToolCall
 from .environment import cache_dir, quiet_modelscope_agent
 
 _MSA: dict[str, Any] = {}
@@ -46,19 +46,12 @@ def modelscope_agent():
         return _MSA
 
 
-@dataclass
-class CallRecord:
-    name: str
-    arguments: str  # raw text the agent passed
-    parsed: dict | None  # what the tool understood, None when it could not parse
-    result: str
-
-
-def register_tool(tool: Tool, run: Callable[[dict], Any], calls: list[CallRecord] | None = None) -> str:
+def register_tool(tool: Tool, run: Callable[[dict], Any], calls: list[ToolCall] | None = None) -> str:
     """Register ``tool`` with modelscope-agent under its name; ``run(args)`` computes the result.
 
     Arguments go through ``BaseTool._verify_args`` like any real tool (json5, required parameters),
-    so a malformed call fails the way it would in AgentFabric. Every call is appended to ``calls``.
+    so a malformed call fails the way it would in AgentFabric. Every call is appended to ``calls``: the text
+    RolePlay passed, the arguments the tool read (None when it refused them) and the result.
     """
     msa = modelscope_agent()
     log = calls if calls is not None else []
@@ -67,10 +60,10 @@ def register_tool(tool: Tool, run: Callable[[dict], Any], calls: list[CallRecord
         try:
             args = self._verify_args(params)
         except Exception:
-            log.append(CallRecord(self.name, params, None, ''))
+            log.append(ToolCall(self.name, None, params, ''))
             raise
         result = str(run(args if isinstance(args, dict) else {'input': args}))
-        log.append(CallRecord(self.name, params, args if isinstance(args, dict) else None, result))
+        log.append(ToolCall(self.name, args if isinstance(args, dict) else None, params, result))
         return result
 
     cls = type(f'Offline_{tool.name}', (msa['BaseTool'],), {
@@ -90,11 +83,12 @@ def llm_config(base_url: str, model: str, stream: bool | None = None) -> dict:
 
 
 @dataclass
-class Turn:
-    """One RolePlay turn: what it yielded, each LLM call's output, the tool calls it ran."""
+class TurnRecord:
+    """What RolePlay did in one live turn: what it yielded, each LLM call's output, the tool calls it ran.
+    (A turn of a conversation as data is a :class:`helpers.agentfabric.ConversationTurn`.)"""
     chunks: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)  # one text per LLM call, as the server returned it
-    calls: list[CallRecord] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -111,7 +105,7 @@ class LoopLimit(RuntimeError):
     """The agent asked the model more often than allowed in one turn (it kept calling tools)."""
 
 
-def _recorder(turn: Turn):
+def _recorder(turn: TurnRecord):
     """A modelscope-agent callback that splits the stream into one output per LLM call."""
     class Recorder(modelscope_agent()['BaseCallback']):
         def on_llm_start(self, *args, **kwargs):
@@ -137,8 +131,8 @@ def _without_traceback(call_tool: Callable) -> Callable:
 
 def roleplay_turn(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]], instruction: Instruction,
                   query: str, llm: dict, lang: str | None = None, history: Sequence[dict] = (),
-                  max_llm_calls: int | None = None, **llm_kwargs) -> tuple[Turn, Iterator[str]]:
-    """One user turn through the real ``RolePlay``: the :class:`Turn` it fills, and the stream of chunks
+                  max_llm_calls: int | None = None, **llm_kwargs) -> tuple[TurnRecord, Iterator[str]]:
+    """One user turn through the real ``RolePlay``: the :class:`TurnRecord` it fills, and the stream of chunks
     (as AgentFabric shows them) that fills it while it is consumed.
 
     ``llm_kwargs`` (e.g. ``max_tokens``, ``temperature``) reach every request, as keyword arguments of
@@ -146,7 +140,7 @@ def roleplay_turn(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any
     ``max_llm_calls`` stops a turn whose model keeps calling tools (:class:`LoopLimit`).
     """
     msa = modelscope_agent()
-    turn = Turn()
+    turn = TurnRecord()
     with _REGISTRY_LOCK:  # instances capture their own runner, so concurrent runs cannot mix tools
         names = [register_tool(t, runners[t.name], turn.calls) if t.name in runners else t.name for t in tools]
         bot = msa['RolePlay'](function_list=names, llm=llm, instruction=instruction, callbacks=[_recorder(turn)])
@@ -169,7 +163,7 @@ def roleplay_turn(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any
 
 def run_roleplay(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]], instruction: Instruction,
                  query: str, llm: dict, lang: str | None = None, history: Sequence[dict] = (),
-                 on_chunk: Callable[[str], None] | None = None, **llm_kwargs) -> Turn:
+                 on_chunk: Callable[[str], None] | None = None, **llm_kwargs) -> TurnRecord:
     """Run one user turn to the end; ``on_chunk`` sees the stream."""
     turn, chunks = roleplay_turn(tools, runners, instruction, query, llm, lang, history, **llm_kwargs)
     for chunk in chunks:
@@ -178,14 +172,16 @@ def run_roleplay(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]
     return turn
 
 
-def case_turn(case: EvalCase, llm: dict, max_llm_calls: int | None = None, **llm_kwargs) -> tuple[Turn, Iterator[str]]:
+def case_turn(case: EvalCase, llm: dict, max_llm_calls: int | None = None,
+              **llm_kwargs) -> tuple[TurnRecord, Iterator[str]]:
     """A case as a RolePlay turn; each of its tools returns the case's observation."""
     runners = {t.name: (lambda args: case.observation) for t in case.tools}
     return roleplay_turn(case.tools, runners, case.instruction, case.query, llm, case.lang, case.history,
                          max_llm_calls, **llm_kwargs)
 
 
-def run_case(case: EvalCase, llm: dict, on_chunk: Callable[[str], None] | None = None, **llm_kwargs) -> Turn:
+def run_case(case: EvalCase, llm: dict, on_chunk: Callable[[str], None] | None = None,
+             **llm_kwargs) -> TurnRecord:
     """Run a case through RolePlay to the end; ``on_chunk`` sees the stream."""
     turn, chunks = case_turn(case, llm, **llm_kwargs)
     for chunk in chunks:

@@ -339,18 +339,88 @@ def stop_words(model: str = '') -> list[str]:
     return list(get_model_stop_words(model)) + list(STOP_WORDS)
 
 
+MAX_ARGUMENTS_CHARS = 65_536  # an Action Input longer than this is not read (a degenerate repetition)
+MAX_ARGUMENTS_DEPTH = 32  # nor one nested deeper: real arguments are a few levels deep
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f'{name} is not a JSON value')
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f'the key {key!r} appears twice')
+    return obj
+
+
+_SURROGATE = re.compile('[\ud800-\udfff]')
+
+
+def parse_arguments(text: str) -> dict:
+    """The arguments of an Action Input, read strictly: exactly one JSON object, which is what the prompt
+    asks for (``Format the arguments as a JSON object``) and what :func:`format_call` writes.
+
+    ValueError, saying why, for anything else: not JSON, not an object, ``NaN`` or ``Infinity`` (not
+    JSON), a key that appears twice (which value was meant?), a string holding a lone surrogate (no
+    Unicode text: UTF-8 cannot encode it), more than :data:`MAX_ARGUMENTS_CHARS` characters or nesting
+    deeper than :data:`MAX_ARGUMENTS_DEPTH`. Bounded in time and memory whatever the text holds.
+    """
+    if len(text) > MAX_ARGUMENTS_CHARS:
+        raise ValueError(f'longer than {MAX_ARGUMENTS_CHARS:,} characters')
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise ValueError('nested too deeply') from None
+    if not isinstance(value, dict):
+        raise ValueError(f'a JSON {type(value).__name__}, not an object')
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_ARGUMENTS_DEPTH:
+            raise ValueError(f'nested deeper than {MAX_ARGUMENTS_DEPTH} levels')
+        children = list(item.items()) if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, tuple):  # a key and its value
+                key, child = child
+                if _SURROGATE.search(key):
+                    raise ValueError('a key holds a lone surrogate, which is not Unicode text')
+            if isinstance(child, str) and _SURROGATE.search(child):
+                raise ValueError('a string holds a lone surrogate, which is not Unicode text')
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return value
+
+
 @dataclass
 class ToolCall:
-    name: str
-    arguments: str  # the raw Action Input text, as RolePlay hands it to the tool
+    """One tool call: the single name for it in this series, wherever the call comes from.
 
-    def json_arguments(self) -> dict | None:
-        """The arguments as a JSON object, or None when they are not one."""
+    * parsed from a model output (:func:`parse_action`): ``action_input`` is the text after ``Action Input:``
+      and ``arguments`` its strict reading (:func:`parse_arguments`), None when that is not a JSON object;
+    * a call in a conversation (data: :class:`ConversationTurn`): ``arguments`` and the tool's ``observation``;
+    * a call RolePlay ran (:class:`helpers.agent_tools.TurnRecord`): the ``action_input`` RolePlay passed,
+      the ``arguments`` the tool read from it (None: it refused them) and the ``observation`` it returned.
+    """
+    name: str
+    arguments: dict | None
+    action_input: str | None = None  # the Action Input as written; None for a call made from data
+    observation: str | None = None  # the tool's result; None until the tool ran
+
+    @classmethod
+    def from_action(cls, name: str, action_input: str) -> 'ToolCall':
+        """A call as a model wrote it, its arguments read by :func:`parse_arguments`."""
         try:
-            value = json.loads(self.arguments)
-        except (TypeError, ValueError):
-            return None
-        return value if isinstance(value, dict) else None
+            arguments = parse_arguments(action_input)
+        except ValueError:
+            arguments = None
+        return cls(name, arguments, action_input)
+
+    def to_dict(self) -> dict:
+        """A call of a conversation, as conversation files store it."""
+        return {'name': self.name, 'arguments': self.arguments, 'observation': self.observation}
 
 
 def parse_action(text: str | None) -> ToolCall | None:
@@ -369,7 +439,7 @@ def parse_action(text: str | None) -> ToolCall | None:
         following = text.find('\n', end + 1)
         second = text[end + 1:following if following != -1 else len(text)]
         if end > pos + 8 and second.startswith('Action Input: ') and len(second) > 14:
-            return ToolCall(text[pos + 8:end], second[14:])
+            return ToolCall.from_action(text[pos + 8:end], second[14:])
         pos = text.find('Action: ', end)  # the other Action: on this line share its next line
     return None
 
@@ -485,17 +555,11 @@ def detect_lang(query: str, history: Sequence[Mapping[str, str]] = ()) -> Lang:
 
 
 @dataclass
-class Call:
-    name: str
-    arguments: dict
-    observation: str
-
-
-@dataclass
-class Turn:
-    """One user turn: the query, the tool calls made in order, and the final answer."""
+class ConversationTurn:
+    """One user turn of a conversation (data): the query, the tool calls made in order, and the final answer.
+    (What RolePlay did in a live turn is a :class:`helpers.agent_tools.TurnRecord`.)"""
     query: str
-    calls: list[Call]
+    calls: list[ToolCall]
     answer: str
 
 
@@ -508,21 +572,23 @@ class Conversation:
     id: str
     instruction: Instruction
     tools: list[Tool]
-    turns: list[Turn]
+    turns: list[ConversationTurn]
     lang: Lang | None = None
     meta: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {'id': self.id, 'lang': self.lang, 'instruction': self.instruction,
                 'tools': [t.to_dict() for t in self.tools],
-                'turns': [{'query': t.query, 'calls': [vars(c) for c in t.calls], 'answer': t.answer}
+                'turns': [{'query': t.query, 'calls': [c.to_dict() for c in t.calls], 'answer': t.answer}
                           for t in self.turns], 'meta': self.meta}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> 'Conversation':
         return cls(id=str(d['id']), instruction=check_instruction(d['instruction']),
                    tools=[Tool.from_dict(t) for t in d['tools']],
-                   turns=[Turn(t['query'], [Call(**c) for c in t.get('calls', [])], t['answer'])
+                   turns=[ConversationTurn(t['query'], [ToolCall(c['name'], c['arguments'],
+                                                                 observation=c['observation'])
+                                                        for c in t.get('calls', [])], t['answer'])
                           for t in d['turns']],
                    lang=d.get('lang'), meta=dict(d.get('meta') or {}))
 

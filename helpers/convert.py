@@ -31,8 +31,8 @@ from typing import Any, Iterable, Iterator
 
 import json5
 
-from .agentfabric import (Call, CaseError, Conversation, Instruction, Tool, ToolParam, Turn, check_instruction,
-                          has_chinese, render)
+from .agentfabric import (CaseError, Conversation, ConversationTurn, Instruction, Tool, ToolCall, ToolParam,
+                          check_instruction, has_chinese, render)
 from .jsonl import BadLine, atomic_write, check_paths, dumps, loads, read_text_lines
 
 FORMATS = ('messages', 'agentfabric')
@@ -251,7 +251,7 @@ def _parse_system(system: str) -> tuple[Tool, ...]:
     return tuple(tools)
 
 
-def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
+def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[ToolCall], str]:
     """An ms_agent assistant reply → its calls (with observations) and the final answer."""
     parts = [(m.group(1), m.end(), m.start()) for m in _BLOCK_KEYS.finditer(text)]
     if not parts:
@@ -259,7 +259,7 @@ def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
     blocks = [(key, text[end:(parts[i + 1][2] if i + 1 < len(parts) else len(text))])
               for i, (key, end, _) in enumerate(parts)]
     lead = text[:parts[0][2]].strip()
-    calls: list[Call] = []
+    calls: list[ToolCall] = []
     final: str | None = None
     after_calls: list[str] = []  # thoughts after the last observation, when there is no Final Answer
     pending: dict | None = None
@@ -289,7 +289,7 @@ def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
                 raise ConversionError(f'calls {pending["name"]!r}, which is not among the APIs {sorted(tool_names)}')
             obs = value.strip()
             obs = obs[len('<result>'):-len('</result>')] if obs.startswith('<result>') and obs.endswith('</result>') else obs
-            calls.append(Call(pending['name'], pending['arguments'], obs))
+            calls.append(ToolCall(pending['name'], pending['arguments'], observation=obs))
             pending = None
             after_calls = []
         elif key == 'Final Answer':
@@ -304,7 +304,7 @@ def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
     return calls, answer
 
 
-def parse_record(record: Any, rid: str) -> tuple[list[Tool], list[Turn]]:
+def parse_record(record: Any, rid: str) -> tuple[list[Tool], list[ConversationTurn]]:
     if not isinstance(record, dict) or not isinstance(record.get('conversations'), list):
         raise ConversionError('record has no "conversations" list')
     conv = record['conversations']
@@ -324,7 +324,7 @@ def parse_record(record: Any, rid: str) -> tuple[list[Tool], list[Turn]]:
         if not user['value'].strip():
             raise ConversionError('empty user message')
         calls, answer = parse_assistant(assistant['value'], names)
-        turns.append(Turn(user['value'], calls, answer))
+        turns.append(ConversationTurn(user['value'], calls, answer))
     return tools, turns
 
 
