@@ -167,7 +167,7 @@ def cmd_convert(args) -> int:
     from .jsonl import write_json
     pool = load_instructions(pool_file) if pool_file else None
     try:
-        report = convert_file(args.input, args.output, args.to, instruction, pool)
+        report = convert_file(args.input, args.output, args.to, instruction, pool, args.keep_suspicious)
         if args.report:
             write_json(args.report, report.to_dict())
     except OSError as e:
@@ -176,12 +176,13 @@ def cmd_convert(args) -> int:
     s = report.summary()
     print(f"read {s['read']}, converted {s['converted']}, rejected {s['rejected']}, "
           f"wrote {s['samples_written']} samples to {args.output}", file=sys.stderr)
-    for r in report.rejected[:10]:
-        print(f"  rejected {args.input}:{r['line']} ({r['id']}): {r['reason']}", file=sys.stderr)
-    if len(report.rejected) > 10:
-        print(f'  … and {len(report.rejected) - 10} more' + (f' (all in {args.report})' if args.report else
-                                                             ' (--report REPORT.json lists them all)'),
-              file=sys.stderr)
+    for kind, n, listed in (('rejected', report.n_rejected, report.rejected),
+                            ('warning', report.n_warned, report.warned)):
+        for r in listed[:10]:
+            print(f"  {kind} {args.input}:{r['line']} ({r['id']}): {r['reason']}", file=sys.stderr)
+        if n > 10:
+            print(f'  … and {n - 10} more' + (f' (in {args.report})' if args.report else
+                                              ' (--report REPORT.json lists them)'), file=sys.stderr)
     if s['read'] == 0:
         print(f'warning: {args.input} holds no records', file=sys.stderr)
     elif s['converted'] == 0:
@@ -216,6 +217,11 @@ def _split_counts(n: int, ratios) -> list[int]:
 
 
 def cmd_evaluate(args) -> int:
+    from .environment import check_base_url
+    try:
+        check_base_url(args.base_url)
+    except ValueError as e:
+        raise UsageError(f'--base-url: {e}') from None
     check_input('--cases', args.cases)
     check_output_dir('--out', args.out)
     if os.path.isdir(args.out):
@@ -228,11 +234,11 @@ def cmd_evaluate(args) -> int:
         raise UsageError(str(e)) from None
     if not cases:
         raise UsageError(f'--cases {args.cases} holds no cases; give a JSONL file of evaluation cases')
-    from .evaluation import ServerUnavailable, evaluate, load_predictions
+    from .evaluation import ServerFailing, ServerUnavailable, evaluate, load_predictions
     try:
         metrics = evaluate(cases, args.base_url, args.model, args.out, workers=args.workers,
                            max_tokens=args.max_tokens, max_llm_calls=args.max_llm_calls)
-    except ServerUnavailable as e:
+    except (ServerUnavailable, ServerFailing) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     print(json.dumps({k: v for k, v in metrics.items() if k not in ('counts', 'ci95')}, indent=2), file=sys.stderr)
@@ -360,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--report', help='REPORT.json with counts and every rejected line')
     p.add_argument('--instruction', help='role instruction: text, or a JSON role config {"name", "description", '
                                          '"instruction"}; default: a stable pick from data/instructions.json')
+    p.add_argument('--keep-suspicious', action='store_true',
+                   help='keep records whose tool texts or user turns hold chat-template tokens (<|im_end|> …) or '
+                        'AgentFabric\'s Action:/Observation: lines and section headers, with a warning each, '
+                        'instead of rejecting them as possible prompt injections')
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser('synth', help='generate AgentFabric conversations from the bundled tool catalog')

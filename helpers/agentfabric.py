@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .jsonl import JsonlError, read_jsonl, write_jsonl  # noqa: F401  (write_jsonl: the notebooks' import)
+from .jsonl import JsonlError, read_jsonl, unique_keys, write_jsonl  # noqa: F401  (write_jsonl: the notebooks' import)
 
 Lang = Literal['zh', 'en']
 LANGS: tuple[str, ...] = ('zh', 'en')
@@ -69,6 +69,30 @@ OBSERVATION_CHAR_LIMIT = int(6000 / 2 - 12)
 ACTION_PATTERN = re.compile(r'Action: (.+)\nAction Input: (.+)')
 _CJK = re.compile(r'[\u4e00-\u9fff]+')
 _JSON_TEXT = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(…, ensure_ascii=False), built once
+
+
+# Text that must not reach a prompt where the model would read it as structure (:func:`injection`): a chat-template
+# token (the tokenizer turns it into a special token: <|im_end|>, <|endoftext|>, [INST], </s> …), or the markers
+# RolePlay's own format gives meaning to: the call and observation lines and the section headers rendered above.
+TEMPLATE_TOKEN = re.compile(r'<\|[A-Za-z0-9_.\-]{1,40}\|>|\[/?INST\]|<</?SYS>>|</?s>')
+PROMPT_MARKERS: tuple[str, ...] = ('Action:', 'Action Input:', 'Observation:', '<result>', '</result>')
+PROMPT_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(  # a header counts at the start of a line only
+    re.split(r'[，,]', line)[0] for template in (*_TOOL_SECTION.values(), *_INSTRUCTION_SECTION.values())
+    for line in template.split('\n') if line.startswith('#')))
+
+
+def injection(text: str, markers: bool = True) -> str | None:
+    """What in ``text`` could pass for prompt structure: the first chat-template token, or (with ``markers``) a
+    prompt marker or section header (:data:`PROMPT_MARKERS`, :data:`PROMPT_HEADERS`); None when there is none."""
+    token = TEMPLATE_TOKEN.search(text)
+    if token:
+        return f'the chat-template token {token.group()!r}'
+    if markers:
+        found = next((m for m in PROMPT_MARKERS if m in text), None) or next(
+            (h for h in PROMPT_HEADERS if text.startswith(h) or '\n' + h in text), None)
+        if found:
+            return f'the prompt marker {found!r}'
+    return None
 
 
 class CaseError(ValueError):
@@ -347,15 +371,6 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f'{name} is not a JSON value')
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise ValueError(f'the key {key!r} appears twice')
-    return obj
-
-
 _SURROGATE = re.compile('[\ud800-\udfff]')
 
 
@@ -371,7 +386,7 @@ def parse_arguments(text: str) -> dict:
     if len(text) > MAX_ARGUMENTS_CHARS:
         raise ValueError(f'longer than {MAX_ARGUMENTS_CHARS:,} characters')
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicate_keys)
+        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=unique_keys)
     except RecursionError:
         raise ValueError('nested too deeply') from None
     if not isinstance(value, dict):

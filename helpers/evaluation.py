@@ -53,7 +53,11 @@ first of each id counts, and the output says how many were set aside.
 :func:`breakdown` gives the metrics per group (:func:`per_language` per case language).
 
 Before the first case, :func:`evaluate` checks that the server answers ``GET /models`` within a few
-seconds (:class:`ServerUnavailable` otherwise). Rates come with their count and a Wilson 95% interval.
+seconds (:class:`ServerUnavailable` otherwise); a server that answers but fails a few completions in a row
+stops the run within seconds (:class:`ServerFailing`, naming the status and the server's log). Every case gets
+a prediction row whatever the model emitted (text JSON or UTF-8 cannot hold is escaped, see :func:`evaluate`),
+and a reply longer than 32,768 characters is cut (``n_outputs_cut``). Rates come with their count and a
+Wilson 95% interval.
 A model that keeps calling tools after the observation is stopped after ``max_llm_calls`` requests in a
 case (RolePlay itself allows 10), which bounds the cost of a run; such cases are counted in ``n_stopped``.
 New tokens per request are capped too: by default (:func:`reply_budget`) at what the longest expected call of
@@ -75,7 +79,7 @@ from typing import Any, Iterable, Iterator
 
 from .agentfabric import DuplicateIdError, EvalCase, format_call, has_chinese, load_cases, parse_action
 from .judge import ARG_ERRORS, OUTCOMES, judge, verdict  # noqa: F401  (verdict: the notebooks' evaluation.verdict)
-from .jsonl import JsonlError, read_jsonl, write_json, write_jsonl
+from .jsonl import JsonlError, read_jsonl, storable, write_json, write_jsonl
 
 ROUGE_MAX_CHARS = 10_000  # of each text, before tokenizing
 HEALTH_TIMEOUT = 5.0  # seconds the server has to answer GET /models
@@ -84,6 +88,10 @@ MIN_REPLY_TOKENS, REPLY_MARGIN = 64, 16  # reply_budget: its floor, and tokens b
 
 class ServerUnavailable(RuntimeError):
     """No OpenAI-compatible server answers at the base URL."""
+
+
+class ServerFailing(RuntimeError):
+    """The server answers, but fails its completions (HTTP errors, bodies that are no completion): the run stops."""
 
 
 class UnknownIdError(ValueError):
@@ -297,30 +305,34 @@ def per_language(cases: list[EvalCase], scores: list[CaseScore]) -> dict[str, di
     return breakdown(cases, scores, lambda c: c.lang)
 
 
-def predict_case(case: EvalCase, llm: dict, max_tokens: int, max_llm_calls: int = 4) -> dict:
+def predict_case(case: EvalCase, llm: dict, max_tokens: int, max_llm_calls: int = 4, guard=None) -> dict:
     """One case through RolePlay: the raw first output, the final answer, the calls that really ran.
 
     A model that keeps calling tools is stopped after ``max_llm_calls`` requests (RolePlay would go on
-    to 10): the case keeps what it produced and is marked ``stopped``.
+    to 10): the case keeps what it produced and is marked ``stopped``. Completions go through ``guard``
+    (:class:`helpers.agent_tools.ServerGuard`, shared by the run): ``n_cut`` counts the outputs it cut.
     """
-    from .agent_tools import LoopLimit, case_turn
+    from .agent_tools import LoopLimit, case_turn, completion_failure
     start = time.time()
     row = {'id': case.id, 'output': '', 'answer': '', 'call': None, 'calls_executed': [], 'error': None,
            'stopped': None}
     turn = None
     try:
-        turn, chunks = case_turn(case, llm, max_llm_calls=max_llm_calls, max_tokens=max_tokens, temperature=0)
+        turn, chunks = case_turn(case, llm, max_llm_calls=max_llm_calls, guard=guard, max_tokens=max_tokens,
+                                 temperature=0)
         for _ in chunks:
             pass
     except LoopLimit as e:
         row['stopped'] = str(e)
     except Exception as e:  # a failing case is recorded, the run goes on
-        row['error'] = f'{type(e).__name__}: {e}'[:500]
+        failed = completion_failure(e)
+        row['error'] = (f'completion failed: {failed}' if failed else f'{type(e).__name__}: {e}')[:500]
     if turn is not None:
         outputs = [o for o in turn.outputs if o] or turn.outputs
         row['output'] = turn.outputs[0] if turn.outputs else ''
         row['answer'] = outputs[-1].strip() if outputs else ''
         row['n_llm_calls'] = len(turn.outputs)
+        row['n_cut'] = turn.n_cut
         row['calls_executed'] = [{'name': c.name, 'arguments': c.action_input, 'parsed': c.arguments}
                                  for c in turn.calls]
     call = parse_action(row['output'])
@@ -331,7 +343,10 @@ def predict_case(case: EvalCase, llm: dict, max_tokens: int, max_llm_calls: int 
 
 
 def check_server(base_url: str, timeout: float = HEALTH_TIMEOUT) -> None:
-    """Raise :class:`ServerUnavailable` unless ``GET {base_url}/models`` answers within ``timeout`` seconds."""
+    """Raise :class:`ServerUnavailable` unless ``GET {base_url}/models`` answers within ``timeout`` seconds
+    (ValueError for a base URL that is not http:// or https://)."""
+    from .environment import check_base_url
+    check_base_url(base_url)
     url = f'{base_url.rstrip("/")}/models'
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -346,9 +361,19 @@ def check_server(base_url: str, timeout: float = HEALTH_TIMEOUT) -> None:
 
 
 def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Path, workers: int = 8,
-             max_tokens: int = 96, progress: bool = True, max_llm_calls: int = 4) -> dict:
+             max_tokens: int = 96, progress: bool = True, max_llm_calls: int = 4,
+             server_log: str | Path | None = None) -> dict:
     """Run all cases against ``base_url`` (one server, ``workers`` at a time); write predictions and metrics
-    (atomically). Raises :class:`ServerUnavailable` within seconds when no server answers."""
+    (atomically). Raises :class:`ServerUnavailable` within seconds when no server answers, and
+    :class:`ServerFailing` (writing nothing) as soon as the server fails a few completions in a row
+    (``server_log``: its log, named in the message).
+
+    Every case gets a prediction row whatever the model emitted: what JSON or UTF-8 cannot hold is made
+    storable first (:func:`helpers.jsonl.storable`: lone surrogates escaped as ``\\udXXXX``, ``NaN`` named),
+    and the metrics are computed from the rows as written, so rescoring ``predictions.jsonl`` gives them
+    again; such an Action Input is an invalid call. A reply longer than
+    :data:`helpers.agent_tools.MAX_REPLY_CHARS` is cut there; ``n_outputs_cut`` counts the cut outputs.
+    """
     for name, value in (('workers', workers), ('max_tokens', max_tokens), ('max_llm_calls', max_llm_calls)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f'{name} must be a whole number of at least 1, got {value!r}')
@@ -356,11 +381,12 @@ def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Pa
     if len(set(ids)) != len(ids):
         raise ValueError('case ids must be unique: predictions are matched to cases by id')
     check_server(base_url)
-    from .agent_tools import llm_config, modelscope_agent
+    from .agent_tools import MAX_REPLY_CHARS, ServerGuard, llm_config, modelscope_agent
     modelscope_agent()  # import once here, before the worker threads start
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     llm = llm_config(base_url, model, stream=False)  # whole replies: less client work, same requests
+    guard = ServerGuard()
     rows: dict[str, dict] = {}
     start = time.time()
     bar = None
@@ -369,22 +395,31 @@ def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Pa
         bar = tqdm(total=len(cases), desc=f'evaluating {model}', unit='case', mininterval=5)
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        futures = {pool.submit(predict_case, c, llm, max_tokens, max_llm_calls): c.id for c in cases}
+        futures = {pool.submit(predict_case, c, llm, max_tokens, max_llm_calls, guard): c.id for c in cases}
         for fut in as_completed(futures):
             rows[futures[fut]] = fut.result()
+            if guard.failing:
+                break
             if bar:
                 bar.update(1)
-    finally:  # on Ctrl-C, cases not yet started are dropped: only those running finish
+    finally:  # on Ctrl-C or a failing server, cases not yet started are dropped: only those running finish
         pool.shutdown(wait=True, cancel_futures=True)
-    if bar:
-        bar.close()
+        if bar:
+            bar.close()
+    if guard.failing:
+        log = f'read {server_log}' if server_log else "read the server's log"
+        raise ServerFailing(f'the server at {base_url} fails its completions ({guard.failing}); {log}, fix the '
+                            'server and run again (nothing was written)')
     wall = time.time() - start
-    write_jsonl(out / 'predictions.jsonl', (rows[c.id] for c in cases))
-    metrics, _ = score(cases, rows)
-    metrics['n_stopped'] = sum(bool(r.get('stopped')) for r in rows.values())
+    stored = [storable(rows[c.id]) for c in cases]
+    write_jsonl(out / 'predictions.jsonl', stored)
+    metrics, _ = score(cases, {row['id']: row for row in stored})
+    metrics['n_stopped'] = sum(bool(r.get('stopped')) for r in stored)
+    metrics['n_outputs_cut'] = sum(r.get('n_cut') or 0 for r in stored)
     metrics['eval'] = {'model': model, 'wall_seconds': round(wall, 1),
                        'cases_per_second': round(len(cases) / wall, 3) if wall else None,
-                       'workers': workers, 'max_tokens': max_tokens, 'max_llm_calls': max_llm_calls}
+                       'workers': workers, 'max_tokens': max_tokens, 'max_llm_calls': max_llm_calls,
+                       'max_reply_chars': MAX_REPLY_CHARS}
     write_json(out / 'metrics.json', metrics)
     return metrics
 
@@ -533,6 +568,7 @@ def evaluate_model(spec, cases: list[EvalCase], out_dir: str | Path, workers: in
         before = json.loads((stored / 'metrics.json').read_text())
         metrics, _ = score(cases, load_predictions(out / 'predictions.jsonl'))
         metrics['n_stopped'] = before.get('n_stopped')
+        metrics['n_outputs_cut'] = before.get('n_outputs_cut')
         metrics['eval'] = {**before['eval'], 'model': spec.served_name, 'cached': True, 'cache_key': key}
         write_json(out / 'metrics.json', metrics)
         log(f'{spec.served_name}: predictions reused from the cache ({stored}); same model files, cases, '
@@ -540,7 +576,8 @@ def evaluate_model(spec, cases: list[EvalCase], out_dir: str | Path, workers: in
         return metrics
     with Server(spec, out / 'server.log') as srv:
         metrics = evaluate(cases, srv.base_url, spec.served_name, out, workers=workers or spec.workers,
-                           max_tokens=max_tokens, progress=progress, max_llm_calls=max_llm_calls)
+                           max_tokens=max_tokens, progress=progress, max_llm_calls=max_llm_calls,
+                           server_log=srv.log_path)
         counters = srv.counters()
     metrics['eval'].update(server_start_seconds=srv.ready_seconds, backend=spec.backend, precision=spec.precision,
                            cached=False, cache_key=key, server=counters)

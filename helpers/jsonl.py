@@ -7,7 +7,8 @@ Every command and stage reads and writes its data files through this module:
   :data:`MAX_LINE_BYTES`, so a caller can reject that one record and go on; :func:`read_jsonl` parses the
   non-blank lines and raises :class:`JsonlError` naming file and line for the first bad one.
 * :func:`loads` is strict JSON: ``NaN`` and ``Infinity`` are refused, and nesting too deep for the parser
-  is a ``ValueError`` like any other bad JSON; :func:`dumps` refuses them when writing.
+  is a ``ValueError`` like any other bad JSON; :func:`dumps` refuses them when writing. :func:`storable` turns
+  what a model produced into a value :func:`dumps` always writes (lone surrogates escaped, ``NaN`` named).
 * :func:`atomic_write` writes a temporary file in the target's folder and renames it over the target only
   once everything was written: an interrupted run leaves the old file (or none), never a partial one.
 * :func:`check_paths` refuses, before anything is opened for writing, an output that resolves (through
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import stat
 import tempfile
@@ -38,6 +40,21 @@ class JsonlError(ValueError):
 
 class PathError(ValueError):
     """An input or output path that cannot be used as given."""
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object that names one key twice (which value was meant?)."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """An ``object_pairs_hook`` that refuses a key given twice (:class:`DuplicateKeyError`) instead of keeping
+    the last value silently."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise DuplicateKeyError(f'the key {key!r} appears twice')
+    return obj
 
 
 @dataclass
@@ -75,18 +92,48 @@ def dumps(obj: Any, indent: int | None = None) -> str:
         raise
 
 
-def read_text_lines(path: PathLike) -> Iterator[str | BadLine]:
-    """Every physical line of a UTF-8 text file without its line end (numbering = position + 1)."""
+MAX_STORED_DEPTH = 64  # storable: containers nested deeper are replaced by a note
+
+
+def storable(value: Any, depth: int = 0) -> Any:
+    """``value`` with everything that JSON or UTF-8 cannot hold made storable, so that writing it never fails:
+
+    * text holding a lone surrogate (``\\ud800``: no Unicode, UTF-8 cannot encode it; a byte-level tokenizer
+      can produce one) is **escaped**: each lone surrogate becomes the six characters ``\\ud800``;
+    * ``NaN``, ``Infinity`` and ``-Infinity`` (numbers JSON does not have) are **replaced** by those names as
+      strings; a value of any other type by its ``str``; keys become strings;
+    * a container nested deeper than :data:`MAX_STORED_DEPTH` is **replaced** by a note saying so.
+    """
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode('utf-8', 'backslashreplace').decode('utf-8')
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else ('NaN' if value != value else 'Infinity' if value > 0
+                                                   else '-Infinity')
+    if isinstance(value, (dict, list, tuple)) and depth >= MAX_STORED_DEPTH:
+        return f'(nested deeper than {MAX_STORED_DEPTH} levels: not kept)'
+    if isinstance(value, dict):
+        return {storable(k if isinstance(k, str) else str(k)): storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(v, depth + 1) for v in value]
+    return storable(str(value))
+
+
+def read_text_lines(path: PathLike, max_bytes: int | None = None) -> Iterator[str | BadLine]:
+    """Every physical line of a UTF-8 text file without its line end (numbering = position + 1); a line longer
+    than ``max_bytes`` (default :data:`MAX_LINE_BYTES`) is skipped unread, as a :class:`BadLine`."""
+    limit = MAX_LINE_BYTES if max_bytes is None else max_bytes
     with open(path, 'rb') as f:
         first = True
         while True:
-            raw = f.readline(MAX_LINE_BYTES + 1)
+            raw = f.readline(limit + 1)
             if not raw:
                 return
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b'\n'):
+            if len(raw) > limit and not raw.endswith(b'\n'):
                 while (rest := f.readline(2 ** 20)) and not rest.endswith(b'\n'):
                     pass
-                yield BadLine(f'line longer than {MAX_LINE_BYTES:,} bytes')
+                yield BadLine(f'line longer than {limit:,} bytes')
                 first = False
                 continue
             raw = raw.rstrip(b'\n').rstrip(b'\r')
