@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .jsonl import JsonlError, read_jsonl, unique_keys, write_jsonl  # noqa: F401  (write_jsonl: the notebooks' import)
+from .jsonl import (JsonlError, lone_surrogate, read_jsonl, unique_keys,  # noqa: F401  (write_jsonl: notebooks)
+                    write_jsonl)
 
 Lang = Literal['zh', 'en']
 LANGS: tuple[str, ...] = ('zh', 'en')
@@ -135,7 +136,7 @@ class ToolParam:
         enum = d.get('enum') or None
         if enum is not None and not isinstance(enum, list):
             raise CaseError(f'parameter {d["name"]!r}: "enum" must be a list of values, got {type(enum).__name__}')
-        return cls(name=d['name'], description=str(d.get('description', '')), type=ptype,
+        return cls(name=d['name'], description=_text(d.get('description')), type=ptype,
                    required=_truthy(d.get('required', False)), enum=enum,
                    default=d.get('default', schema.get('default')))
 
@@ -160,6 +161,11 @@ def _short(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters, for error messages about arbitrary input."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + '…'
+
+
+def _text(value: Any) -> str:
+    """A description as text: null (or absent) is no description, not the word "None"."""
+    return '' if value is None else str(value)
 
 
 def _truthy(value: Any) -> bool:
@@ -190,7 +196,7 @@ class Tool:
             return cls.from_openai(d)
         if not isinstance(params, list):
             raise CaseError(f'tool {name}: "parameters" must be a list or a JSON schema')
-        return cls(name=name, description=str(d.get('description', '')),
+        return cls(name=name, description=_text(d.get('description')),
                    parameters=[ToolParam.from_dict(p) for p in params])
 
     @classmethod
@@ -209,7 +215,7 @@ class Tool:
             if not isinstance(v, Mapping):
                 raise CaseError(f'tool {name}: property {k!r} must be an object such as {{"type": "string"}}')
             params.append(ToolParam.from_dict({**v, 'name': k, 'required': k in required}).to_dict())
-        return cls.from_dict({'name': name, 'description': fn.get('description', ''), 'parameters': params})
+        return cls.from_dict({'name': name, 'description': fn.get('description'), 'parameters': params})
 
     def to_dict(self) -> dict:
         return {'name': self.name, 'description': self.description,
@@ -371,9 +377,6 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f'{name} is not a JSON value')
 
 
-_SURROGATE = re.compile('[\ud800-\udfff]')
-
-
 def parse_arguments(text: str) -> dict:
     """The arguments of an Action Input, read strictly: exactly one JSON object, which is what the prompt
     asks for (``Format the arguments as a JSON object``) and what :func:`format_call` writes.
@@ -391,21 +394,16 @@ def parse_arguments(text: str) -> dict:
         raise ValueError('nested too deeply') from None
     if not isinstance(value, dict):
         raise ValueError(f'a JSON {type(value).__name__}, not an object')
+    where = lone_surrogate(value)
+    if where:
+        raise ValueError(f'{where} holds a lone surrogate, which is not Unicode text')
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_ARGUMENTS_DEPTH:
             raise ValueError(f'nested deeper than {MAX_ARGUMENTS_DEPTH} levels')
-        children = list(item.items()) if isinstance(item, dict) else item
-        for child in children:
-            if isinstance(child, tuple):  # a key and its value
-                key, child = child
-                if _SURROGATE.search(key):
-                    raise ValueError('a key holds a lone surrogate, which is not Unicode text')
-            if isinstance(child, str) and _SURROGATE.search(child):
-                raise ValueError('a string holds a lone surrogate, which is not Unicode text')
-            if isinstance(child, (dict, list)):
-                stack.append((child, depth + 1))
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return value
 
 
@@ -509,6 +507,13 @@ class EvalCase:
                 not isinstance(m, Mapping) or m.get('role') not in ('user', 'assistant', 'system')
                 or not isinstance(m.get('content'), str) for m in history):
             raise CaseError(f'case {cid}: history must be a list of {{"role", "content"}} messages')
+        if history and history[-1]['role'] == 'user':
+            raise CaseError(f'case {cid}: history must not end with a user message (the query is the new one); '
+                            'end it with the assistant\'s reply')
+        where = lone_surrogate(d)
+        if where:
+            raise CaseError(f'case {cid}: {where} holds a lone surrogate, which is no Unicode text (UTF-8 cannot '
+                            'encode it, so no server could receive it)')
         if not isinstance(d['query'], str) or not d['query']:
             raise CaseError(f'case {cid}: "query" must be a non-empty string')
         reference = d.get('reference_answer')

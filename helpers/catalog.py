@@ -115,8 +115,8 @@ class CatalogTool:
         cannot be used (the model reads why, as from a real tool)."""
         try:
             return dumps(self.run(args))
-        except ValueError as e:
-            return dumps({'error': str(e)})
+        except (ValueError, ArithmeticError) as e:  # an argument out of any range (a date past 9999) included
+            return dumps({'error': str(e) or type(e).__name__})
 
     def answer_text(self, lang: str, args: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         """The final answer in ``lang``, filled from the call's arguments and the result."""
@@ -981,6 +981,9 @@ def hotel_search(c: _Arguments) -> dict:
     check_in = _iso_date('date', c['date'])
     nights = _in_range('nights', c.opt('nights', 'integer', 1), 1, 60)
     breakfast = c.opt('breakfast', 'boolean', False)
+    if check_in > date.max - timedelta(days=nights):
+        raise ValueError(f'argument \'date\' {c["date"]!r} plus {nights} night(s) is past the last date there is '
+                         f'({date.max.isoformat()})')
     return {'count': c.integer(3, 260), 'lowest_price': round(c.real(129, 899) * (1.12 if breakfast else 1.0), 2),
             'avg_rating': c.real(3.8, 4.9, 1), 'checkout_date': (check_in + timedelta(days=nights)).isoformat(),
             'breakfast': breakfast}

@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -118,6 +119,29 @@ def storable(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)):
         return [storable(v, depth + 1) for v in value]
     return storable(str(value))
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """Where in ``value`` (parsed JSON) a string or key holds a lone surrogate (``"query"``, ``"tools[0].name"``),
+    which UTF-8 cannot encode; None when there is none. Iterative: any depth."""
+    stack: list[tuple[Any, str]] = [(value, '')]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return where or 'the value'
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                path = f'{where}.{key}' if where else str(key)
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    return f'a key of {where or "the object"}'
+                stack.append((child, path))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, f'{where}[{i}]') for i, child in enumerate(item))
+    return None
+
+
+_SURROGATE = re.compile('[\ud800-\udfff]')
 
 
 def read_text_lines(path: PathLike, max_bytes: int | None = None) -> Iterator[str | BadLine]:
@@ -222,8 +246,14 @@ def _same(a: PathLike, b: PathLike) -> bool:
         return False
 
 
+def _not_empty(label: str, path: PathLike, what: str) -> None:
+    if not os.fspath(path).strip():
+        raise PathError(f'{label} is empty; give {what}')
+
+
 def check_input(label: str, path: PathLike) -> None:
     """An input that can be opened for reading (a file, a pipe or a device; not a folder)."""
+    _not_empty(label, path, 'a file path')
     p = Path(path)
     if not p.exists():
         raise PathError(f'cannot read {label} {path}: it does not exist; check the path')
@@ -235,6 +265,7 @@ def check_input(label: str, path: PathLike) -> None:
 
 def check_output_dir(label: str, path: PathLike) -> None:
     """A folder that exists or can be created (no file in the way)."""
+    _not_empty(label, path, 'a folder path')
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise PathError(f'{label} {path} is a file, not a folder; give a folder path')
@@ -253,6 +284,7 @@ def check_paths(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, Pat
     outs = {k: v for k, v in outputs.items() if v is not None}
     ins = {k: v for k, v in (inputs or {}).items() if v is not None}
     for label, path in outs.items():
+        _not_empty(label, path, 'a file path')
         p = Path(path)
         if p.is_dir():
             raise PathError(f'{label} {path} is a folder; give a file path')

@@ -41,6 +41,8 @@ from .convert import ms_agent_rows
 from .jsonl import write_json, write_jsonl
 
 SPLITS = ('train', 'val', 'test')
+MAX_CONVERSATIONS = 100_000  # one `synth` call: about 300 MB of JSON (the gpu profile uses 6,800)
+OWNED_FILES = ('data/test_cases.jsonl',)  # repository files `synth` writes (README: how to regenerate them)
 FOLLOW_UPS = {  # generic follow-ups that change the primary argument; split like the query templates
     'zh': ['那{value}呢？', '换成{value}再查一次', '{value}的情况呢？', '再帮我看看{value}', '如果是{value}呢？',
            '同样的，{value}怎么样？', '那改成{value}吧'],
