@@ -79,12 +79,20 @@ def loads(text: str | bytes) -> Any:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # built once: dumps runs per row
 
 
+_LINE_BREAKS = {'\x85': '\\u0085', '\u2028': '\\u2028', '\u2029': '\\u2029'}
+
+
 def dumps(obj: Any, indent: int | None = None) -> str:
-    """JSON text with non-ASCII kept; NaN/Infinity (not JSON) raise ValueError."""
+    """JSON text with non-ASCII kept, except the three characters other readers take for line ends (NEL, U+2028,
+    U+2029: ``str.splitlines`` splits on them), which are escaped; NaN/Infinity (not JSON) raise ValueError."""
     try:
-        if indent is None:
-            return _ENCODER.encode(obj)
-        return json.dumps(obj, ensure_ascii=False, allow_nan=False, indent=indent)
+        text = _ENCODER.encode(obj) if indent is None else \
+            json.dumps(obj, ensure_ascii=False, allow_nan=False, indent=indent)
+        if not text.isascii():
+            for char, escape in _LINE_BREAKS.items():
+                if char in text:
+                    text = text.replace(char, escape)
+        return text
     except RecursionError:
         raise ValueError('nested too deeply to write as JSON') from None
     except ValueError as e:
