@@ -147,3 +147,65 @@ def test_the_judge_gives_every_model_output_an_outcome(output, needs_call):
     assert j.kind in OUTCOMES
     if j.call is not None and j.arguments is not None:
         json.dumps(j.arguments, allow_nan=False).encode('utf-8')  # what the judge accepts is JSON and UTF-8
+
+
+SURROGATES = st.lists(st.integers(0xD800, 0xDFFF), min_size=1, max_size=3).map(lambda cs: ''.join(map(chr, cs)))
+TEXT = st.lists(st.text(max_size=8) | SURROGATES | st.sampled_from(['\x85', '\u2028', '\x00', '"', '\\']),
+                max_size=6).map(''.join)
+ANY_VALUE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+                         max_leaves=12)
+
+
+@BOUNDED
+@given(ANY_VALUE)
+def test_storable_makes_anything_one_line_of_strict_json(value):
+    from helpers import jsonl
+    text = jsonl.dumps(jsonl.storable(value))
+    text.encode('utf-8')
+    assert len(text.splitlines()) == 1 and json.dumps(jsonl.loads(text)) is not None
+
+
+def test_storable_replaces_deep_nesting_with_a_note():
+    from helpers import jsonl
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    assert 'nested deeper' in jsonl.dumps(jsonl.storable(deep))
+
+
+MODEL_OUTPUT = st.one_of(
+    TEXT,
+    st.binary(max_size=80).map(lambda b: b.decode('utf-8', 'surrogateescape')),
+    TEXT.map(lambda t: action(json.dumps({'q': t}, ensure_ascii=False))),
+    st.sampled_from(['NaN', 'Infinity', '-Infinity', '1e999']).map(lambda v: action('{"q": ' + v + '}')),
+    st.integers(1, 3000).map(lambda n: action('[' * n)),
+    st.integers(40_000, 80_000).map(lambda n: action('{"q": "' + 'y' * n + '"}')),  # past the reply bound
+)
+
+
+@settings(max_examples=min(EXAMPLES, 8), deadline=None, database=None, derandomize=EXAMPLES <= 100,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(MODEL_OUTPUT, min_size=1, max_size=4))
+def test_evaluate_keeps_every_model_output(outputs):
+    """Whatever the model emits, evaluate writes one strict-JSON, UTF-8 row per case, and the metrics it writes
+    are those of rescoring its rows."""
+    import tempfile
+    from pathlib import Path
+    from helpers import jsonl
+    from helpers.evaluation import evaluate, load_predictions
+    from helpers.scripted_server import ScriptedServer
+    cases = [case({'q': 'a'}, cid=f'c{i}') for i in range(len(outputs))]
+    for i, c in enumerate(cases):
+        c.query = f'query {i}'
+
+    def script(body):
+        user = body['messages'][-1]['content']
+        return 'done' if 'Observation:' in user else outputs[int(user.rsplit(' ', 1)[-1])]
+    with tempfile.TemporaryDirectory() as tmp, ScriptedServer(script) as srv:
+        metrics = evaluate(cases, srv.base_url, 'm', tmp, workers=2, progress=False)
+        raw = Path(tmp, 'predictions.jsonl').read_bytes()
+        rows = [jsonl.loads(line) for line in raw.decode('utf-8').split('\n') if line]
+        assert [r['id'] for r in rows] == [c.id for c in cases]
+        again, _ = score(cases, load_predictions(Path(tmp, 'predictions.jsonl')))
+        assert again['counts'] == metrics['counts'] and metrics['n_cases'] == len(cases)
