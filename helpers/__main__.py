@@ -361,9 +361,14 @@ def cmd_ablate(args) -> int:
                              'where notebook 05 finished')
         if args.reference_arm not in ablate.ARMS:
             raise UsageError(f'--reference-arm {args.reference_arm}: not an arm; `python -m helpers ablate --list`')
-        ablate.from_run(args.reference, args.out, args.reference_arm)
-    results = (ablate.collect(args.out, args.cases) if args.report else
-               ablate.run(names, args.cases, args.out, args.profile))
+    from .report import RunFileError
+    try:  # the runs and arms read are checked (report.load_run_file): a corrupt one is named, nothing regenerated
+        if args.reference:
+            ablate.from_run(args.reference, args.out, args.reference_arm)
+        results = (ablate.collect(args.out, args.cases) if args.report else
+                   ablate.run(names, args.cases, args.out, args.profile))
+    except RunFileError as e:
+        raise UsageError(str(e)) from None
     print(ablate.markdown(results) if args.markdown else ablate.table(results).to_string())
     for r in results:
         if r.get('curve'):

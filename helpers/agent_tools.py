@@ -7,12 +7,13 @@ model sees exactly the description a real tool would produce, and the call runs 
 :func:`run_roleplay` drives one ``RolePlay`` conversation turn and returns its transcript.
 
 Every completion of a turn goes through a :class:`ServerGuard` (the requests themselves are RolePlay's,
-unchanged): a reply longer than :data:`MAX_REPLY_CHARS` is cut there (and counted in
-``TurnRecord.n_cut``), a lone surrogate in a reply (no Unicode: RolePlay could not even send it back in the
-next request) is escaped as the six characters ``\\udXXX`` (:func:`helpers.jsonl.storable`), and a failed completion (an HTTP error, a body that is not a completion, no choices,
-no text) raises :class:`CompletionFailed` at once instead of modelscope-agent's 3 × 3 retries of the OpenAI
-client's 3 attempts, with a traceback each; after :data:`FAILURES_IN_A_ROW` failed completions in a row the guard fails every further
-request immediately (:attr:`ServerGuard.failing` says why), so an evaluation stops within seconds.
+unchanged): a reply longer than :data:`MAX_REPLY_CHARS` is cut there (and counted in ``TurnRecord.n_cut``);
+a lone surrogate in a reply (no Unicode: RolePlay could not even send it back in the next request) is escaped
+as the six characters ``\\udXXX`` (:func:`helpers.jsonl.storable`); and a failed completion (an HTTP error,
+a body that is not a completion, no choices, no text) raises :class:`CompletionFailed` at once, instead of
+modelscope-agent's 3 × 3 retries of the OpenAI client's 3 attempts with a traceback each. After
+:data:`FAILURES_IN_A_ROW` failed completions in a row the guard fails every further request immediately
+(:attr:`ServerGuard.failing` says why), so an evaluation stops within seconds.
 """
 from __future__ import annotations
 

@@ -135,6 +135,7 @@ METRICS = {m.key: m for m in (
            '(or the decision not to call) was right', 'right calls and right no-calls with a reference answer'),
 )}
 
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
     """Wilson score interval for k successes out of n."""
     if n == 0:

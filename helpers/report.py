@@ -44,7 +44,9 @@ RUN_FILES: dict[str, Any] = {
     'eval/metrics.json': {'baseline': str, 'models': {'*': ARM}, '?per_language': {'*': {'*': ARM}},
                           '?argument_errors': {'*': {'*': int}}, '?conclusion': str, '*': ANY},
     'timings.json': {'*': {'seconds': NUMBER, 'status': str, '*': ANY}},
+    'eval/finetuned/metrics.json': ARM,
 }
+RESULT = {'arm': {'name': str, '*': ANY}, 'cases': str, 'n_cases': int, 'metrics': ARM, '*': ANY}  # an ablation arm
 SUMMARY = {'note': str, 'profile': str, 'model': str, '?commit': (str, type(None)), 'command': str, 'machine': str,
            'data': {'?train_samples': (int, type(None)), '?train_conversations': (int, type(None)), '*': ANY},
            'training': {'?steps': (int, type(None)), '?lora_rank': (int, type(None)), 'tuner': str,
@@ -121,7 +123,8 @@ def _arms_problem(arms: dict, where: str) -> str | None:
     return None
 
 
-def _checked(path: Path, shape: Any, what: str) -> Any:
+def checked_file(path: Path, shape: Any, what: str) -> Any:
+    """The JSON document at ``path``, of ``shape``; :class:`RunFileError` naming it, and ``what`` to do, otherwise."""
     try:
         value = read_json(path)
     except JsonlError as e:
@@ -144,7 +147,7 @@ def load_run_file(run: str | Path, name: str, required: bool = False) -> Any:
             raise RunFileError(f'{path} is missing: the run is not complete; finish it (make run) or give a '
                                'finished run')
         return None
-    value = _checked(path, RUN_FILES[name], 'rerun the notebook that writes it, or give another run')
+    value = checked_file(path, RUN_FILES[name], 'rerun the notebook that writes it, or give another run')
     if name == 'eval/metrics.json':
         problem = _arms_problem(value['models'], 'models')
         if problem:
@@ -169,7 +172,7 @@ def load_summary(path: str | Path) -> dict:
     if not path.is_file():
         raise RunFileError(f'{path}: no such run summary; write one with python -m helpers results --run-dir RUN')
     again = 'write it again with python -m helpers results --run-dir RUN'
-    summary = _checked(path, SUMMARY, again)
+    summary = checked_file(path, SUMMARY, again)
     problem = 'the "arms" object is empty' if not summary['arms'] else _arms_problem(summary['arms'], 'arms')
     if problem:
         raise RunFileError(f'{path}: {problem}; {again}')
@@ -445,7 +448,8 @@ def update_readme(summary_path: str | Path, readme: str | Path) -> bool:
     summary_path, readme = Path(summary_path), Path(readme)
     rel = summary_path.resolve().relative_to(repo_root()) if summary_path.resolve().is_relative_to(repo_root()) \
         else summary_path
-    return replace_section(readme, README_BEGIN.format(path=rel), README_END, readme_results(load_summary(summary_path)))
+    return replace_section(readme, README_BEGIN.format(path=rel), README_END,
+                           readme_results(load_summary(summary_path)))
 
 
 def replace_section(readme: str | Path, begin: str, end: str, body: str) -> bool:

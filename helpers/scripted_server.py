@@ -36,8 +36,9 @@ FAULTS = {
     'no_choices': RawReply(200, '{"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [], '
                                 '"usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}}'),
     'no_text': RawReply(200, '{"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": '
-                             '[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": null}}], '
-                             '"usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}}'),
+                             '[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", '
+                             '"content": null}}], "usage": {"prompt_tokens": 1, "completion_tokens": 0, '
+                             '"total_tokens": 1}}'),
     'not_a_completion': RawReply(200, '[1, 2, 3]'),
 }
 

@@ -2,7 +2,6 @@
 poisoned training records, bounds, and the smaller items. One test (or more) per item, each with its own
 hostile input; every command answers with a result or one line on stderr (exit 2 bad input, 1 failed work)."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from helpers.__main__ import main
 from helpers.agentfabric import EvalCase, format_call, system_prompt
 from helpers.catalog import load_catalog
 from helpers.environment import repo_root
-from helpers.scripted_server import FAULTS, RawReply, ScriptedServer
+from helpers.scripted_server import FAULTS, ScriptedServer
 
 ROOT = repo_root()
 TOOL = {'name': 'get_weather', 'description': 'Weather of a city.',
@@ -592,3 +591,20 @@ def test_an_empty_path_is_reported_as_empty(capsys, command):
     assert code == 2
     one_error_line(err, 'is empty')
     assert 'is a folder' not in err
+
+
+def test_the_ablation_table_refuses_a_corrupt_arm_or_reference_run(capsys, tmp_path):
+    cases = write_cases(tmp_path / 'cases.jsonl', ['a'])
+    arm = tmp_path / 'arms' / 'before'
+    arm.mkdir(parents=True)
+    (arm / 'result.json').write_text('{"arm": {"name": "before"}, "cases": "')
+    code, _, err = cli(capsys, 'ablate', '--cases', cases, '--out', tmp_path / 'arms', '--report')
+    assert code == 2
+    one_error_line(err, 'result.json', 'not valid JSON')
+    run = complete_run(tmp_path)
+    (run / 'eval' / 'finetuned').mkdir()
+    (run / 'eval' / 'finetuned' / 'metrics.json').write_text(json.dumps({'n_cases': 'two'}))
+    code, _, err = cli(capsys, 'ablate', '--cases', cases, '--out', tmp_path / 'other', '--report',
+                       '--reference', run)
+    assert code == 2
+    one_error_line(err, 'finetuned/metrics.json', 'n_cases')
