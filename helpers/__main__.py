@@ -136,7 +136,7 @@ def cmd_results(args) -> int:
     if not (args.run_dir or args.readme):
         raise UsageError('give --run-dir RUN (write the summary), --readme (regenerate README.md), or both')
     from .environment import repo_root, write_text_atomic
-    from .report import RunFileError, load_summary, results_summary, update_readme
+    from .report import RunFileError, results_summary, update_readme
     summary = Path(args.summary or repo_root() / 'results' / 'cpu-run.json')
     try:
         if args.run_dir:
@@ -144,8 +144,7 @@ def cmd_results(args) -> int:
             data = results_summary(args.run_dir, args.command)
             write_text_atomic(summary, json.dumps(data, indent=2, ensure_ascii=False) + '\n')
             print(f'wrote {summary}')
-        if args.readme:
-            load_summary(summary)  # checked before README.md is touched
+        if args.readme:  # the summary is checked before README.md is touched
             changed = update_readme(summary, repo_root() / 'README.md')
             print(f'README.md results section {"regenerated" if changed else "already up to date"} from {summary}')
     except RunFileError as e:

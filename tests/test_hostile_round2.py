@@ -400,6 +400,8 @@ CORRUPTIONS = [
      'profile'),
     ('environment.json', lambda run: (run / 'environment.json').unlink(), 'missing'),
     ('run_summary.json', lambda run: (run / 'run_summary.json').write_bytes(b'\xff\xfe'), 'not UTF-8'),
+    ('run_summary.json', lambda run: truncated(run, 'run_summary.json'), 'not valid JSON'),
+    ('run_summary.json', lambda run: (run / 'run_summary.json').unlink(), 'missing'),
     ('run_summary.json', lambda run: wrong_shape(run, 'run_summary.json', {'steps': 'many'}), 'steps'),
     ('data_summary.json', lambda run: wrong_shape(run, 'data/data_summary.json', {'train': None}), 'train'),
 ]
