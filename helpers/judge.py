@@ -1,7 +1,8 @@
 """The judge: the one place that decides whether a model output makes the right tool call.
 
-Evaluation (:func:`helpers.evaluation.score_case`, every metric and outcome count), the verdicts the notebooks
-print, preference pairs and rewards all call :func:`judge`; nothing else decides what a right call is.
+Evaluation (:func:`helpers.evaluation.score_case`, every metric and outcome count) and the verdicts the
+notebooks print call :func:`judge`, and preference pairs and rewards are to call it too: nothing else decides
+what a right call is.
 
 * The call is what RolePlay would run: the first match of ``Action: (.+)\\nAction Input: (.+)`` in the output
   (:func:`helpers.agentfabric.parse_action`). Its Action Input is read strictly
