@@ -13,6 +13,8 @@
 - ``serving`` — merging the LoRA, OpenAI-compatible servers on 127.0.0.1
 - ``agent_tools`` — offline tools registered with modelscope-agent, and the real RolePlay loop
 - ``playground``, ``agentfabric_app`` — the Gradio page of notebook 04; ModelScope's AgentFabric app against our server
+- ``judge`` — THE judge: whether a model output makes the right call (evaluation, preference pairs and rewards
+  all ask it)
 - ``evaluation`` — metrics, call outcomes, verdicts, comparisons of arms, the written conclusion, and
   predictions cached by content hash
 - ``plots``, ``report`` — figures and HTML views; the run report and the README's results section

@@ -8,6 +8,7 @@ imports; outputs are written atomically and never over an input (:mod:`helpers.j
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -67,24 +68,40 @@ def cmd_prepare_model(args) -> int:
     return 0
 
 
+def _parameter_value(name: str, text: str):
+    """``-p NAME=VALUE``: a JSON value; plain text stays a string, but text that starts like a JSON object, list
+    or string must be valid JSON (a typo there would otherwise reach the notebook as a string)."""
+    from .jsonl import loads
+    try:
+        return loads(text)
+    except ValueError as e:
+        if text.lstrip()[:1] in ('{', '[', '"'):
+            raise UsageError(f'-p {name}=…: the value looks like JSON but is not valid JSON ({e}); '
+                             f'fix it, e.g. -p \'{name}={{"key": 1}}\'') from None
+        return text
+
+
 def cmd_pipeline(args) -> int:
     params = {}
     for item in args.p or []:
         key, sep, value = item.partition('=')
         if not sep or not key:
             raise UsageError(f'-p takes name=value, got {item!r}')
-        try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
+        params[key] = _parameter_value(key, value)
     if args.run_dir:
         check_output_dir('--run-dir', args.run_dir)
+    from .pipeline import PipelineError, select
+    try:
+        select(args.only, args.start_from)  # notebook numbers are checked before the heavy imports
+    except PipelineError as e:
+        raise UsageError(str(e)) from None
     from .environment import ProfileError, RunNotFound
-    from .pipeline import PipelineError, run_pipeline
+    from .pipeline import run_pipeline
+    from .report import RunFileError
     try:
         results = run_pipeline(args.profile, args.run_dir, params, only=args.only, start_from=args.start_from,
                                force=args.force, live_output=not args.quiet)
-    except (ProfileError, RunNotFound) as e:
+    except (ProfileError, RunNotFound, RunFileError) as e:
         raise UsageError(str(e)) from None
     except PipelineError as e:
         print(f'error: {e}', file=sys.stderr)
@@ -116,24 +133,32 @@ def cmd_agentfabric_app(args) -> int:
 
 
 def cmd_results(args) -> int:
-    from .environment import repo_root, write_text_atomic
-    from .report import results_summary, update_readme
-    summary = Path(args.summary or repo_root() / 'results' / 'cpu-run.json')
-    if args.run_dir:
-        try:
-            data = results_summary(args.run_dir, args.command)
-        except FileNotFoundError as e:
-            print(f'error: {e}', file=sys.stderr)
-            return 1
-        write_text_atomic(summary, json.dumps(data, indent=2, ensure_ascii=False) + '\n')
-        print(f'wrote {summary}')
-    if args.readme:
-        changed = update_readme(summary, repo_root() / 'README.md')
-        print(f'README.md results section {"regenerated" if changed else "already up to date"} from {summary}')
     if not (args.run_dir or args.readme):
-        print('error: give --run-dir RUN (write the summary), --readme (regenerate README.md), or both',
-              file=sys.stderr)
-        return 2
+        raise UsageError('give --run-dir RUN (write the summary), --readme (regenerate README.md), or both')
+    from .environment import repo_root, write_text_atomic
+    from .report import RunFileError, results_summary, update_readme
+    summary = Path(args.summary or repo_root() / 'results' / 'cpu-run.json')
+    try:
+        if args.run_dir:
+            check_paths({'--summary': summary})
+            data = results_summary(args.run_dir, args.command)
+            write_text_atomic(summary, json.dumps(data, indent=2, ensure_ascii=False) + '\n')
+            print(f'wrote {summary}')
+        if args.readme:  # the summary is checked before README.md is touched
+            changed = update_readme(summary, repo_root() / 'README.md')
+            print(f'README.md results section {"regenerated" if changed else "already up to date"} from {summary}')
+    except RunFileError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import RunFileError, build_report
+    try:
+        html_path, md_path = build_report(args.run_dir)
+    except RunFileError as e:
+        raise UsageError(str(e)) from None
+    print(f'wrote {html_path} and {md_path}')
     return 0
 
 
@@ -167,7 +192,7 @@ def cmd_convert(args) -> int:
     from .jsonl import write_json
     pool = load_instructions(pool_file) if pool_file else None
     try:
-        report = convert_file(args.input, args.output, args.to, instruction, pool)
+        report = convert_file(args.input, args.output, args.to, instruction, pool, args.keep_suspicious)
         if args.report:
             write_json(args.report, report.to_dict())
     except OSError as e:
@@ -176,12 +201,13 @@ def cmd_convert(args) -> int:
     s = report.summary()
     print(f"read {s['read']}, converted {s['converted']}, rejected {s['rejected']}, "
           f"wrote {s['samples_written']} samples to {args.output}", file=sys.stderr)
-    for r in report.rejected[:10]:
-        print(f"  rejected {args.input}:{r['line']} ({r['id']}): {r['reason']}", file=sys.stderr)
-    if len(report.rejected) > 10:
-        print(f'  … and {len(report.rejected) - 10} more' + (f' (all in {args.report})' if args.report else
-                                                             ' (--report REPORT.json lists them all)'),
-              file=sys.stderr)
+    for kind, n, listed in (('rejected', report.n_rejected, report.rejected),
+                            ('warning', report.n_warned, report.warned)):
+        for r in listed[:10]:
+            print(f"  {kind} {args.input}:{r['line']} ({r['id']}): {r['reason']}", file=sys.stderr)
+        if n > 10:
+            print(f'  … and {n - 10} more' + (f' (in {args.report})' if args.report else
+                                              ' (--report REPORT.json lists them)'), file=sys.stderr)
     if s['read'] == 0:
         print(f'warning: {args.input} holds no records', file=sys.stderr)
     elif s['converted'] == 0:
@@ -191,9 +217,36 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _tracked_file(path: str) -> str | None:
+    """The repository path of ``path`` when it is a file this checkout tracks (README.md, a module …); outside a
+    git checkout, any existing file of the repository outside ``runs/``."""
+    import subprocess
+    from .environment import repo_root, runs_root
+    real, root = Path(os.path.realpath(path)), repo_root()
+    if not real.is_file() or not real.is_relative_to(root) or any(
+            real.is_relative_to(Path(os.path.realpath(r))) for r in (root / 'runs', runs_root())):
+        return None
+    rel = str(real.relative_to(root))
+    try:
+        listed = subprocess.run(['git', '-C', str(root), 'ls-files', '--error-unmatch', '--', rel],
+                                capture_output=True, timeout=10)
+        known = subprocess.run(['git', '-C', str(root), 'rev-parse', '--git-dir'], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return rel
+    return rel if listed.returncode == 0 or known.returncode != 0 else None
+
+
 def cmd_synth(args) -> int:
     from .catalog import DATA_DIR, DATA_FILES
+    from .synth import MAX_CONVERSATIONS, OWNED_FILES
+    if args.n > MAX_CONVERSATIONS:
+        raise UsageError(f'--n {args.n:,} is more than one call generates (at most {MAX_CONVERSATIONS:,} '
+                         'conversations); generate in parts with different --seed values')
     check_paths({'--out': args.out}, {f'data file {name}': DATA_DIR / name for name in DATA_FILES.values()})
+    tracked = _tracked_file(args.out)
+    if tracked and tracked not in OWNED_FILES and not args.force:
+        raise UsageError(f'--out {args.out} is a file of this repository ({tracked}); write to a new file or under '
+                         'runs/, or pass --force to replace it')
     from .agentfabric import to_case
     from .jsonl import write_jsonl
     from .synth import Generator, SynthConfig
@@ -202,9 +255,12 @@ def cmd_synth(args) -> int:
     counts = dict(zip(('train', 'val', 'test'), _split_counts(args.n, cfg.split_ratios)))
     if args.split != 'all':
         counts = {args.split: args.n}
-    rows = ((to_case(conv).to_dict() if args.cases else conv.to_dict())
-            for split, k in counts.items() for conv in gen.conversations(split, k))
-    n = write_jsonl(args.out, rows)
+    rows = ((to_case(conv).to_dict() if args.cases else conv.to_dict())  # one at a time: memory stays flat
+            for split, k in counts.items() for conv in map(functools.partial(gen.conversation, split), range(k)))
+    try:
+        n = write_jsonl(args.out, rows)
+    except OSError as e:
+        raise UsageError(f'cannot write --out {args.out}: {e.strerror or e}') from None
     print(f'wrote {n} {"cases" if args.cases else "conversations"} to {args.out} ({counts})', file=sys.stderr)
     return 0
 
@@ -216,6 +272,11 @@ def _split_counts(n: int, ratios) -> list[int]:
 
 
 def cmd_evaluate(args) -> int:
+    from .environment import check_base_url
+    try:
+        check_base_url(args.base_url)
+    except ValueError as e:
+        raise UsageError(f'--base-url: {e}') from None
     check_input('--cases', args.cases)
     check_output_dir('--out', args.out)
     if os.path.isdir(args.out):
@@ -228,11 +289,11 @@ def cmd_evaluate(args) -> int:
         raise UsageError(str(e)) from None
     if not cases:
         raise UsageError(f'--cases {args.cases} holds no cases; give a JSONL file of evaluation cases')
-    from .evaluation import ServerUnavailable, evaluate, load_predictions
+    from .evaluation import ServerFailing, ServerUnavailable, evaluate, load_predictions
     try:
         metrics = evaluate(cases, args.base_url, args.model, args.out, workers=args.workers,
                            max_tokens=args.max_tokens, max_llm_calls=args.max_llm_calls)
-    except ServerUnavailable as e:
+    except (ServerUnavailable, ServerFailing) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
     print(json.dumps({k: v for k, v in metrics.items() if k not in ('counts', 'ci95')}, indent=2), file=sys.stderr)
@@ -299,9 +360,14 @@ def cmd_ablate(args) -> int:
                              'where notebook 05 finished')
         if args.reference_arm not in ablate.ARMS:
             raise UsageError(f'--reference-arm {args.reference_arm}: not an arm; `python -m helpers ablate --list`')
-        ablate.from_run(args.reference, args.out, args.reference_arm)
-    results = (ablate.collect(args.out, args.cases) if args.report else
-               ablate.run(names, args.cases, args.out, args.profile))
+    from .report import RunFileError
+    try:  # the runs and arms read are checked (report.load_run_file): a corrupt one is named, nothing regenerated
+        if args.reference:
+            ablate.from_run(args.reference, args.out, args.reference_arm)
+        results = (ablate.collect(args.out, args.cases) if args.report else
+                   ablate.run(names, args.cases, args.out, args.profile))
+    except RunFileError as e:
+        raise UsageError(str(e)) from None
     print(ablate.markdown(results) if args.markdown else ablate.table(results).to_string())
     for r in results:
         if r.get('curve'):
@@ -352,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--readme', action='store_true', help='regenerate README.md\'s results section from the summary')
     p.set_defaults(func=cmd_results)
 
+    p = sub.add_parser('report', help='(re)build a run\'s report.html and report.md from its files')
+    p.add_argument('--run-dir', required=True, help='the run directory (runs/<run>)')
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser('convert', help='raw ms_agent JSONL -> AgentFabric training samples')
     p.add_argument('--input', required=True, help='RAW.jsonl in the ms_agent "conversations" format')
     p.add_argument('--output', required=True, help='OUT.jsonl, one sample per RolePlay request')
@@ -360,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--report', help='REPORT.json with counts and every rejected line')
     p.add_argument('--instruction', help='role instruction: text, or a JSON role config {"name", "description", '
                                          '"instruction"}; default: a stable pick from data/instructions.json')
+    p.add_argument('--keep-suspicious', action='store_true',
+                   help='keep records whose tool texts or user turns hold chat-template tokens (<|im_end|> …) or '
+                        'AgentFabric\'s Action:/Observation: lines and section headers, with a warning each, '
+                        'instead of rejecting them as possible prompt injections')
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser('synth', help='generate AgentFabric conversations from the bundled tool catalog')
@@ -371,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--langs', nargs='+', choices=['zh', 'en'], default=['zh', 'en'])
     p.add_argument('--max-tools', type=count, default=4, help='most tools offered in one conversation')
     p.add_argument('--cases', action='store_true', help='write evaluation cases (last turn of each) instead')
+    p.add_argument('--force', action='store_true', help='replace --out even when it is a file this repository '
+                                                        'tracks (README.md, a module …); the tool catalog and '
+                                                        'slot files stay refused')
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser('evaluate', help='run cases through the real RolePlay loop against a server')

@@ -220,13 +220,10 @@ def from_run(run_dir: str | Path, out_dir: str | Path, name: str = 'recipe') -> 
     """A finished ``make run`` as the arm ``name`` (``out_dir/<name>/result.json``): its fine-tuned model's
     evaluation on its own test cases, so a recipe that already ran need not be trained again."""
     from .agentfabric import load_cases
+    from .report import load_run_file
     run = Path(run_dir)
-    paths = [run / 'run_summary.json', run / 'data' / 'data_summary.json', run / 'eval' / 'finetuned' / 'metrics.json',
-             run / 'environment.json']
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f'{", ".join(missing)} missing: give a run where notebooks 00-05 finished')
-    summary, data, metrics, environment = (json.loads(p.read_text()) for p in paths)
+    summary, data, metrics, environment = (load_run_file(run, name, required=True) for name in (
+        'run_summary.json', 'data/data_summary.json', 'eval/finetuned/metrics.json', 'environment.json'))
     cases_path = run / 'data' / 'test_cases.jsonl'
     cases = load_cases(cases_path)
     groups = breakdowns(cases, run / 'eval' / 'finetuned' / 'predictions.jsonl')
@@ -235,7 +232,7 @@ def from_run(run_dir: str | Path, out_dir: str | Path, name: str = 'recipe') -> 
               'commit': environment.get('commit'), 'cases': str(cases_path), 'n_cases': len(cases),
               'data': data['train'],
               'train': {'steps': summary['steps'], 'wall_seconds': summary['wall_seconds'],
-                        'final_loss': summary['final_train_loss'], 'config': summary['config']},
+                        'final_loss': summary.get('final_train_loss'), 'config': summary['config']},
               'metrics': metrics, **groups, 'run': str(run)}
     return _record(out_dir, name, result)
 
@@ -339,8 +336,10 @@ def run(names: list[str], cases_path: str | Path, out_dir: str | Path, profile: 
 def collect(out_dir: str | Path, cases_path: str | Path) -> list[dict]:
     """Every finished arm under ``out_dir`` measured on ``cases_path`` (earlier invocations included), in
     :data:`ARMS` order, also written to ``out_dir/ablation.json``."""
+    from .report import RESULT, checked_file
     order = {name: i for i, name in enumerate(ARMS)}
-    results = [json.loads(p.read_text()) for p in Path(out_dir).glob('*/result.json')]
+    results = [checked_file(p, RESULT, 'remove that arm\'s folder to run it again')
+               for p in sorted(Path(out_dir).glob('*/result.json'))]
     results = sorted((r for r in results if Path(r['cases']).resolve() == Path(cases_path).resolve()),
                      key=lambda r: order.get(r['arm']['name'], len(order)))
     write_json(Path(out_dir) / 'ablation.json', {'cases': str(cases_path), 'arms': results})

@@ -5,6 +5,15 @@ and API keys (``amap_weather`` downloads a city table and needs ``AMAP_TOKEN``),
 registers our own ``BaseTool`` subclasses under the names a case or the tool catalog uses: the
 model sees exactly the description a real tool would produce, and the call runs locally.
 :func:`run_roleplay` drives one ``RolePlay`` conversation turn and returns its transcript.
+
+Every completion of a turn goes through a :class:`ServerGuard` (the requests themselves are RolePlay's,
+unchanged): a reply longer than :data:`MAX_REPLY_CHARS` is cut there (and counted in ``TurnRecord.n_cut``);
+a lone surrogate in a reply (no Unicode: RolePlay could not even send it back in the next request) is escaped
+as the six characters ``\\udXXX`` (:func:`helpers.jsonl.storable`); and a failed completion (an HTTP error,
+a body that is not a completion, no choices, no text) raises :class:`CompletionFailed` at once, instead of
+modelscope-agent's 3 × 3 retries of the OpenAI client's 3 attempts with a traceback each. After
+:data:`FAILURES_IN_A_ROW` failed completions in a row the guard fails every further request immediately
+(:attr:`ServerGuard.failing` says why), so an evaluation stops within seconds.
 """
 from __future__ import annotations
 
@@ -15,8 +24,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
-from .agentfabric import EvalCase, Instruction, Tool
+from .agentfabric import EvalCase, Instruction, Tool, ToolCall
 from .environment import cache_dir, quiet_modelscope_agent
+from .jsonl import storable
 
 _MSA: dict[str, Any] = {}
 _REGISTRY_LOCK = threading.Lock()  # tool classes are registered by name in a global registry
@@ -46,19 +56,12 @@ def modelscope_agent():
         return _MSA
 
 
-@dataclass
-class CallRecord:
-    name: str
-    arguments: str  # raw text the agent passed
-    parsed: dict | None  # what the tool understood, None when it could not parse
-    result: str
-
-
-def register_tool(tool: Tool, run: Callable[[dict], Any], calls: list[CallRecord] | None = None) -> str:
+def register_tool(tool: Tool, run: Callable[[dict], Any], calls: list[ToolCall] | None = None) -> str:
     """Register ``tool`` with modelscope-agent under its name; ``run(args)`` computes the result.
 
     Arguments go through ``BaseTool._verify_args`` like any real tool (json5, required parameters),
-    so a malformed call fails the way it would in AgentFabric. Every call is appended to ``calls``.
+    so a malformed call fails the way it would in AgentFabric. Every call is appended to ``calls``: the text
+    RolePlay passed, the arguments the tool read (None when it refused them) and the result.
     """
     msa = modelscope_agent()
     log = calls if calls is not None else []
@@ -67,10 +70,10 @@ def register_tool(tool: Tool, run: Callable[[dict], Any], calls: list[CallRecord
         try:
             args = self._verify_args(params)
         except Exception:
-            log.append(CallRecord(self.name, params, None, ''))
+            log.append(ToolCall(self.name, None, params, ''))
             raise
         result = str(run(args if isinstance(args, dict) else {'input': args}))
-        log.append(CallRecord(self.name, params, args if isinstance(args, dict) else None, result))
+        log.append(ToolCall(self.name, args if isinstance(args, dict) else None, params, result))
         return result
 
     cls = type(f'Offline_{tool.name}', (msa['BaseTool'],), {
@@ -90,11 +93,13 @@ def llm_config(base_url: str, model: str, stream: bool | None = None) -> dict:
 
 
 @dataclass
-class Turn:
-    """One RolePlay turn: what it yielded, each LLM call's output, the tool calls it ran."""
+class TurnRecord:
+    """What RolePlay did in one live turn: what it yielded, each LLM call's output, the tool calls it ran.
+    (A turn of a conversation as data is a :class:`helpers.agentfabric.ConversationTurn`.)"""
     chunks: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)  # one text per LLM call, as the server returned it
-    calls: list[CallRecord] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    n_cut: int = 0  # outputs cut at MAX_REPLY_CHARS
 
     @property
     def text(self) -> str:
@@ -111,7 +116,106 @@ class LoopLimit(RuntimeError):
     """The agent asked the model more often than allowed in one turn (it kept calling tools)."""
 
 
-def _recorder(turn: Turn):
+MAX_REPLY_CHARS = 32_768  # of one model reply: a server that ignores max_tokens cannot make us hold more
+FAILURES_IN_A_ROW = 3  # failed completions in a row after which the server counts as failing
+
+
+class CompletionFailed(AssertionError):
+    """One completion failed: an HTTP error, a body that is not a completion, no choices or no text. An
+    AssertionError because modelscope-agent 0.7.2's ``retry`` decorator (twice around ``OpenAi.chat``) re-raises
+    those at once, where it retries anything else 9 times with half-second sleeps and a logged traceback each."""
+
+
+def completion_failure(error: BaseException) -> CompletionFailed | None:
+    """The :class:`CompletionFailed` inside ``error``: the retry decorator wraps it in AssertionErrors."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, CompletionFailed):
+            return error
+        inner = error.args[0] if error.args and isinstance(error.args[0], BaseException) else None
+        error, seen = inner or error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+def _failure_reason(error: Exception) -> str:
+    """A failed completion in a few words: its HTTP status, or what was wrong with the reply."""
+    import openai
+    if isinstance(error, openai.APIStatusError):
+        message = ' '.join(str(getattr(error, 'message', '') or '').split())
+        message = message.removeprefix(f'Error code: {error.status_code} - ')[:120]
+        return f'HTTP {error.status_code}' + (f' ({message})' if message else '')
+    if isinstance(error, openai.APITimeoutError):
+        return 'no reply before the timeout'
+    if isinstance(error, openai.APIConnectionError):
+        return 'the connection failed'
+    return f'a reply that is not a completion ({type(error).__name__}: {str(error)[:120]})'
+
+
+class ServerGuard:
+    """The completions of one run (shared by its threads): cuts long replies, and counts failures in a row."""
+
+    def __init__(self, failures_in_a_row: int = FAILURES_IN_A_ROW, max_chars: int = MAX_REPLY_CHARS):
+        self.limit, self.max_chars = failures_in_a_row, max_chars
+        self.failing: str | None = None  # why the server counts as failing; None while it works
+        self._in_a_row = 0
+        self._lock = threading.Lock()
+
+    def _check(self) -> None:
+        if self.failing:
+            raise CompletionFailed(self.failing)
+
+    def _failed(self, error: Exception) -> CompletionFailed:
+        reason = _failure_reason(error)
+        with self._lock:
+            self._in_a_row += 1
+            if self._in_a_row >= self.limit and not self.failing:
+                self.failing = f'{self._in_a_row} completions in a row failed, the last with {reason}'
+        return CompletionFailed(reason)
+
+    def _succeeded(self) -> None:
+        with self._lock:
+            self._in_a_row = 0
+
+    def watch(self, llm, turn: TurnRecord) -> None:
+        """Route the completions of modelscope-agent's ``llm`` (one RolePlay's) through this guard; its OpenAI
+        client sends each request once (its own retries wait, and honour a server's Retry-After, for minutes)."""
+        llm.client = llm.client.with_options(max_retries=0)
+        no_stream, stream = llm._chat_no_stream, llm._chat_stream
+
+        def chat_no_stream(*args, **kwargs) -> str:
+            self._check()
+            try:
+                text = no_stream(*args, **kwargs)
+                if not isinstance(text, str):
+                    raise TypeError(f'the reply holds no text ({type(text).__name__})')
+            except Exception as e:  # noqa: BLE001 - any failure of a completion is one failed completion
+                raise self._failed(e) from None
+            self._succeeded()
+            if len(text) > self.max_chars:
+                turn.n_cut += 1
+                text = text[:self.max_chars]
+            return storable(text)
+
+        def chat_stream(*args, **kwargs) -> Iterator[str]:
+            self._check()
+            left = self.max_chars
+            try:
+                for piece in map(storable, stream(*args, **kwargs)):
+                    if len(piece) > left:
+                        turn.n_cut += 1
+                        if left:
+                            yield piece[:left]
+                        break
+                    left -= len(piece)
+                    yield piece
+            except Exception as e:  # noqa: BLE001
+                raise self._failed(e) from None
+            self._succeeded()
+
+        llm._chat_no_stream, llm._chat_stream = chat_no_stream, chat_stream
+
+
+def _recorder(turn: TurnRecord):
     """A modelscope-agent callback that splits the stream into one output per LLM call."""
     class Recorder(modelscope_agent()['BaseCallback']):
         def on_llm_start(self, *args, **kwargs):
@@ -137,20 +241,23 @@ def _without_traceback(call_tool: Callable) -> Callable:
 
 def roleplay_turn(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]], instruction: Instruction,
                   query: str, llm: dict, lang: str | None = None, history: Sequence[dict] = (),
-                  max_llm_calls: int | None = None, **llm_kwargs) -> tuple[Turn, Iterator[str]]:
-    """One user turn through the real ``RolePlay``: the :class:`Turn` it fills, and the stream of chunks
+                  max_llm_calls: int | None = None, guard: ServerGuard | None = None,
+                  **llm_kwargs) -> tuple[TurnRecord, Iterator[str]]:
+    """One user turn through the real ``RolePlay``: the :class:`TurnRecord` it fills, and the stream of chunks
     (as AgentFabric shows them) that fills it while it is consumed.
 
     ``llm_kwargs`` (e.g. ``max_tokens``, ``temperature``) reach every request, as keyword arguments of
     ``RolePlay.run`` do. Tools without a runner must already be registered (e.g. real ones).
-    ``max_llm_calls`` stops a turn whose model keeps calling tools (:class:`LoopLimit`).
+    ``max_llm_calls`` stops a turn whose model keeps calling tools (:class:`LoopLimit`). Completions go through
+    ``guard`` (a run shares one; a turn of its own by default): long replies cut, failures not retried.
     """
     msa = modelscope_agent()
-    turn = Turn()
+    turn = TurnRecord()
     with _REGISTRY_LOCK:  # instances capture their own runner, so concurrent runs cannot mix tools
         names = [register_tool(t, runners[t.name], turn.calls) if t.name in runners else t.name for t in tools]
         bot = msa['RolePlay'](function_list=names, llm=llm, instruction=instruction, callbacks=[_recorder(turn)])
     bot._call_tool = _without_traceback(bot._call_tool)
+    (guard or ServerGuard()).watch(bot.llm, turn)
     kwargs = dict(llm_kwargs)
     if history:
         kwargs['history'] = [dict(m) for m in history]
@@ -169,7 +276,7 @@ def roleplay_turn(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any
 
 def run_roleplay(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]], instruction: Instruction,
                  query: str, llm: dict, lang: str | None = None, history: Sequence[dict] = (),
-                 on_chunk: Callable[[str], None] | None = None, **llm_kwargs) -> Turn:
+                 on_chunk: Callable[[str], None] | None = None, **llm_kwargs) -> TurnRecord:
     """Run one user turn to the end; ``on_chunk`` sees the stream."""
     turn, chunks = roleplay_turn(tools, runners, instruction, query, llm, lang, history, **llm_kwargs)
     for chunk in chunks:
@@ -178,14 +285,16 @@ def run_roleplay(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]
     return turn
 
 
-def case_turn(case: EvalCase, llm: dict, max_llm_calls: int | None = None, **llm_kwargs) -> tuple[Turn, Iterator[str]]:
+def case_turn(case: EvalCase, llm: dict, max_llm_calls: int | None = None, guard: ServerGuard | None = None,
+              **llm_kwargs) -> tuple[TurnRecord, Iterator[str]]:
     """A case as a RolePlay turn; each of its tools returns the case's observation."""
     runners = {t.name: (lambda args: case.observation) for t in case.tools}
     return roleplay_turn(case.tools, runners, case.instruction, case.query, llm, case.lang, case.history,
-                         max_llm_calls, **llm_kwargs)
+                         max_llm_calls, guard, **llm_kwargs)
 
 
-def run_case(case: EvalCase, llm: dict, on_chunk: Callable[[str], None] | None = None, **llm_kwargs) -> Turn:
+def run_case(case: EvalCase, llm: dict, on_chunk: Callable[[str], None] | None = None,
+             **llm_kwargs) -> TurnRecord:
     """Run a case through RolePlay to the end; ``on_chunk`` sees the stream."""
     turn, chunks = case_turn(case, llm, **llm_kwargs)
     for chunk in chunks:

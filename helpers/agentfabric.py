@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .jsonl import JsonlError, read_jsonl, write_jsonl  # noqa: F401  (write_jsonl: the notebooks' import)
+from .jsonl import (JsonlError, lone_surrogate, read_jsonl, unique_keys,  # noqa: F401  (write_jsonl: notebooks)
+                    write_jsonl)
 
 Lang = Literal['zh', 'en']
 LANGS: tuple[str, ...] = ('zh', 'en')
@@ -71,6 +72,30 @@ _CJK = re.compile(r'[\u4e00-\u9fff]+')
 _JSON_TEXT = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(…, ensure_ascii=False), built once
 
 
+# Text that must not reach a prompt where the model would read it as structure (:func:`injection`): a chat-template
+# token (the tokenizer turns it into a special token: <|im_end|>, <|endoftext|>, [INST], </s> …), or the markers
+# RolePlay's own format gives meaning to: the call and observation lines and the section headers rendered above.
+TEMPLATE_TOKEN = re.compile(r'<\|[A-Za-z0-9_.\-]{1,40}\|>|\[/?INST\]|<</?SYS>>|</?s>')
+PROMPT_MARKERS: tuple[str, ...] = ('Action:', 'Action Input:', 'Observation:', '<result>', '</result>')
+PROMPT_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(  # a header counts at the start of a line only
+    re.split(r'[，,]', line)[0] for template in (*_TOOL_SECTION.values(), *_INSTRUCTION_SECTION.values())
+    for line in template.split('\n') if line.startswith('#')))
+
+
+def injection(text: str, markers: bool = True) -> str | None:
+    """What in ``text`` could pass for prompt structure: the first chat-template token, or (with ``markers``) a
+    prompt marker or section header (:data:`PROMPT_MARKERS`, :data:`PROMPT_HEADERS`); None when there is none."""
+    token = TEMPLATE_TOKEN.search(text)
+    if token:
+        return f'the chat-template token {token.group()!r}'
+    if markers:
+        found = next((m for m in PROMPT_MARKERS if m in text), None) or next(
+            (h for h in PROMPT_HEADERS if text.startswith(h) or '\n' + h in text), None)
+        if found:
+            return f'the prompt marker {found!r}'
+    return None
+
+
 class CaseError(ValueError):
     """A tool, instruction or evaluation case that does not follow the format."""
 
@@ -111,7 +136,7 @@ class ToolParam:
         enum = d.get('enum') or None
         if enum is not None and not isinstance(enum, list):
             raise CaseError(f'parameter {d["name"]!r}: "enum" must be a list of values, got {type(enum).__name__}')
-        return cls(name=d['name'], description=str(d.get('description', '')), type=ptype,
+        return cls(name=d['name'], description=_text(d.get('description')), type=ptype,
                    required=_truthy(d.get('required', False)), enum=enum,
                    default=d.get('default', schema.get('default')))
 
@@ -136,6 +161,11 @@ def _short(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters, for error messages about arbitrary input."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + '…'
+
+
+def _text(value: Any) -> str:
+    """A description as text: null (or absent) is no description, not the word "None"."""
+    return '' if value is None else str(value)
 
 
 def _truthy(value: Any) -> bool:
@@ -166,7 +196,7 @@ class Tool:
             return cls.from_openai(d)
         if not isinstance(params, list):
             raise CaseError(f'tool {name}: "parameters" must be a list or a JSON schema')
-        return cls(name=name, description=str(d.get('description', '')),
+        return cls(name=name, description=_text(d.get('description')),
                    parameters=[ToolParam.from_dict(p) for p in params])
 
     @classmethod
@@ -185,7 +215,7 @@ class Tool:
             if not isinstance(v, Mapping):
                 raise CaseError(f'tool {name}: property {k!r} must be an object such as {{"type": "string"}}')
             params.append(ToolParam.from_dict({**v, 'name': k, 'required': k in required}).to_dict())
-        return cls.from_dict({'name': name, 'description': fn.get('description', ''), 'parameters': params})
+        return cls.from_dict({'name': name, 'description': fn.get('description'), 'parameters': params})
 
     def to_dict(self) -> dict:
         return {'name': self.name, 'description': self.description,
@@ -339,18 +369,71 @@ def stop_words(model: str = '') -> list[str]:
     return list(get_model_stop_words(model)) + list(STOP_WORDS)
 
 
+MAX_ARGUMENTS_CHARS = 65_536  # an Action Input longer than this is not read (a degenerate repetition)
+MAX_ARGUMENTS_DEPTH = 32  # nor one nested deeper: real arguments are a few levels deep
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f'{name} is not a JSON value')
+
+
+def parse_arguments(text: str) -> dict:
+    """The arguments of an Action Input, read strictly: exactly one JSON object, which is what the prompt
+    asks for (``Format the arguments as a JSON object``) and what :func:`format_call` writes.
+
+    ValueError, saying why, for anything else: not JSON, not an object, ``NaN`` or ``Infinity`` (not
+    JSON), a key that appears twice (which value was meant?), a string holding a lone surrogate (no
+    Unicode text: UTF-8 cannot encode it), more than :data:`MAX_ARGUMENTS_CHARS` characters or nesting
+    deeper than :data:`MAX_ARGUMENTS_DEPTH`. Bounded in time and memory whatever the text holds.
+    """
+    if len(text) > MAX_ARGUMENTS_CHARS:
+        raise ValueError(f'longer than {MAX_ARGUMENTS_CHARS:,} characters')
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=unique_keys)
+    except RecursionError:
+        raise ValueError('nested too deeply') from None
+    if not isinstance(value, dict):
+        raise ValueError(f'a JSON {type(value).__name__}, not an object')
+    where = lone_surrogate(value)
+    if where:
+        raise ValueError(f'{where} holds a lone surrogate, which is not Unicode text')
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_ARGUMENTS_DEPTH:
+            raise ValueError(f'nested deeper than {MAX_ARGUMENTS_DEPTH} levels')
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return value
+
+
 @dataclass
 class ToolCall:
-    name: str
-    arguments: str  # the raw Action Input text, as RolePlay hands it to the tool
+    """One tool call: the single name for it in this series, wherever the call comes from.
 
-    def json_arguments(self) -> dict | None:
-        """The arguments as a JSON object, or None when they are not one."""
+    * parsed from a model output (:func:`parse_action`): ``action_input`` is the text after ``Action Input:``
+      and ``arguments`` its strict reading (:func:`parse_arguments`), None when that is not a JSON object;
+    * a call in a conversation (data: :class:`ConversationTurn`): ``arguments`` and the tool's ``observation``;
+    * a call RolePlay ran (:class:`helpers.agent_tools.TurnRecord`): the ``action_input`` RolePlay passed,
+      the ``arguments`` the tool read from it (None: it refused them) and the ``observation`` it returned.
+    """
+    name: str
+    arguments: dict | None
+    action_input: str | None = None  # the Action Input as written; None for a call made from data
+    observation: str | None = None  # the tool's result; None until the tool ran
+
+    @classmethod
+    def from_action(cls, name: str, action_input: str) -> 'ToolCall':
+        """A call as a model wrote it, its arguments read by :func:`parse_arguments`."""
         try:
-            value = json.loads(self.arguments)
-        except (TypeError, ValueError):
-            return None
-        return value if isinstance(value, dict) else None
+            arguments = parse_arguments(action_input)
+        except ValueError:
+            arguments = None
+        return cls(name, arguments, action_input)
+
+    def to_dict(self) -> dict:
+        """A call of a conversation, as conversation files store it."""
+        return {'name': self.name, 'arguments': self.arguments, 'observation': self.observation}
 
 
 def parse_action(text: str | None) -> ToolCall | None:
@@ -369,7 +452,7 @@ def parse_action(text: str | None) -> ToolCall | None:
         following = text.find('\n', end + 1)
         second = text[end + 1:following if following != -1 else len(text)]
         if end > pos + 8 and second.startswith('Action Input: ') and len(second) > 14:
-            return ToolCall(text[pos + 8:end], second[14:])
+            return ToolCall.from_action(text[pos + 8:end], second[14:])
         pos = text.find('Action: ', end)  # the other Action: on this line share its next line
     return None
 
@@ -424,6 +507,13 @@ class EvalCase:
                 not isinstance(m, Mapping) or m.get('role') not in ('user', 'assistant', 'system')
                 or not isinstance(m.get('content'), str) for m in history):
             raise CaseError(f'case {cid}: history must be a list of {{"role", "content"}} messages')
+        if history and history[-1]['role'] == 'user':
+            raise CaseError(f'case {cid}: history must not end with a user message (the query is the new one); '
+                            'end it with the assistant\'s reply')
+        where = lone_surrogate(d)
+        if where:
+            raise CaseError(f'case {cid}: {where} holds a lone surrogate, which is no Unicode text (UTF-8 cannot '
+                            'encode it, so no server could receive it)')
         if not isinstance(d['query'], str) or not d['query']:
             raise CaseError(f'case {cid}: "query" must be a non-empty string')
         reference = d.get('reference_answer')
@@ -485,17 +575,11 @@ def detect_lang(query: str, history: Sequence[Mapping[str, str]] = ()) -> Lang:
 
 
 @dataclass
-class Call:
-    name: str
-    arguments: dict
-    observation: str
-
-
-@dataclass
-class Turn:
-    """One user turn: the query, the tool calls made in order, and the final answer."""
+class ConversationTurn:
+    """One user turn of a conversation (data): the query, the tool calls made in order, and the final answer.
+    (What RolePlay did in a live turn is a :class:`helpers.agent_tools.TurnRecord`.)"""
     query: str
-    calls: list[Call]
+    calls: list[ToolCall]
     answer: str
 
 
@@ -508,21 +592,23 @@ class Conversation:
     id: str
     instruction: Instruction
     tools: list[Tool]
-    turns: list[Turn]
+    turns: list[ConversationTurn]
     lang: Lang | None = None
     meta: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {'id': self.id, 'lang': self.lang, 'instruction': self.instruction,
                 'tools': [t.to_dict() for t in self.tools],
-                'turns': [{'query': t.query, 'calls': [vars(c) for c in t.calls], 'answer': t.answer}
+                'turns': [{'query': t.query, 'calls': [c.to_dict() for c in t.calls], 'answer': t.answer}
                           for t in self.turns], 'meta': self.meta}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> 'Conversation':
         return cls(id=str(d['id']), instruction=check_instruction(d['instruction']),
                    tools=[Tool.from_dict(t) for t in d['tools']],
-                   turns=[Turn(t['query'], [Call(**c) for c in t.get('calls', [])], t['answer'])
+                   turns=[ConversationTurn(t['query'], [ToolCall(c['name'], c['arguments'],
+                                                                 observation=c['observation'])
+                                                        for c in t.get('calls', [])], t['answer'])
                           for t in d['turns']],
                    lang=d.get('lang'), meta=dict(d.get('meta') or {}))
 

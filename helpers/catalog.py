@@ -115,8 +115,8 @@ class CatalogTool:
         cannot be used (the model reads why, as from a real tool)."""
         try:
             return dumps(self.run(args))
-        except ValueError as e:
-            return dumps({'error': str(e)})
+        except (ValueError, ArithmeticError) as e:  # an argument out of any range (a date past 9999) included
+            return dumps({'error': str(e) or type(e).__name__})
 
     def answer_text(self, lang: str, args: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         """The final answer in ``lang``, filled from the call's arguments and the result."""
@@ -564,7 +564,7 @@ IMPLEMENTATIONS: dict[str, Callable[[dict], dict]] = {}
 _BASE_DAY = date(2025, 6, 1)  # results' dates count from here: no clock is read
 
 
-class _Call:
+class _Arguments:
     """One call's checked arguments, and numbers derived deterministically from their SHA-256."""
 
     def __init__(self, args: Any, required: Mapping[str, str]):
@@ -619,15 +619,15 @@ class _Call:
         return f'{self.integer(first_hour, last_hour):02d}:{self.integer(0, 11) * 5:02d}'
 
 
-_RAW: dict[str, tuple[Callable[[_Call], dict], dict[str, str]]] = {}  # impl -> (function, required types)
+_RAW: dict[str, tuple[Callable[[_Arguments], dict], dict[str, str]]] = {}  # impl -> (function, required types)
 
 
-def _impl(**required: str) -> Callable[[Callable[[_Call], dict]], Callable[[dict], dict]]:
+def _impl(**required: str) -> Callable[[Callable[[_Arguments], dict]], Callable[[dict], dict]]:
     """Register ``fn(call)`` under its name as an implementation taking the raw argument dict."""
-    def register(fn: Callable[[_Call], dict]) -> Callable[[dict], dict]:
+    def register(fn: Callable[[_Arguments], dict]) -> Callable[[dict], dict]:
         @functools.wraps(fn)
         def run(args: dict) -> dict:
-            return fn(_Call(args, required))
+            return fn(_Arguments(args, required))
         IMPLEMENTATIONS[fn.__name__] = run
         _RAW[fn.__name__] = (fn, required)
         return run
@@ -637,7 +637,7 @@ def _impl(**required: str) -> Callable[[Callable[[_Call], dict]], Callable[[dict
 def implementation_defaults(impl: str, args: Mapping[str, Any]) -> dict[str, Any]:
     """The default each optional parameter takes inside implementation ``impl`` when called with ``args``."""
     fn, required = _RAW[impl]
-    call = _Call(args, required)
+    call = _Arguments(args, required)
     fn(call)
     return call.defaults
 
@@ -657,7 +657,7 @@ _AQI_LEVELS = [(50, 'good', '优'), (100, 'moderate', '良'), (150, 'unhealthy f
 
 
 @_impl(location='string')
-def amap_weather(c: _Call) -> dict:
+def amap_weather(c: _Arguments) -> dict:
     """Current conditions."""
     temperature = c.integer(-8, 36)
     condition, condition_zh = c.choice(_COLD_CONDITIONS if temperature <= 1 else _CONDITIONS)
@@ -666,7 +666,7 @@ def amap_weather(c: _Call) -> dict:
 
 
 @_impl(location='string')
-def air_quality(c: _Call) -> dict:
+def air_quality(c: _Arguments) -> dict:
     """AQI, its level and the main pollutant."""
     c.opt('date', 'string', None)
     aqi = c.integer(12, 280)
@@ -677,7 +677,7 @@ def air_quality(c: _Call) -> dict:
 
 
 @_impl(location='string')
-def weather_forecast(c: _Call) -> dict:
+def weather_forecast(c: _Arguments) -> dict:
     """Temperature range and rainy days over the next days."""
     days = _in_range('days', c.opt('days', 'integer', 3), 1, 15)
     low = c.integer(-10, 24)
@@ -686,7 +686,7 @@ def weather_forecast(c: _Call) -> dict:
 
 # -- image generation
 @_impl(text='string')
-def image_gen(c: _Call) -> dict:
+def image_gen(c: _Arguments) -> dict:
     """A generated picture's URL."""
     resolution = c.opt('resolution', 'string', '1024*1024', ['1024*1024', '720*1280', '1280*720'])
     return {'image_url': f'https://example.com/img/{c.token()}.png', 'resolution': resolution,
@@ -694,7 +694,7 @@ def image_gen(c: _Call) -> dict:
 
 
 @_impl(brand_name='string')
-def logo_gen(c: _Call) -> dict:
+def logo_gen(c: _Arguments) -> dict:
     """A logo picture's URL."""
     style = c.opt('style', 'string', 'minimal', ['minimal', 'vintage', 'cartoon', 'tech'])
     c.opt('color', 'string', None)
@@ -716,7 +716,7 @@ _TRANSCRIPTS = {
 
 
 @_impl(text='string')
-def text_to_speech(c: _Call) -> dict:
+def text_to_speech(c: _Arguments) -> dict:
     """An audio file's URL and length (about 4 Chinese characters or 2.6 English words a second)."""
     voice = c.opt('voice', 'string', 'female', ['female', 'male', 'child'])
     speed = _in_range('speed', c.opt('speed', 'number', 1.0), 0.5, 2.0)
@@ -727,7 +727,7 @@ def text_to_speech(c: _Call) -> dict:
 
 
 @_impl(audio_url='string')
-def speech_to_text(c: _Call) -> dict:
+def speech_to_text(c: _Arguments) -> dict:
     """A canned transcript in the audio's language (auto: Chinese when the URL has Chinese in it)."""
     language = c.opt('language', 'string', 'auto', ['zh', 'en', 'auto'])
     if language == 'auto':
@@ -738,7 +738,7 @@ def speech_to_text(c: _Call) -> dict:
 
 # -- translation
 @_impl(text='string', target_language='string')
-def translate(c: _Call) -> dict:
+def translate(c: _Arguments) -> dict:
     """A placeholder translation: the text tagged with the target language (no model runs offline)."""
     tone = c.opt('tone', 'string', 'neutral', ['formal', 'casual'])
     return {'translation': f'[{c["target_language"]}] {c["text"]}', 'source_language': 'zh' if has_chinese(c['text'])
@@ -746,7 +746,7 @@ def translate(c: _Call) -> dict:
 
 
 @_impl(word='string')
-def dictionary_lookup(c: _Call) -> dict:
+def dictionary_lookup(c: _Arguments) -> dict:
     """Part of speech and how many senses and examples the entry has."""
     word = c['word']
     pos = 'idiom' if re.fullmatch(r'[\u4e00-\u9fff]{4}', word) else c.choice(['n.', 'v.', 'adj.', 'adv.'])
@@ -759,7 +759,7 @@ _SOURCES = ['example.com', 'news.example.org', 'wiki.example.net', 'forum.exampl
 
 
 @_impl(query='string')
-def web_search(c: _Call) -> dict:
+def web_search(c: _Arguments) -> dict:
     """Hit count and the top result's URL."""
     returned = _in_range('num_results', c.opt('num_results', 'integer', 5), 1, 50)
     source = c.choice(_SOURCES)
@@ -768,7 +768,7 @@ def web_search(c: _Call) -> dict:
 
 
 @_impl(keyword='string')
-def wiki_lookup(c: _Call) -> dict:
+def wiki_lookup(c: _Arguments) -> dict:
     """The entry's URL, length and last update; the edition defaults to the keyword's language."""
     lang = c.opt('lang', 'string', 'zh' if has_chinese(c['keyword']) else 'en', ['zh', 'en'])
     return {'title': c['keyword'], 'url': f'https://{lang}.wiki.example.org/entry/{c.token()}',
@@ -777,14 +777,14 @@ def wiki_lookup(c: _Call) -> dict:
 
 # -- calendar / reminders
 @_impl(content='string', time='string')
-def create_reminder(c: _Call) -> dict:
+def create_reminder(c: _Arguments) -> dict:
     """The new reminder's id."""
     repeat = c.opt('repeat', 'string', 'none', ['none', 'daily', 'weekly', 'monthly'])
     return {'reminder_id': f'RMD-{c.token(8).upper()}', 'status': 'scheduled', 'repeat': repeat}
 
 
 @_impl(title='string', date='string')
-def calendar_add_event(c: _Call) -> dict:
+def calendar_add_event(c: _Arguments) -> dict:
     """The new event's id, start and length."""
     start = c.opt('start_time', 'string', '09:00')
     minutes = _in_range('duration_minutes', c.opt('duration_minutes', 'integer', 60), 1, 1440)
@@ -793,7 +793,7 @@ def calendar_add_event(c: _Call) -> dict:
 
 
 @_impl(date='string')
-def calendar_query(c: _Call) -> dict:
+def calendar_query(c: _Arguments) -> dict:
     """How many events the day holds and when the first starts."""
     c.opt('keyword', 'string', None)
     count = c.integer(1, 6)
@@ -806,7 +806,7 @@ _SPEED_KMH = {'driving': 35.0, 'transit': 22.0, 'cycling': 14.0, 'walking': 4.8}
 
 
 @_impl(keyword='string', location='string')
-def poi_search(c: _Call) -> dict:
+def poi_search(c: _Arguments) -> dict:
     """Matching places and the nearest one."""
     radius = _in_range('radius_m', c.opt('radius_m', 'integer', 1000), 50, 50_000)
     return {'count': c.integer(1, 20), 'nearest_name': f'{c["keyword"]} #{c.integer(1, 9)}',
@@ -814,7 +814,7 @@ def poi_search(c: _Call) -> dict:
 
 
 @_impl(origin='string', destination='string')
-def route_plan(c: _Call) -> dict:
+def route_plan(c: _Arguments) -> dict:
     """Distance and travel time at a typical speed for the mode."""
     mode = c.opt('mode', 'string', 'driving', list(_SPEED_KMH))
     km = c.real(1.2, 45.0, 1) if c['origin'] != c['destination'] else 0.0
@@ -830,7 +830,7 @@ _UNITS = {'km': ('length', 1000.0), 'mile': ('length', 1609.344), 'm': ('length'
 
 
 @_impl(expression='string')
-def calculator(c: _Call) -> dict:
+def calculator(c: _Arguments) -> dict:
     """The expression's real value (``^``, ``×`` and ``÷`` are read as ``**``, ``*`` and ``/``), computed in
     the :mod:`~helpers.sandbox` (``SandboxError``, a ValueError, when there is none)."""
     expression = c['expression']
@@ -843,7 +843,7 @@ def calculator(c: _Call) -> dict:
 
 
 @_impl(value='number', from_unit='string', to_unit='string')
-def unit_convert(c: _Call) -> dict:
+def unit_convert(c: _Arguments) -> dict:
     """The value in the target unit (length, mass, volume or temperature)."""
     (kind, a), (kind_to, b) = _UNITS.get(c['from_unit'], (None, None)), _UNITS.get(c['to_unit'], (None, None))
     if kind is None or kind_to is None:
@@ -862,7 +862,7 @@ def unit_convert(c: _Call) -> dict:
 
 # -- code execution
 @_impl(code='string')
-def run_python(c: _Call) -> dict:
+def run_python(c: _Arguments) -> dict:
     """The snippet's output from the :mod:`~helpers.sandbox`, a canned note for code it does not cover,
     or the error."""
     status, stdout = run_code(c['code'])
@@ -898,7 +898,7 @@ def _sql_select(sql: str) -> tuple[list[str], list[str]]:
 
 
 @_impl(sql='string')
-def run_sql(c: _Call) -> dict:
+def run_sql(c: _Arguments) -> dict:
     """Row and column counts for a read-only query (read by a linear tokenizer: no backtracking)."""
     database = c.opt('database', 'string', 'demo')
     tokens, select = _sql_select(c['sql'])
@@ -927,14 +927,14 @@ _CARRIER_PREFIXES = [('ZTO', 'ZTO Express'), ('STO', 'STO Express'), ('EMS', 'EM
 
 
 @_impl(order_id='string')
-def order_status(c: _Call) -> dict:
+def order_status(c: _Arguments) -> dict:
     """Order state, item count and delivery estimate."""
     status, status_zh = c.choice(_ORDER_STATES)
     return {'status': status, 'status_zh': status_zh, 'items': c.integer(1, 5), 'estimated_delivery': c.day()}
 
 
 @_impl(keyword='string')
-def product_search(c: _Call) -> dict:
+def product_search(c: _Arguments) -> dict:
     """Listing count and the first result's price, honouring the price cap and sort order."""
     cap = c.opt('max_price', 'number', None)
     sort = c.opt('sort', 'string', 'relevance', ['relevance', 'price_asc', 'price_desc', 'sales'])
@@ -948,7 +948,7 @@ def product_search(c: _Call) -> dict:
 
 
 @_impl(tracking_number='string')
-def express_tracking(c: _Call) -> dict:
+def express_tracking(c: _Arguments) -> dict:
     """Parcel state and last scan; the carrier is taken from the number's prefix when not given."""
     number = c['tracking_number'].upper()
     guess = next((name for prefix, name in _CARRIER_PREFIXES if number.startswith(prefix)), 'unknown')
@@ -959,7 +959,7 @@ def express_tracking(c: _Call) -> dict:
 
 # -- travel
 @_impl(origin='string', destination='string', date='string')
-def flight_search(c: _Call) -> dict:
+def flight_search(c: _Arguments) -> dict:
     """Flight count and the cheapest flight."""
     cabin = c.opt('cabin', 'string', 'economy', ['economy', 'business', 'first'])
     factor = {'economy': 1.0, 'business': 3.2, 'first': 5.5}[cabin]
@@ -976,18 +976,21 @@ def _iso_date(name: str, value: str) -> date:
 
 
 @_impl(city='string', date='string')
-def hotel_search(c: _Call) -> dict:
+def hotel_search(c: _Arguments) -> dict:
     """Available hotels, the lowest nightly price and the checkout date."""
     check_in = _iso_date('date', c['date'])
     nights = _in_range('nights', c.opt('nights', 'integer', 1), 1, 60)
     breakfast = c.opt('breakfast', 'boolean', False)
+    if check_in > date.max - timedelta(days=nights):
+        raise ValueError(f'argument \'date\' {c["date"]!r} plus {nights} night(s) is past the last date there is '
+                         f'({date.max.isoformat()})')
     return {'count': c.integer(3, 260), 'lowest_price': round(c.real(129, 899) * (1.12 if breakfast else 1.0), 2),
             'avg_rating': c.real(3.8, 4.9, 1), 'checkout_date': (check_in + timedelta(days=nights)).isoformat(),
             'breakfast': breakfast}
 
 
 @_impl(origin='string', destination='string', date='string')
-def train_ticket(c: _Call) -> dict:
+def train_ticket(c: _Arguments) -> dict:
     """Trains with seats left and the earliest one."""
     seat = c.opt('seat_type', 'string', 'second_class', ['second_class', 'first_class', 'business', 'sleeper'])
     factor = {'second_class': 1.0, 'first_class': 1.6, 'business': 3.1, 'sleeper': 1.3}[seat]
@@ -1012,7 +1015,7 @@ def _currency(name: str, value: str) -> str:
 
 
 @_impl(symbol='string')
-def stock_quote(c: _Call) -> dict:
+def stock_quote(c: _Arguments) -> dict:
     """Last price and daily change."""
     symbol = c['symbol'].upper()
     currency = ('HKD' if symbol.endswith('.HK') else
@@ -1022,7 +1025,7 @@ def stock_quote(c: _Call) -> dict:
 
 
 @_impl(amount='number', from_currency='string', to_currency='string')
-def currency_convert(c: _Call) -> dict:
+def currency_convert(c: _Arguments) -> dict:
     """The amount at fixed illustrative reference rates."""
     src, dst = _currency('from_currency', c['from_currency']), _currency('to_currency', c['to_currency'])
     exact = _CNY_PER_UNIT[src] / _CNY_PER_UNIT[dst]
@@ -1035,7 +1038,7 @@ _OUTLETS = ['Example Daily', 'City Wire', 'Metro Example News', 'Example Times',
 
 
 @_impl(city='string')
-def news_headlines(c: _Call) -> dict:
+def news_headlines(c: _Arguments) -> dict:
     """How many headlines came back and the latest one's source."""
     category = c.opt('category', 'string', 'general', ['general', 'sports', 'tech', 'business', 'entertainment'])
     returned = _in_range('count', c.opt('count', 'integer', 5), 1, 50)
@@ -1044,7 +1047,7 @@ def news_headlines(c: _Call) -> dict:
 
 
 @_impl(keyword='string')
-def news_search(c: _Call) -> dict:
+def news_search(c: _Arguments) -> dict:
     """Article count and the latest article."""
     day = c.opt('date', 'string', None)
     return {'total': c.integer(3, 2400), 'latest_date': day or c.day(), 'top_source': c.choice(_OUTLETS),
@@ -1053,7 +1056,7 @@ def news_search(c: _Call) -> dict:
 
 # -- music / video
 @_impl(song='string')
-def music_search(c: _Call) -> dict:
+def music_search(c: _Arguments) -> dict:
     """The track's length and play link (and lyrics link when asked for)."""
     c.opt('artist', 'string', None)
     result = {'song_id': f'SONG-{c.token(8).upper()}', 'duration': f'{c.integer(2, 5)}:{c.integer(0, 59):02d}',
@@ -1064,7 +1067,7 @@ def music_search(c: _Call) -> dict:
 
 
 @_impl(query='string')
-def video_search(c: _Call) -> dict:
+def video_search(c: _Arguments) -> dict:
     """Video count and the best match, no longer than ``max_minutes``."""
     limit = _in_range('max_minutes', c.opt('max_minutes', 'integer', 40), 1, 600)
     seconds = c.integer(30, limit * 60)
@@ -1078,7 +1081,7 @@ _BMI_CLASSES = [(18.5, 'underweight', '偏瘦'), (25.0, 'normal', '正常'), (30
 
 
 @_impl(height_cm='number', weight_kg='number')
-def bmi_calculator(c: _Call) -> dict:
+def bmi_calculator(c: _Arguments) -> dict:
     """The real BMI, its WHO class and the healthy weight range for the height."""
     metres = _in_range('height_cm', c['height_cm'], 50, 250) / 100
     bmi = round(_in_range('weight_kg', c['weight_kg'], 2, 400) / metres ** 2, 1)
@@ -1088,10 +1091,10 @@ def bmi_calculator(c: _Call) -> dict:
 
 
 @_impl(food='string')
-def calorie_lookup(c: _Call) -> dict:
+def calorie_lookup(c: _Arguments) -> dict:
     """Energy and macros for the portion; per-100 g values depend on the food alone (4/9/4 kcal per gram)."""
     grams = _in_range('grams', c.opt('grams', 'number', 100), 1, 5000)
-    food = _Call({'food': c['food']}, {})
+    food = _Arguments({'food': c['food']}, {})
     protein, fat, carbs = food.real(0.2, 30, 1), food.real(0.1, 30, 1), food.real(0.0, 75, 1)
     return {'portion_g': grams, 'calories': round((4 * protein + 9 * fat + 4 * carbs) * grams / 100),
             'protein_g': round(protein * grams / 100, 1), 'fat_g': round(fat * grams / 100, 1),
@@ -1100,7 +1103,7 @@ def calorie_lookup(c: _Call) -> dict:
 
 # -- email / messaging
 @_impl(to='string', subject='string')
-def send_email(c: _Call) -> dict:
+def send_email(c: _Arguments) -> dict:
     """The sent message's id."""
     to = c['to']  # name@domain.tld, checked without a backtracking pattern
     if not re.fullmatch(r'[^@\s]+@[^@\s]+', to) or '.' not in to.partition('@')[2][1:-1]:
@@ -1111,7 +1114,7 @@ def send_email(c: _Call) -> dict:
 
 
 @_impl(contact='string', content='string')
-def send_message(c: _Call) -> dict:
+def send_message(c: _Arguments) -> dict:
     """The sent message's id and channel."""
     channel = c.opt('channel', 'string', 'sms', ['sms', 'wechat', 'dingtalk'])
     return {'message_id': f'IM-{c.token(10).upper()}', 'status': 'delivered', 'sent_via': channel}

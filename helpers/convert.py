@@ -9,10 +9,15 @@ sample per request RolePlay would make. Unlike the published script this keeps e
 right ``required`` list, numbers any count of APIs, and writes arguments as valid one-line JSON.
 
 Nothing is dropped silently and one record never stops the others: a record that cannot be read
-(not UTF-8, not JSON, nested too deeply), parsed (a tool schema of the wrong shape, an Action Input
-with NaN or Infinity, which JSON does not have) or rendered goes to the report with its line number and
-reason, and ``read == converted + rejected``. :func:`convert_file` writes its output atomically.
-Every pattern here runs in linear time, whatever the record holds.
+(not UTF-8, not JSON, nested too deeply, a line over :data:`MAX_RECORD_BYTES`, rejected before parsing),
+parsed (a tool schema of the wrong shape, an Action Input with NaN or Infinity, which JSON does not have, or
+with a key given twice), rendered or written (a lone surrogate, which UTF-8 cannot encode), or that fails
+in any other way, goes to the report with its line number and reason, and ``read == converted + rejected``.
+A record whose tool texts or user turns could pass for prompt structure — a chat-template token such as
+``<|im_end|>``, or AgentFabric's own ``Action:`` / ``Observation:`` lines and section headers
+(:func:`injection_problems`) — is rejected as a possible prompt injection, or with ``keep_suspicious`` kept
+with a warning in the report. :func:`convert_file` writes its output atomically. Every pattern here runs in
+linear time, whatever the record holds.
 
 The other direction: :func:`to_ms_agent` writes a conversation back as a raw ms_agent record, and
 :func:`ms_agent_rows` renders conversations as ms-swift training rows in that original format (the
@@ -31,9 +36,10 @@ from typing import Any, Iterable, Iterator
 
 import json5
 
-from .agentfabric import (Call, CaseError, Conversation, Instruction, Tool, ToolParam, Turn, check_instruction,
-                          has_chinese, render)
-from .jsonl import BadLine, atomic_write, check_paths, dumps, loads, read_text_lines
+from .agentfabric import (CaseError, Conversation, ConversationTurn, Instruction, Tool, ToolCall, ToolParam,
+                          check_instruction, has_chinese, injection, render)
+from .jsonl import (BadLine, DuplicateKeyError, atomic_write, check_paths, dumps, loads, read_text_lines, storable,
+                    unique_keys)
 
 FORMATS = ('messages', 'agentfabric')
 _API_HEADER = re.compile(r'You have access to the following (?:APIs|tools):\s*\n', re.I)
@@ -58,14 +64,46 @@ class ConversionError(ValueError):
 _JSON5_MAX = 20_000  # characters; the pure-Python JSON5 parser needs seconds per 100 KB
 
 
+def _unique_literal(text: str) -> Any:
+    """A Python literal, refusing a dict literal that names a key twice (``ast.literal_eval`` keeps the last)."""
+    tree = ast.parse(text, mode='eval')
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            keys = [ast.literal_eval(k) for k in node.keys if k is not None]
+            unique_keys([(k, None) for k in keys])
+    return ast.literal_eval(tree)
+
+
+def _unique_json5(text: str) -> Any:
+    """JSON5, refusing an object that names a key twice (json5 turns the hook's error into a plain ValueError)."""
+    refused: list[DuplicateKeyError] = []
+
+    def hook(pairs):
+        try:
+            return unique_keys(pairs)
+        except DuplicateKeyError as e:
+            refused.append(e)
+            raise
+    try:
+        return json5.loads(text, object_pairs_hook=hook)
+    except ValueError:
+        if refused:
+            raise refused[0] from None
+        raise
+
+
 def _parse_literal(text: str) -> Any:
-    """JSON, then a Python literal (ms_agent often writes single quotes), then JSON5 (short texts only)."""
+    """JSON, then a Python literal (ms_agent often writes single quotes), then JSON5 (short texts only); an object
+    that names a key twice is refused by each of them (which value was meant?)."""
     text = text.strip()
-    parsers = (json.loads, ast.literal_eval) + ((json5.loads,) if len(text) <= _JSON5_MAX else ())
+    parsers = (functools.partial(json.loads, object_pairs_hook=unique_keys), _unique_literal) + (
+        (_unique_json5,) if len(text) <= _JSON5_MAX else ())
     for parse in parsers:
         try:
             return parse(text)
-        except Exception:  # noqa: BLE001 - any failure means: try the next reading
+        except DuplicateKeyError as e:
+            raise ConversionError(f'not one JSON value: {e}') from None
+        except Exception:  # noqa: BLE001 - any other failure means: try the next reading
             continue
     raise ConversionError(f'not JSON: {text[:80]!r}')
 
@@ -251,7 +289,7 @@ def _parse_system(system: str) -> tuple[Tool, ...]:
     return tuple(tools)
 
 
-def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
+def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[ToolCall], str]:
     """An ms_agent assistant reply → its calls (with observations) and the final answer."""
     parts = [(m.group(1), m.end(), m.start()) for m in _BLOCK_KEYS.finditer(text)]
     if not parts:
@@ -259,7 +297,7 @@ def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
     blocks = [(key, text[end:(parts[i + 1][2] if i + 1 < len(parts) else len(text))])
               for i, (key, end, _) in enumerate(parts)]
     lead = text[:parts[0][2]].strip()
-    calls: list[Call] = []
+    calls: list[ToolCall] = []
     final: str | None = None
     after_calls: list[str] = []  # thoughts after the last observation, when there is no Final Answer
     pending: dict | None = None
@@ -289,7 +327,7 @@ def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
                 raise ConversionError(f'calls {pending["name"]!r}, which is not among the APIs {sorted(tool_names)}')
             obs = value.strip()
             obs = obs[len('<result>'):-len('</result>')] if obs.startswith('<result>') and obs.endswith('</result>') else obs
-            calls.append(Call(pending['name'], pending['arguments'], obs))
+            calls.append(ToolCall(pending['name'], pending['arguments'], observation=obs))
             pending = None
             after_calls = []
         elif key == 'Final Answer':
@@ -304,7 +342,7 @@ def parse_assistant(text: str, tool_names: set[str]) -> tuple[list[Call], str]:
     return calls, answer
 
 
-def parse_record(record: Any, rid: str) -> tuple[list[Tool], list[Turn]]:
+def parse_record(record: Any, rid: str) -> tuple[list[Tool], list[ConversationTurn]]:
     if not isinstance(record, dict) or not isinstance(record.get('conversations'), list):
         raise ConversionError('record has no "conversations" list')
     conv = record['conversations']
@@ -324,7 +362,7 @@ def parse_record(record: Any, rid: str) -> tuple[list[Tool], list[Turn]]:
         if not user['value'].strip():
             raise ConversionError('empty user message')
         calls, answer = parse_assistant(assistant['value'], names)
-        turns.append(Turn(user['value'], calls, answer))
+        turns.append(ConversationTurn(user['value'], calls, answer))
     return tools, turns
 
 
@@ -335,19 +373,38 @@ def pick_instruction(pool: dict[str, list], rid: str, lang: str) -> Instruction:
     return check_instruction(options[digest % len(options)])
 
 
+MAX_RECORD_BYTES = 4 * 2 ** 20  # a longer raw line is rejected unread (ms_agent records take a few KB)
+MAX_LISTED = 10_000  # rejects and warnings listed in a report; more are counted only
+
+
 @dataclass
 class ConversionReport:
+    """What a conversion did: ``read == converted + rejected`` records; the first :data:`MAX_LISTED` rejects
+    and warnings are listed (line, id, reason)."""
     read: int = 0
     converted: int = 0
     written: int = 0  # samples (one per RolePlay request)
+    n_rejected: int = 0
     rejected: list[dict] = field(default_factory=list)
+    warned: list[dict] = field(default_factory=list)  # records kept although suspicious (keep_suspicious)
+    n_warned: int = 0
+
+    def reject(self, line: int, rid: str, reason: str) -> None:
+        self.n_rejected += 1
+        if len(self.rejected) < MAX_LISTED:
+            self.rejected.append({'line': line, 'id': storable(rid[:200]), 'reason': storable(reason[:500])})
+
+    def warn(self, line: int, rid: str, reason: str) -> None:
+        self.n_warned += 1
+        if len(self.warned) < MAX_LISTED:
+            self.warned.append({'line': line, 'id': storable(rid[:200]), 'reason': storable(reason[:500])})
 
     def summary(self) -> dict:
-        return {'read': self.read, 'converted': self.converted, 'rejected': len(self.rejected),
-                'samples_written': self.written}
+        return {'read': self.read, 'converted': self.converted, 'rejected': self.n_rejected,
+                'kept_with_warning': self.n_warned, 'samples_written': self.written}
 
     def to_dict(self) -> dict:
-        return {**self.summary(), 'rejects': self.rejected}
+        return {**self.summary(), 'rejects': self.rejected, 'warnings': self.warned}
 
 
 def _record(line: str | BadLine) -> Any:
@@ -369,43 +426,87 @@ def _record_id(record: Any, default: str) -> str:
     return str(rid)
 
 
+def injection_problems(tools: list[Tool], turns: list[ConversationTurn]) -> list[str]:
+    """Where a record's texts could pass for prompt structure (:func:`helpers.agentfabric.injection`): its tool
+    texts (names, descriptions, parameters, enum values) and user turns must hold neither a chat-template token
+    nor a prompt marker or section header; its calls, observations and answers no chat-template token (markers
+    belong there)."""
+    found = []
+
+    def check(where: str, text: Any, markers: bool = True) -> None:
+        what = injection(text, markers) if isinstance(text, str) else None
+        if what:
+            found.append(f'{where} holds {what}')
+    for t in tools:
+        check(f'tool {t.name!r}: its name', t.name)
+        check(f'tool {t.name!r}: its description', t.description)
+        for p in t.parameters:
+            for text in (p.name, p.description, *(p.enum or ())):
+                check(f'tool {t.name!r}: parameter {p.name!r}', text)
+    for k, turn in enumerate(turns, 1):
+        check(f'user turn {k}', turn.query)
+        check(f'the answer of turn {k}', turn.answer, markers=False)
+        for c in turn.calls:
+            check(f'the call of {c.name!r} in turn {k}', dumps(c.arguments), markers=False)
+            check(f'the observation of {c.name!r} in turn {k}', c.observation, markers=False)
+    return found
+
+
 def _conversation(record: Any, rid: str, instruction: Instruction | None, pool: dict | None,
-                  fmt: str) -> tuple[Conversation, list[str]]:
+                  fmt: str, keep_suspicious: bool, warn) -> tuple[Conversation, list[str]]:
     """One raw record → its conversation and its output rows as JSON text (ConversionError: why not)."""
     tools, turns = parse_record(record, rid)
+    problems = injection_problems(tools, turns)
+    if problems and not keep_suspicious:
+        raise ConversionError(f'possible prompt injection: {"; ".join(problems[:3])} (keep_suspicious / '
+                              '--keep-suspicious keeps such records with a warning)')
     lang = 'zh' if has_chinese(turns[0].query) else 'en'
     instr = instruction if instruction is not None else pick_instruction(pool or {}, rid, lang)
     conv = Conversation(id=rid, instruction=instr, tools=tools, turns=turns, lang=None, meta={'source': 'ms_agent'})
-    return conv, [dumps(row) for row in sample_rows([conv], fmt)]
+    rows = [dumps(row) for row in sample_rows([conv], fmt)]
+    for row in rows:
+        try:
+            row.encode('utf-8')
+        except UnicodeEncodeError as e:
+            raise ConversionError(f'holds a lone surrogate ({row[e.start]!r}), which is no Unicode text: UTF-8 '
+                                  'cannot encode it') from None
+    if problems:
+        warn(f'kept although: {"; ".join(problems[:3])}')
+    return conv, rows
 
 
 def _convert(lines: Iterable[str | BadLine], instruction: Instruction | None, pool: dict | None,
-             report: ConversionReport, fmt: str) -> Iterator[tuple[Conversation, list[str]]]:
+             report: ConversionReport, fmt: str,
+             keep_suspicious: bool = False) -> Iterator[tuple[Conversation, list[str]]]:
     for n, line in enumerate(lines, 1):
         if isinstance(line, str) and not line.strip():
             continue
         report.read += 1
         rid = f'line{n}'
+        warnings: list[str] = []
         try:
             record = _record(line)
             rid = _record_id(record, rid)
-            conv, rows = _conversation(record, rid, instruction, pool, fmt)
+            conv, rows = _conversation(record, rid, instruction, pool, fmt, keep_suspicious, warnings.append)
         except ConversionError as e:
             reason = str(e)
         except Exception as e:  # noqa: BLE001 - whatever fails inside one record rejects that record only
             reason = f'{type(e).__name__}: {e}' if str(e) else type(e).__name__
         else:
             report.converted += 1
+            for w in warnings:
+                report.warn(n, rid, w)
             yield conv, rows
             continue
-        report.rejected.append({'line': n, 'id': rid[:200], 'reason': reason[:500]})
+        report.reject(n, rid, reason)
 
 
 def convert_lines(lines: Iterable[str | BadLine], instruction: Instruction | None = None, pool: dict | None = None,
-                  report: ConversionReport | None = None) -> Iterator[Conversation]:
-    """Parse raw JSONL lines into conversations; bad ones are recorded in ``report``."""
+                  report: ConversionReport | None = None, keep_suspicious: bool = False) -> Iterator[Conversation]:
+    """Parse raw JSONL lines into conversations; bad ones are recorded in ``report`` (and, with
+    ``keep_suspicious``, records that hold prompt structure are kept with a warning there instead)."""
     report = report if report is not None else ConversionReport()
-    for conv, _ in _convert(lines, instruction, pool, report, 'messages'):
+    for conv, _ in _convert(lines, instruction, pool, report, 'messages', keep_suspicious):
         yield conv
 
 
@@ -419,17 +520,18 @@ def sample_rows(conversations: Iterable[Conversation], fmt: str = 'messages') ->
 
 
 def convert_file(input_path: str | Path, output_path: str | Path, fmt: str = 'messages',
-                 instruction: Instruction | None = None, pool: dict | None = None) -> ConversionReport:
-    """Convert a raw ms_agent JSONL file, writing the output atomically. Raises
-    :class:`~helpers.jsonl.PathError` for an output that would overwrite the input (or has no folder)
-    and OSError only when the input cannot be read at all."""
+                 instruction: Instruction | None = None, pool: dict | None = None,
+                 keep_suspicious: bool = False) -> ConversionReport:
+    """Convert a raw ms_agent JSONL file, writing the output atomically; a line longer than
+    :data:`MAX_RECORD_BYTES` is rejected unread. Raises :class:`~helpers.jsonl.PathError` for an output that
+    would overwrite the input (or has no folder) and OSError only when the input cannot be read at all."""
     if fmt not in FORMATS:
         raise ValueError(f'unknown format {fmt!r}: use one of {FORMATS}')
     check_paths({'output': output_path}, {'input': input_path})
     report = ConversionReport()
-    lines = read_text_lines(input_path)
+    lines = read_text_lines(input_path, MAX_RECORD_BYTES)
     with atomic_write(output_path) as out:
-        for _, rows in _convert(lines, instruction, pool, report, fmt):
+        for _, rows in _convert(lines, instruction, pool, report, fmt, keep_suspicious):
             out.write(''.join(row + '\n' for row in rows))
             report.written += len(rows)
     return report

@@ -268,6 +268,20 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def check_base_url(base_url: str) -> None:
+    """Raise ValueError unless ``base_url`` is an http:// or https:// URL with a host (a base URL such as
+    ``http://127.0.0.1:8000/v1``; ``file://`` or ``ftp://`` would not reach a model server)."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        raise ValueError(f'base URL {base_url!r} is not a URL ({e})') from None
+    if parts.scheme not in ('http', 'https') or not parts.hostname:
+        raise ValueError(f'base URL {base_url!r} must start with http:// or https:// and name a host, '
+                         'e.g. http://127.0.0.1:8000/v1')
+
+
 def hub_reachable(url: str = MODELSCOPE_URL, timeout: float = 3.0) -> bool:
     """Whether the model hub answers at all (any HTTP status counts) within ``timeout`` seconds."""
     if os.environ.get('MODELSCOPE_OFFLINE') == '1' or os.environ.get('HF_HUB_OFFLINE') == '1':

@@ -3,13 +3,19 @@
 :func:`evaluate` runs every case (the evaluation case format of :mod:`helpers.agentfabric`) through
 ``RolePlay`` with offline tools that return the case's observation, several cases at a time against one
 server, and writes ``predictions.jsonl`` and ``metrics.json``. :func:`score` computes the metrics for any
-predictions, so runs can be rescored and compared. :data:`METRICS` defines every metric with its
-denominator and direction (notebook 05 prints them). Definitions (exactly these):
+predictions, so runs can be rescored and compared. Whether a call is right is decided by the judge
+(:func:`helpers.judge.judge`, its definitions in :mod:`helpers.judge`), the same one preference pairs and
+rewards use. :data:`METRICS` defines every metric with its denominator and direction (notebook 05 prints
+them). Definitions (exactly these):
 
-* the call is the first match of RolePlay's ``Action: (.+)\\nAction Input: (.+)`` in ``output``;
+* the call is the first match of RolePlay's ``Action: (.+)\\nAction Input: (.+)`` in ``output``; its Action
+  Input is read strictly (one JSON object: no ``NaN``/``Infinity``, no key twice, no lone surrogate, at most
+  64 KB and 32 levels deep);
 * ``tool_selection_acc`` — over cases with an ``expected_call``: parsed name == expected name (spaces ignored);
-* ``args_exact_acc`` (the headline) — same cases: name right and Action Input a JSON object with exactly the
-  expected keys, each value equal as ``str(v).strip()``;
+* ``args_exact_acc`` (the headline) — same cases: name right and the arguments equal to the expected ones as
+  JSON: exactly the expected keys, each value of the same JSON type and value (objects regardless of key order,
+  numbers by value: ``1e16 == 10000000000000000``, but ``"5" != 5`` and ``true != 1``) and of the JSON type the
+  AST check requires (``3.0`` is no integer), so it never exceeds ``args_ast_acc``;
 * ``args_ast_acc`` — same cases, in the style of the Berkeley Function Calling Leaderboard's AST check: name
   right, Action Input a JSON object, no parameter the tool does not declare, every expected parameter present
   with a matching value, and every parameter the expected call leaves out absent or equal to its declared
@@ -19,8 +25,8 @@ denominator and direction (notebook 05 prints them). Definitions (exactly these)
   numerically (``200 == 200.0`` for a number parameter), the rest exactly.
   When the expected value itself does not fit the declared type (data converted without types), its own JSON
   type is required instead;
-* ``args_f1`` — micro F1 over ``(key, str(value).strip())`` pairs, predicted vs expected, over those cases
-  (no JSON object: no predicted pairs);
+* ``args_f1`` — micro F1 over ``(key, value)`` pairs, predicted vs expected, over those cases, a pair matching
+  when its value is equal as in ``args_exact_acc`` (no JSON object: no predicted pairs);
 * ``false_positive_rate`` — over cases whose ``expected_call`` is null: share with a parsed call;
   ``irrelevance_detection`` — BFCL's name for the other side: 1 − ``false_positive_rate`` (share of those
   cases answered without a call);
@@ -35,7 +41,7 @@ denominator and direction (notebook 05 prints them). Definitions (exactly these)
 Every case gets one call outcome (:data:`OUTCOMES`: right call, wrong tool, no call, …) and, apart from it,
 whether its final answer is *weak* (ROUGE-L below ``summary_threshold`` after a right call or a right
 no-call), so the outcome counts add up to the rates. A call that names the right tool with wrong arguments
-gets one or more :data:`ARG_ERRORS` kinds (:func:`argument_errors`: a required or a stated optional parameter
+gets one or more :data:`ARG_ERRORS` kinds (``CaseScore.arg_errors``: a required or a stated optional parameter
 left out, an optional one nobody asked for, one the tool does not declare, a value of the wrong type, a changed
 value). :func:`verdict` says the same in words for any shown output, and :func:`conclusion` writes what a
 comparison of arms shows, from their numbers.
@@ -47,7 +53,11 @@ first of each id counts, and the output says how many were set aside.
 :func:`breakdown` gives the metrics per group (:func:`per_language` per case language).
 
 Before the first case, :func:`evaluate` checks that the server answers ``GET /models`` within a few
-seconds (:class:`ServerUnavailable` otherwise). Rates come with their count and a Wilson 95% interval.
+seconds (:class:`ServerUnavailable` otherwise); a server that answers but fails a few completions in a row
+stops the run within seconds (:class:`ServerFailing`, naming the status and the server's log). Every case gets
+a prediction row whatever the model emitted (text JSON or UTF-8 cannot hold is escaped, see :func:`evaluate`),
+and a reply longer than 32,768 characters is cut (``n_outputs_cut``). Rates come with their count and a
+Wilson 95% interval.
 A model that keeps calling tools after the observation is stopped after ``max_llm_calls`` requests in a
 case (RolePlay itself allows 10), which bounds the cost of a run; such cases are counted in ``n_stopped``.
 New tokens per request are capped too: by default (:func:`reply_budget`) at what the longest expected call of
@@ -67,8 +77,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .agentfabric import DuplicateIdError, EvalCase, ToolParam, format_call, has_chinese, load_cases, parse_action
-from .jsonl import JsonlError, read_jsonl, write_json, write_jsonl
+from .agentfabric import DuplicateIdError, EvalCase, format_call, has_chinese, load_cases, parse_action
+from .judge import ARG_ERRORS, OUTCOMES, judge, verdict  # noqa: F401  (verdict: the notebooks' evaluation.verdict)
+from .jsonl import JsonlError, read_jsonl, storable, write_json, write_jsonl
 
 ROUGE_MAX_CHARS = 10_000  # of each text, before tokenizing
 HEALTH_TIMEOUT = 5.0  # seconds the server has to answer GET /models
@@ -77,6 +88,10 @@ MIN_REPLY_TOKENS, REPLY_MARGIN = 64, 16  # reply_budget: its floor, and tokens b
 
 class ServerUnavailable(RuntimeError):
     """No OpenAI-compatible server answers at the base URL."""
+
+
+class ServerFailing(RuntimeError):
+    """The server answers, but fails its completions (HTTP errors, bodies that are no completion): the run stops."""
 
 
 class UnknownIdError(ValueError):
@@ -100,12 +115,14 @@ METRICS = {m.key: m for m in (
     Metric('tool_selection_acc', 'tool selection', True, 'the first call names the expected tool',
            'cases that need a call'),
     Metric('args_exact_acc', 'arguments exact', True, 'right tool, and the Action Input is a JSON object with '
-           'exactly the expected keys and values', 'cases that need a call'),
+           'exactly the expected keys, each value equal as JSON (same type and value, numbers by value) and of the '
+           'type the AST check requires', 'cases that need a call'),
     Metric('args_ast_acc', 'arguments, BFCL AST check', True, 'right tool; required parameters present, no unknown '
            'ones, optional ones absent or at their declared default; strings compared ignoring case and surrounding '
            'spaces, numbers numerically, JSON types strict', 'cases that need a call'),
-    Metric('args_f1', 'arguments F1', True, 'micro F1 of (key, value) pairs, called vs expected (no JSON object: '
-           'no pairs called)', 'the expected argument pairs of the cases that need a call', proportion=False),
+    Metric('args_f1', 'arguments F1', True, 'micro F1 of (key, value) pairs, called vs expected, values equal as '
+           'for arguments exact (no JSON object: no pairs called)',
+           'the expected argument pairs of the cases that need a call', proportion=False),
     Metric('false_positive_rate', 'false calls', False, 'a tool is called although the question needs none',
            'cases that need no call'),
     Metric('irrelevance_detection', 'irrelevance detection (BFCL)', True, '1 − false calls: no tool is called when the '
@@ -117,17 +134,6 @@ METRICS = {m.key: m for m in (
     Metric('weak_answer_rate', 'weak answers', False, 'final answer with ROUGE-L below 0.2 although the call '
            '(or the decision not to call) was right', 'right calls and right no-calls with a reference answer'),
 )}
-
-# Call outcomes, for cases that need a call and for cases that need none (``error``: the case crashed).
-OUTCOMES = {
-    'ok': 'right call',  # for a case that needs no call: no call, as it should
-    'wrong_arguments': 'right tool, wrong arguments',
-    'invalid_json': 'right tool, Action Input not a JSON object',
-    'wrong_tool': 'wrong tool',
-    'no_call': 'no call (one was needed)',
-    'false_call': 'called a tool (none was needed)',
-    'error': 'error',
-}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
@@ -176,69 +182,10 @@ def rouge_l(answer: str, reference: str) -> float:
     return 2 * p * rec / (p + rec)
 
 
-def _pairs(obj: dict) -> set[tuple[str, str]]:
-    return {(str(k), str(v).strip()) for k, v in obj.items()}
-
-
-_JSON_TYPES = {'string': (str,), 'integer': (int,), 'number': (int, float), 'boolean': (bool,), 'array': (list,),
-               'object': (dict,), 'null': (type(None),)}
-
-
-def _has_type(value: Any, kind: str) -> bool:
-    """Whether ``value`` (parsed JSON) is of JSON schema type ``kind`` (a boolean is not a number);
-    a type this check does not know accepts anything."""
-    if kind not in _JSON_TYPES:
-        return True
-    if isinstance(value, bool) and kind in ('integer', 'number'):
-        return False
-    return isinstance(value, _JSON_TYPES[kind])
-
-
-def _declared_types(param: ToolParam | None) -> list[str]:
-    """The JSON types a parameter declares (none for a parameter the tool lacks)."""
-    return [] if param is None else param.type if isinstance(param.type, list) else [param.type]
-
-
-def _ast_value(value: Any, expected: Any, param: ToolParam | None) -> bool:
-    """One value against the expected one, as :func:`ast_match` compares them."""
-    declared = _declared_types(param)
-    kind = next((t for t in declared if _has_type(expected, t)),  # the expected value's own type otherwise
-                next((t for t in ('boolean', 'integer', 'number', 'string', 'array', 'object', 'null')
-                      if _has_type(expected, t)), None))
-    if kind is None or not _has_type(value, kind):
-        return False
-    if kind == 'string':
-        return value.strip().casefold() == expected.strip().casefold()
-    return value == expected  # numbers compare numerically (200 == 200.0), exactly even beyond float range
-
-
-def ast_match(case: EvalCase, name: str | None, args: dict | None) -> bool:
-    """The ``args_ast_acc`` check of one call (tool ``name``, parsed ``args``) against the case's expected call."""
-    exp = case.expected_call
-    if exp is None or args is None or name != exp['name'].strip():
-        return False
-    tool = next((t for t in case.tools if t.name == exp['name']), None)
-    params = {p.name: p for p in tool.parameters} if tool else {}
-    expected = exp['arguments']
-    if set(args) - set(params) - set(expected):
-        return False  # a parameter the tool does not have
-    for key in set(params) | set(expected):
-        p = params.get(key)
-        default = p.default if p is not None else None
-        if key in expected:
-            if key in args:
-                if not _ast_value(args[key], expected[key], p):
-                    return False
-            elif p is None or p.required or default is None or not _ast_value(default, expected[key], p):
-                return False  # missing, unless it is optional and what was asked for is its default
-        elif key in args and (default is None or not _ast_value(args[key], default, p)):
-            return False  # given though nobody asked for it, and not its default either
-    return True
-
-
 @dataclass
 class CaseScore:
-    """How one prediction fared against its case."""
+    """How one prediction fared against its case: the judge's decision (:class:`helpers.judge.Judgement`) in
+    flat fields, and the answer's ROUGE-L."""
     id: str
     expected: str | None  # expected tool name
     predicted: str | None  # parsed action name (stripped)
@@ -252,63 +199,20 @@ class CaseScore:
     kind: str  # the call outcome, a key of OUTCOMES
     weak_answer: bool | None = None  # ROUGE-L below the threshold after a right outcome; None otherwise
     raw_args: str | None = None  # the Action Input as written; None when no call was parsed
-
-
-def judge(expected_call: dict | None, output: str, error: str | None = None):
-    """The call outcome of one model output (a key of :data:`OUTCOMES`), the parsed call and its arguments."""
-    call = parse_action(output or '')
-    args = call.json_arguments() if call else None
-    if error:
-        kind = 'error'
-    elif expected_call is None:
-        kind = 'false_call' if call else 'ok'
-    elif call is None:
-        kind = 'no_call'
-    elif call.name.strip() != expected_call['name'].strip():
-        kind = 'wrong_tool'
-    elif args is None:
-        kind = 'invalid_json'
-    elif _pairs(args) != _pairs(expected_call['arguments']):
-        kind = 'wrong_arguments'
-    else:
-        kind = 'ok'
-    return kind, call, args
-
-
-def verdict(expected_call: dict | None, output: str, error: str | None = None) -> str:
-    """One line on how a model output fared against the expected call (None: no call needed)."""
-    kind, call, args = judge(expected_call, output, error)
-    name = call.name.strip() if call else ''
-    shown = json.dumps(args, ensure_ascii=False) if args is not None else (call.arguments if call else '')
-    exp = expected_call
-    want = f"{exp['name']} {json.dumps(exp['arguments'], ensure_ascii=False)}" if exp else ''
-    return {
-        'ok': f'✓ right call: {name} {shown}' if exp else '✓ no call, and none was needed',
-        'wrong_arguments': f'✗ right tool, wrong arguments: {shown} (expected {want})',
-        'invalid_json': f'✗ right tool, but the Action Input is not a JSON object: {shown!r}',
-        'wrong_tool': f'✗ wrong tool: {name} (expected {want})',
-        'no_call': f'✗ no call: it answered directly (expected {want})',
-        'false_call': f'✗ called {name} {shown}, but the question needs no tool',
-        'error': f'✗ error: {error}',
-    }[kind]
+    arg_errors: tuple[str, ...] = ()  # ARG_ERRORS kinds of a right-tool call that is not exact
+    pairs: tuple[int, int, int] = (0, 0, 0)  # argument pairs matched, extra, missing (args_f1)
 
 
 def score_case(case: EvalCase, pred: dict, summary_threshold: float = 0.2) -> CaseScore:
+    """One prediction row against its case: :func:`helpers.judge.judge` on its first output, ROUGE-L on its
+    answer."""
     exp = case.expected_call
-    kind, call, args = judge(exp, pred.get('output') or '', pred.get('error'))
-    name = call.name.strip() if call else None
-    selection = exact = ast = false_call = None
-    if exp is not None:
-        selection = name == exp['name'].strip()
-        exact = bool(selection and args is not None and _pairs(args) == _pairs(exp['arguments']))
-        ast = ast_match(case, name, args)
-    else:
-        false_call = call is not None
-    invalid = (args is None) if call else None
+    j = judge(exp, pred.get('output') or '', pred.get('error'), case.tools)
     rouge = rouge_l(pred.get('answer') or '', case.reference_answer) if case.reference_answer.strip() else None
-    weak = (rouge < summary_threshold) if kind == 'ok' and rouge is not None else None
-    return CaseScore(case.id, exp['name'] if exp else None, name, args, selection, exact, ast, false_call, invalid,
-                     rouge, kind, weak, call.arguments if call else None)
+    weak = (rouge < summary_threshold) if j.kind == 'ok' and rouge is not None else None
+    return CaseScore(case.id, exp['name'] if exp else None, j.name, j.arguments, j.selection, j.exact, j.ast,
+                     j.false_call, j.invalid, rouge, j.kind, weak, j.call.action_input if j.call else None,
+                     j.arg_errors, j.pairs)
 
 
 def aggregate(cases: list[EvalCase], scores: list[CaseScore]) -> dict:
@@ -316,13 +220,7 @@ def aggregate(cases: list[EvalCase], scores: list[CaseScore]) -> dict:
     with_call = [(c, s) for c, s in zip(cases, scores) if c.expected_call is not None]
     without = [s for c, s in zip(cases, scores) if c.expected_call is None]
     parsed = [s for s in scores if s.invalid is not None]
-    tp = fp = fn = 0
-    for c, s in with_call:
-        exp = _pairs(c.expected_call['arguments'])
-        got = _pairs(s.args) if s.args is not None else set()
-        tp += len(exp & got)
-        fp += len(got - exp)
-        fn += len(exp - got)
+    tp, fp, fn = (sum(s.pairs[i] for _, s in with_call) for i in range(3))
     false_calls = sum(s.false_call for s in without)
     counts = {
         'tool_selection_acc': (sum(s.selection for _, s in with_call), len(with_call)),
@@ -408,40 +306,48 @@ def per_language(cases: list[EvalCase], scores: list[CaseScore]) -> dict[str, di
     return breakdown(cases, scores, lambda c: c.lang)
 
 
-def predict_case(case: EvalCase, llm: dict, max_tokens: int, max_llm_calls: int = 4) -> dict:
+def predict_case(case: EvalCase, llm: dict, max_tokens: int, max_llm_calls: int = 4, guard=None) -> dict:
     """One case through RolePlay: the raw first output, the final answer, the calls that really ran.
 
     A model that keeps calling tools is stopped after ``max_llm_calls`` requests (RolePlay would go on
-    to 10): the case keeps what it produced and is marked ``stopped``.
+    to 10): the case keeps what it produced and is marked ``stopped``. Completions go through ``guard``
+    (:class:`helpers.agent_tools.ServerGuard`, shared by the run): ``n_cut`` counts the outputs it cut.
     """
-    from .agent_tools import LoopLimit, case_turn
+    from .agent_tools import LoopLimit, case_turn, completion_failure
     start = time.time()
     row = {'id': case.id, 'output': '', 'answer': '', 'call': None, 'calls_executed': [], 'error': None,
            'stopped': None}
     turn = None
     try:
-        turn, chunks = case_turn(case, llm, max_llm_calls=max_llm_calls, max_tokens=max_tokens, temperature=0)
+        turn, chunks = case_turn(case, llm, max_llm_calls=max_llm_calls, guard=guard, max_tokens=max_tokens,
+                                 temperature=0)
         for _ in chunks:
             pass
     except LoopLimit as e:
         row['stopped'] = str(e)
     except Exception as e:  # a failing case is recorded, the run goes on
-        row['error'] = f'{type(e).__name__}: {e}'[:500]
+        failed = completion_failure(e)
+        row['error'] = (f'completion failed: {failed}' if failed else f'{type(e).__name__}: {e}')[:500]
     if turn is not None:
         outputs = [o for o in turn.outputs if o] or turn.outputs
         row['output'] = turn.outputs[0] if turn.outputs else ''
         row['answer'] = outputs[-1].strip() if outputs else ''
         row['n_llm_calls'] = len(turn.outputs)
-        row['calls_executed'] = [{'name': c.name, 'arguments': c.arguments, 'parsed': c.parsed} for c in turn.calls]
+        row['n_cut'] = turn.n_cut
+        row['calls_executed'] = [{'name': c.name, 'arguments': c.action_input, 'parsed': c.arguments}
+                                 for c in turn.calls]
     call = parse_action(row['output'])
     if call:
-        row['call'] = {'name': call.name, 'arguments': call.arguments}
+        row['call'] = {'name': call.name, 'arguments': call.action_input}
     row['latency_s'] = round(time.time() - start, 2)
     return row
 
 
 def check_server(base_url: str, timeout: float = HEALTH_TIMEOUT) -> None:
-    """Raise :class:`ServerUnavailable` unless ``GET {base_url}/models`` answers within ``timeout`` seconds."""
+    """Raise :class:`ServerUnavailable` unless ``GET {base_url}/models`` answers within ``timeout`` seconds
+    (ValueError for a base URL that is not http:// or https://)."""
+    from .environment import check_base_url
+    check_base_url(base_url)
     url = f'{base_url.rstrip("/")}/models'
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -456,9 +362,19 @@ def check_server(base_url: str, timeout: float = HEALTH_TIMEOUT) -> None:
 
 
 def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Path, workers: int = 8,
-             max_tokens: int = 96, progress: bool = True, max_llm_calls: int = 4) -> dict:
+             max_tokens: int = 96, progress: bool = True, max_llm_calls: int = 4,
+             server_log: str | Path | None = None) -> dict:
     """Run all cases against ``base_url`` (one server, ``workers`` at a time); write predictions and metrics
-    (atomically). Raises :class:`ServerUnavailable` within seconds when no server answers."""
+    (atomically). Raises :class:`ServerUnavailable` within seconds when no server answers, and
+    :class:`ServerFailing` (writing nothing) as soon as the server fails a few completions in a row
+    (``server_log``: its log, named in the message).
+
+    Every case gets a prediction row whatever the model emitted: what JSON or UTF-8 cannot hold is made
+    storable first (:func:`helpers.jsonl.storable`: lone surrogates escaped as ``\\udXXXX``, ``NaN`` named),
+    and the metrics are computed from the rows as written, so rescoring ``predictions.jsonl`` gives them
+    again; such an Action Input is an invalid call. A reply longer than
+    :data:`helpers.agent_tools.MAX_REPLY_CHARS` is cut there; ``n_outputs_cut`` counts the cut outputs.
+    """
     for name, value in (('workers', workers), ('max_tokens', max_tokens), ('max_llm_calls', max_llm_calls)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f'{name} must be a whole number of at least 1, got {value!r}')
@@ -466,11 +382,12 @@ def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Pa
     if len(set(ids)) != len(ids):
         raise ValueError('case ids must be unique: predictions are matched to cases by id')
     check_server(base_url)
-    from .agent_tools import llm_config, modelscope_agent
+    from .agent_tools import MAX_REPLY_CHARS, ServerGuard, llm_config, modelscope_agent
     modelscope_agent()  # import once here, before the worker threads start
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     llm = llm_config(base_url, model, stream=False)  # whole replies: less client work, same requests
+    guard = ServerGuard()
     rows: dict[str, dict] = {}
     start = time.time()
     bar = None
@@ -479,22 +396,31 @@ def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Pa
         bar = tqdm(total=len(cases), desc=f'evaluating {model}', unit='case', mininterval=5)
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        futures = {pool.submit(predict_case, c, llm, max_tokens, max_llm_calls): c.id for c in cases}
+        futures = {pool.submit(predict_case, c, llm, max_tokens, max_llm_calls, guard): c.id for c in cases}
         for fut in as_completed(futures):
             rows[futures[fut]] = fut.result()
+            if guard.failing:
+                break
             if bar:
                 bar.update(1)
-    finally:  # on Ctrl-C, cases not yet started are dropped: only those running finish
+    finally:  # on Ctrl-C or a failing server, cases not yet started are dropped: only those running finish
         pool.shutdown(wait=True, cancel_futures=True)
-    if bar:
-        bar.close()
+        if bar:
+            bar.close()
+    if guard.failing:
+        log = f'read {server_log}' if server_log else "read the server's log"
+        raise ServerFailing(f'the server at {base_url} fails its completions ({guard.failing}); {log}, fix the '
+                            'server and run again (nothing was written)')
     wall = time.time() - start
-    write_jsonl(out / 'predictions.jsonl', (rows[c.id] for c in cases))
-    metrics, _ = score(cases, rows)
-    metrics['n_stopped'] = sum(bool(r.get('stopped')) for r in rows.values())
+    stored = [storable(rows[c.id]) for c in cases]
+    write_jsonl(out / 'predictions.jsonl', stored)
+    metrics, _ = score(cases, {row['id']: row for row in stored})
+    metrics['n_stopped'] = sum(bool(r.get('stopped')) for r in stored)
+    metrics['n_outputs_cut'] = sum(r.get('n_cut') or 0 for r in stored)
     metrics['eval'] = {'model': model, 'wall_seconds': round(wall, 1),
                        'cases_per_second': round(len(cases) / wall, 3) if wall else None,
-                       'workers': workers, 'max_tokens': max_tokens, 'max_llm_calls': max_llm_calls}
+                       'workers': workers, 'max_tokens': max_tokens, 'max_llm_calls': max_llm_calls,
+                       'max_reply_chars': MAX_REPLY_CHARS}
     write_json(out / 'metrics.json', metrics)
     return metrics
 
@@ -643,6 +569,7 @@ def evaluate_model(spec, cases: list[EvalCase], out_dir: str | Path, workers: in
         before = json.loads((stored / 'metrics.json').read_text())
         metrics, _ = score(cases, load_predictions(out / 'predictions.jsonl'))
         metrics['n_stopped'] = before.get('n_stopped')
+        metrics['n_outputs_cut'] = before.get('n_outputs_cut')
         metrics['eval'] = {**before['eval'], 'model': spec.served_name, 'cached': True, 'cache_key': key}
         write_json(out / 'metrics.json', metrics)
         log(f'{spec.served_name}: predictions reused from the cache ({stored}); same model files, cases, '
@@ -650,7 +577,8 @@ def evaluate_model(spec, cases: list[EvalCase], out_dir: str | Path, workers: in
         return metrics
     with Server(spec, out / 'server.log') as srv:
         metrics = evaluate(cases, srv.base_url, spec.served_name, out, workers=workers or spec.workers,
-                           max_tokens=max_tokens, progress=progress, max_llm_calls=max_llm_calls)
+                           max_tokens=max_tokens, progress=progress, max_llm_calls=max_llm_calls,
+                           server_log=srv.log_path)
         counters = srv.counters()
     metrics['eval'].update(server_start_seconds=srv.ready_seconds, backend=spec.backend, precision=spec.precision,
                            cached=False, cache_key=key, server=counters)
@@ -747,49 +675,12 @@ def outcome_counts(cases: list[EvalCase], scores: list[CaseScore]) -> dict[str, 
     return rows
 
 
-# Why a right-tool call's arguments are not the expected ones; one call can show several (notebook 05).
-ARG_ERRORS = {
-    'invalid_json': 'Action Input not a JSON object',
-    'missing_required': 'a required parameter left out',
-    'missing_optional': 'an optional parameter the query states, left out',
-    'unasked_optional': 'an optional parameter nobody asked for',
-    'unknown_param': 'a parameter the tool does not declare',
-    'wrong_type': 'a value of the wrong JSON type',
-    'changed_value': 'a value changed (not what the query says)',
-}
-
-
-def argument_errors(case: EvalCase, score: CaseScore) -> list[str]:
-    """The :data:`ARG_ERRORS` kinds of one scored case whose call named the right tool (``[]`` when its
-    arguments are exact or the tool was wrong). Values compare as ``args_exact_acc`` compares them
-    (``str(v).strip()``); a differing value is ``wrong_type`` when it lacks the declared JSON type."""
-    if score.kind == 'invalid_json':
-        return ['invalid_json']
-    if score.kind != 'wrong_arguments':
-        return []
-    expected, args = case.expected_call['arguments'], score.args
-    tool = next((t for t in case.tools if t.name == case.expected_call['name']), None)
-    params = {p.name: p for p in tool.parameters} if tool else {}
-    kinds = set()
-    for key in set(expected) - set(args):
-        p = params.get(key)
-        kinds.add('missing_required' if p is None or p.required else 'missing_optional')
-    for key in set(args) - set(expected):
-        kinds.add('unasked_optional' if key in params else 'unknown_param')
-    for key in set(args) & set(expected):
-        if str(args[key]).strip() != str(expected[key]).strip():
-            declared = _declared_types(params.get(key))
-            typed = not declared or any(_has_type(args[key], t) for t in declared)
-            kinds.add('changed_value' if typed else 'wrong_type')
-    return [k for k in ARG_ERRORS if k in kinds]
-
-
 def argument_error_counts(cases: list[EvalCase], scores: list[CaseScore]) -> dict[str, int]:
     """Of the calls that named the right tool: how many, how many exact, and how many show each
     :data:`ARG_ERRORS` kind (keys are its labels; a call can count under several kinds)."""
     right = [(c, s) for c, s in zip(cases, scores) if s.selection]
     rows = {'right-tool calls': len(right), 'arguments exact': sum(bool(s.exact) for _, s in right)}
-    found = [argument_errors(c, s) for c, s in right]
+    found = [s.arg_errors for _, s in right]
     rows.update({label: sum(key in kinds for kinds in found) for key, label in ARG_ERRORS.items()})
     return rows
 
@@ -799,7 +690,7 @@ def argument_error_examples(cases: list[EvalCase], scores: list[CaseScore], per_
     model's (its raw Action Input when it is not a JSON object)."""
     rows, seen = [], Counter()
     for c, s in zip(cases, scores):
-        for kind in argument_errors(c, s):
+        for kind in s.arg_errors:
             if seen[kind] < per_kind:
                 seen[kind] += 1
                 rows.append({'kind': ARG_ERRORS[kind], 'lang': c.lang, 'query': c.query,

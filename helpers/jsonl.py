@@ -7,7 +7,8 @@ Every command and stage reads and writes its data files through this module:
   :data:`MAX_LINE_BYTES`, so a caller can reject that one record and go on; :func:`read_jsonl` parses the
   non-blank lines and raises :class:`JsonlError` naming file and line for the first bad one.
 * :func:`loads` is strict JSON: ``NaN`` and ``Infinity`` are refused, and nesting too deep for the parser
-  is a ``ValueError`` like any other bad JSON; :func:`dumps` refuses them when writing.
+  is a ``ValueError`` like any other bad JSON; :func:`dumps` refuses them when writing. :func:`storable` turns
+  what a model produced into a value :func:`dumps` always writes (lone surrogates escaped, ``NaN`` named).
 * :func:`atomic_write` writes a temporary file in the target's folder and renames it over the target only
   once everything was written: an interrupted run leaves the old file (or none), never a partial one.
 * :func:`check_paths` refuses, before anything is opened for writing, an output that resolves (through
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -38,6 +41,21 @@ class JsonlError(ValueError):
 
 class PathError(ValueError):
     """An input or output path that cannot be used as given."""
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object that names one key twice (which value was meant?)."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """An ``object_pairs_hook`` that refuses a key given twice (:class:`DuplicateKeyError`) instead of keeping
+    the last value silently."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise DuplicateKeyError(f'the key {key!r} appears twice')
+    return obj
 
 
 @dataclass
@@ -61,12 +79,20 @@ def loads(text: str | bytes) -> Any:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # built once: dumps runs per row
 
 
+_LINE_BREAKS = {'\x85': '\\u0085', '\u2028': '\\u2028', '\u2029': '\\u2029'}
+
+
 def dumps(obj: Any, indent: int | None = None) -> str:
-    """JSON text with non-ASCII kept; NaN/Infinity (not JSON) raise ValueError."""
+    """JSON text with non-ASCII kept, except the three characters other readers take for line ends (NEL, U+2028,
+    U+2029: ``str.splitlines`` splits on them), which are escaped; NaN/Infinity (not JSON) raise ValueError."""
     try:
-        if indent is None:
-            return _ENCODER.encode(obj)
-        return json.dumps(obj, ensure_ascii=False, allow_nan=False, indent=indent)
+        text = _ENCODER.encode(obj) if indent is None else \
+            json.dumps(obj, ensure_ascii=False, allow_nan=False, indent=indent)
+        if not text.isascii():
+            for char, escape in _LINE_BREAKS.items():
+                if char in text:
+                    text = text.replace(char, escape)
+        return text
     except RecursionError:
         raise ValueError('nested too deeply to write as JSON') from None
     except ValueError as e:
@@ -75,18 +101,71 @@ def dumps(obj: Any, indent: int | None = None) -> str:
         raise
 
 
-def read_text_lines(path: PathLike) -> Iterator[str | BadLine]:
-    """Every physical line of a UTF-8 text file without its line end (numbering = position + 1)."""
+MAX_STORED_DEPTH = 64  # storable: containers nested deeper are replaced by a note
+
+
+def storable(value: Any, depth: int = 0) -> Any:
+    """``value`` with everything that JSON or UTF-8 cannot hold made storable, so that writing it never fails:
+
+    * text holding a lone surrogate (``\\ud800``: no Unicode, UTF-8 cannot encode it; a byte-level tokenizer
+      can produce one) is **escaped**: each lone surrogate becomes the six characters ``\\ud800``;
+    * ``NaN``, ``Infinity`` and ``-Infinity`` (numbers JSON does not have) are **replaced** by those names as
+      strings; a value of any other type by its ``str``; keys become strings;
+    * a container nested deeper than :data:`MAX_STORED_DEPTH` is **replaced** by a note saying so.
+    """
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode('utf-8', 'backslashreplace').decode('utf-8')
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else ('NaN' if value != value else 'Infinity' if value > 0
+                                                   else '-Infinity')
+    if isinstance(value, (dict, list, tuple)) and depth >= MAX_STORED_DEPTH:
+        return f'(nested deeper than {MAX_STORED_DEPTH} levels: not kept)'
+    if isinstance(value, dict):
+        return {storable(k if isinstance(k, str) else str(k)): storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(v, depth + 1) for v in value]
+    return storable(str(value))
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """Where in ``value`` (parsed JSON) a string or key holds a lone surrogate (``"query"``, ``"tools[0].name"``),
+    which UTF-8 cannot encode; None when there is none. Iterative: any depth."""
+    stack: list[tuple[Any, str]] = [(value, '')]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return where or 'the value'
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                path = f'{where}.{key}' if where else str(key)
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    return f'a key of {where or "the object"}'
+                stack.append((child, path))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, f'{where}[{i}]') for i, child in enumerate(item))
+    return None
+
+
+_SURROGATE = re.compile('[\ud800-\udfff]')
+
+
+def read_text_lines(path: PathLike, max_bytes: int | None = None) -> Iterator[str | BadLine]:
+    """Every physical line of a UTF-8 text file without its line end (numbering = position + 1); a line longer
+    than ``max_bytes`` (default :data:`MAX_LINE_BYTES`) is skipped unread, as a :class:`BadLine`."""
+    limit = MAX_LINE_BYTES if max_bytes is None else max_bytes
     with open(path, 'rb') as f:
         first = True
         while True:
-            raw = f.readline(MAX_LINE_BYTES + 1)
+            raw = f.readline(limit + 1)
             if not raw:
                 return
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b'\n'):
+            if len(raw) > limit and not raw.endswith(b'\n'):
                 while (rest := f.readline(2 ** 20)) and not rest.endswith(b'\n'):
                     pass
-                yield BadLine(f'line longer than {MAX_LINE_BYTES:,} bytes')
+                yield BadLine(f'line longer than {limit:,} bytes')
                 first = False
                 continue
             raw = raw.rstrip(b'\n').rstrip(b'\r')
@@ -175,8 +254,14 @@ def _same(a: PathLike, b: PathLike) -> bool:
         return False
 
 
+def _not_empty(label: str, path: PathLike, what: str) -> None:
+    if not os.fspath(path).strip():
+        raise PathError(f'{label} is empty; give {what}')
+
+
 def check_input(label: str, path: PathLike) -> None:
     """An input that can be opened for reading (a file, a pipe or a device; not a folder)."""
+    _not_empty(label, path, 'a file path')
     p = Path(path)
     if not p.exists():
         raise PathError(f'cannot read {label} {path}: it does not exist; check the path')
@@ -188,6 +273,7 @@ def check_input(label: str, path: PathLike) -> None:
 
 def check_output_dir(label: str, path: PathLike) -> None:
     """A folder that exists or can be created (no file in the way)."""
+    _not_empty(label, path, 'a folder path')
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise PathError(f'{label} {path} is a file, not a folder; give a folder path')
@@ -206,6 +292,7 @@ def check_paths(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, Pat
     outs = {k: v for k, v in outputs.items() if v is not None}
     ins = {k: v for k, v in (inputs or {}).items() if v is not None}
     for label, path in outs.items():
+        _not_empty(label, path, 'a file path')
         p = Path(path)
         if p.is_dir():
             raise PathError(f'{label} {path} is a folder; give a file path')

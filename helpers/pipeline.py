@@ -71,14 +71,18 @@ def _write_timing(run: Path, result: StepResult) -> None:
 
 
 def select(only: list[str] | None = None, start_from: str | None = None) -> list[Path]:
-    """Notebooks by number: ``only`` these, or everything from ``start_from`` on."""
-    selected = notebooks()
-    if start_from:
-        selected = [p for p in selected if p.name[:2] >= start_from.zfill(2)]
-    if only:
-        selected = [p for p in selected if p.name[:2] in {o.zfill(2) for o in only}]
+    """Notebooks by number: ``only`` these, or everything from ``start_from`` on; a number that names no
+    notebook raises :class:`PipelineError`, saying which numbers there are."""
+    available = {p.name[:2]: p for p in notebooks()}
+    there = f'the notebooks are {", ".join(sorted(available))} ({NOTEBOOK_DIR})'
+    wanted = [o.zfill(2) for o in only or []]
+    unknown = [n for n in wanted + ([start_from.zfill(2)] if start_from else []) if n not in available]
+    if unknown:
+        raise PipelineError(f'there is no notebook {unknown[0]}: {there}')
+    selected = [p for n, p in sorted(available.items()) if (not start_from or n >= start_from.zfill(2))
+                and (not only or n in wanted)]
     if not selected:
-        raise PipelineError(f'no notebook matches only={only} start_from={start_from}')
+        raise PipelineError(f'no notebook is both in --only {" ".join(only or [])} and from {start_from} on: {there}')
     return selected
 
 

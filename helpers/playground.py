@@ -56,8 +56,8 @@ def build_app(base_url: str, model: str, catalog: list[CatalogTool], max_tokens:
         for _ in chunks:
             history[-1]['content'] = turn.text
             yield history, '', gr.update()
-        calls = [{'tool': c.name, 'arguments': c.parsed if c.parsed is not None else c.arguments,
-                  'result': _maybe_json(c.result)} for c in turn.calls]
+        calls = [{'tool': c.name, 'arguments': c.arguments if c.arguments is not None else c.action_input,
+                  'result': _maybe_json(c.observation)} for c in turn.calls]
         yield history, '', calls
 
     with gr.Blocks(title='AgentFabric playground') as app:

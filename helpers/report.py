@@ -1,22 +1,182 @@
 """Report: one page per run (``report.html`` with embedded images, and ``report.md``), built only from
 the files the notebooks wrote into the run directory — environment, data, the exact training command,
-curves, before/after metrics, per-tool results, transcripts of successes and failures, wall times."""
+curves, before/after metrics, per-tool results, transcripts of successes and failures, wall times — and the
+README's results section, generated from a committed run summary.
+
+Run files are checked before they are trusted (:func:`load_run_file`): each must be JSON of the shape its
+writer gives it (:data:`RUN_FILES`), or :class:`RunFileError` names the file and what is wrong. The report
+of a partial run says which sections were not run; a run summary (:func:`results_summary`), and so the
+README, is made only from a complete run: every file present, no notebook recorded as failed or missing in
+``timings.json``, and a summary is checked again (:func:`load_summary`) before the README is regenerated.
+"""
 from __future__ import annotations
 
 import base64
 import html
 import json
 from pathlib import Path
+from typing import Any
 
 from .evaluation import METRICS, compare, metric_cell
-from .jsonl import atomic_write
+from .jsonl import JsonlError, atomic_write, read_json
 
 
-def _load(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+class RunFileError(ValueError):
+    """A run file (or run summary) that is missing, not JSON, or not of its shape: the message names it."""
+
+
+# -- Shapes: a type (or tuple of types) to be an instance of; {key: shape} an object with those keys ("?key":
+#    optional, "*": every other key); [shape] a list of such items; PAIR a [k, n] count; ANY anything.
+ANY, PAIR = object, 'pair'
+NUMBER = (int, float)
+ARM = {'n_cases': int, 'n_with_call': int, 'n_without_call': int, 'counts': {'*': PAIR},
+       **{f'?{key}': (*NUMBER, type(None)) for key in METRICS}, '*': ANY}
+RUN_FILES: dict[str, Any] = {
+    'environment.json': {'profile': str, 'model': str, '?reason': str, '?commit': (str, type(None)),
+                         'hardware': {'cpu_count': (int, type(None)), 'memory_gib': NUMBER, 'gpus': [str], '*': ANY},
+                         '?versions': {'*': (str, type(None))}, '*': ANY},
+    'data/data_summary.json': {'train': {'conversations': int, '*': ANY}, '?plan': {'?why': str, '*': ANY}, '*': ANY},
+    'run_summary.json': {'steps': int, 'wall_seconds': NUMBER, 'train_samples': int, '?shell': str,
+                         'config': {'tuner': str, 'learning_rate': NUMBER, '?lora_rank': (int, type(None)), '*': ANY},
+                         '*': ANY},
+    'serve/model.json': {'*': ANY},
+    'roleplay/gallery.json': [{'*': ANY}],
+    'eval/metrics.json': {'baseline': str, 'models': {'*': ARM}, '?per_language': {'*': {'*': ARM}},
+                          '?argument_errors': {'*': {'*': int}}, '?conclusion': str, '*': ANY},
+    'timings.json': {'*': {'seconds': NUMBER, 'status': str, '*': ANY}},
+    'eval/finetuned/metrics.json': ARM,
+}
+RESULT = {'arm': {'name': str, '*': ANY}, 'cases': str, 'n_cases': int, 'metrics': ARM, '*': ANY}  # an ablation arm
+SUMMARY = {'note': str, 'profile': str, 'model': str, '?commit': (str, type(None)), 'command': str, 'machine': str,
+           'data': {'?train_samples': (int, type(None)), '?train_conversations': (int, type(None)), '*': ANY},
+           'training': {'?steps': (int, type(None)), '?lora_rank': (int, type(None)), 'tuner': str,
+                        'learning_rate': NUMBER, '?wall_seconds': (*NUMBER, type(None)), '*': ANY},
+           'timings': {'*': NUMBER}, 'baseline': (str, type(None)), 'arms': {'*': ARM},
+           '?per_language': {'*': {'*': ARM}}, '?argument_errors': {'*': {'*': int}}, '*': ANY}
+
+
+def _kind(shape: Any) -> str:
+    if shape is PAIR:
+        return 'a [k, n] count'
+    if isinstance(shape, dict):
+        return 'an object'
+    if isinstance(shape, list):
+        return 'a list'
+    names = {str: 'a string', int: 'a whole number', float: 'a number', type(None): 'null', bool: 'true or false'}
+    kinds = shape if isinstance(shape, tuple) else (shape,)
+    if set(kinds) >= {int, float}:
+        kinds = tuple(k for k in kinds if k is not int)
+    return ' or '.join(names.get(k, k.__name__) for k in kinds)
+
+
+def shape_problem(value: Any, shape: Any, where: str = '') -> str | None:
+    """What makes ``value`` (parsed JSON) not of ``shape``, naming where; None when it fits."""
+    at = f' at {where}' if where else ''
+    if shape is ANY:
         return None
+    if shape is PAIR:
+        ok = isinstance(value, list) and len(value) == 2 and all(type(v) is int and v >= 0 for v in value) \
+            and value[0] <= value[1]
+        return None if ok else f'expected {_kind(shape)}{at}, got {_short(value)}'
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f'expected {_kind(shape)}{at}, got {_short(value)}'
+        for key, sub in shape.items():
+            if key == '*' or key.startswith('?') and key[1:] not in value:
+                continue
+            name = key.lstrip('?')
+            if name not in value:
+                return f'"{name}" is missing{at}'
+            problem = shape_problem(value[name], sub, f'{where}.{name}' if where else name)
+            if problem:
+                return problem
+        rest = shape.get('*')
+        for key, item in value.items():
+            if key not in shape and f'?{key}' not in shape:
+                if rest is None:
+                    return f'unexpected key "{key}"{at}'
+                problem = shape_problem(item, rest, f'{where}.{key}' if where else key)
+                if problem:
+                    return problem
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f'expected {_kind(shape)}{at}, got {_short(value)}'
+        return next(filter(None, (shape_problem(v, shape[0], f'{where}[{i}]') for i, v in enumerate(value))), None)
+    kinds = shape if isinstance(shape, tuple) else (shape,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        return f'expected {_kind(shape)}{at}, got {_short(value)}'
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:40] + '…'
+
+
+def _arms_problem(arms: dict, where: str) -> str | None:
+    """An arm whose rate has no [k, n] count to compare it by (every rate a table or a comparison shows)."""
+    for name, arm in arms.items():
+        for key, metric in METRICS.items():
+            if metric.proportion and arm.get(key) is not None and key not in arm['counts']:
+                return f'{where}.{name}: "{key}" has no count in "counts"'
+    return None
+
+
+def checked_file(path: Path, shape: Any, what: str) -> Any:
+    """The JSON document at ``path``, of ``shape``; :class:`RunFileError` naming it, and ``what`` to do, otherwise."""
+    try:
+        value = read_json(path)
+    except JsonlError as e:
+        raise RunFileError(f'{e}; {what}') from None
+    except OSError as e:
+        raise RunFileError(f'{path}: cannot be read ({e.strerror or e}); {what}') from None
+    problem = shape_problem(value, shape)
+    if problem:
+        raise RunFileError(f'{path}: not a {path.name} as the notebooks write it ({problem}); {what}')
+    return value
+
+
+def load_run_file(run: str | Path, name: str, required: bool = False) -> Any:
+    """Run file ``name`` (a key of :data:`RUN_FILES`) of ``run``, checked; None when it is absent and not
+    ``required``. :class:`RunFileError` names the file when it is missing (and required), not JSON, or of
+    another shape."""
+    path = Path(run) / name
+    if not path.exists():
+        if required:
+            raise RunFileError(f'{path} is missing: the run is not complete; finish it (make run) or give a '
+                               'finished run')
+        return None
+    value = checked_file(path, RUN_FILES[name], 'rerun the notebook that writes it, or give another run')
+    if name == 'eval/metrics.json':
+        problem = _arms_problem(value['models'], 'models')
+        if problem:
+            raise RunFileError(f'{path}: {problem}; rerun notebook 05')
+        if not value['models']:
+            raise RunFileError(f'{path}: "models" is empty: the evaluation has no arm; rerun notebook 05')
+        if value['baseline'] not in value['models']:
+            raise RunFileError(f'{path}: the baseline {value["baseline"]!r} is not among its arms '
+                               f'{sorted(value["models"])}; rerun notebook 05')
+    if name == 'timings.json':
+        bad = [k for k, v in value.items() if v['status'] not in ('ok', 'failed', 'skipped') or v['seconds'] < 0]
+        if bad:
+            raise RunFileError(f'{path}: the entry of {bad[0]} is no timing (status ok, failed or skipped and '
+                               'seconds ≥ 0); rerun the pipeline')
+    return value
+
+
+def load_summary(path: str | Path) -> dict:
+    """A run summary (``results/<profile>-run.json``), checked: :class:`RunFileError` names it when it is
+    missing, not JSON or of another shape (an arm without ``n_cases``, timings that are not numbers …)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunFileError(f'{path}: no such run summary; write one with python -m helpers results --run-dir RUN')
+    again = 'write it again with python -m helpers results --run-dir RUN'
+    summary = checked_file(path, SUMMARY, again)
+    problem = 'the "arms" object is empty' if not summary['arms'] else _arms_problem(summary['arms'], 'arms')
+    if problem:
+        raise RunFileError(f'{path}: {problem}; {again}')
+    return summary
 
 
 def _transcripts(run: Path, n: int = 3) -> tuple[list[dict], list[dict]]:
@@ -26,8 +186,11 @@ def _transcripts(run: Path, n: int = 3) -> tuple[list[dict], list[dict]]:
     cases_path, preds_path = run / 'data' / 'test_cases.jsonl', run / 'eval' / 'finetuned' / 'predictions.jsonl'
     if not (cases_path.exists() and preds_path.exists()):
         return [], []
-    cases = load_cases(cases_path)
-    preds = load_predictions(preds_path)
+    try:
+        cases = load_cases(cases_path)
+        preds = load_predictions(preds_path)
+    except ValueError as e:  # names the file and line
+        raise RunFileError(str(e)) from None
     _, scores = score(cases, preds)
     by_id = {c.id: c for c in cases}
     rows = []
@@ -44,12 +207,25 @@ def _transcripts(run: Path, n: int = 3) -> tuple[list[dict], list[dict]]:
     return ok, bad
 
 
-def collect(run: str | Path) -> dict:
+def collect(run: str | Path, complete: bool = False) -> dict:
+    """Every run file of ``run``, checked (:func:`load_run_file`); an absent one is None unless ``complete``
+    asks for a finished run (then all but the gallery and the timings, which a run by hand lacks, must be
+    there)."""
     run = Path(run)
-    return {'run': str(run), 'environment': _load(run / 'environment.json'),
-            'data': _load(run / 'data' / 'data_summary.json'), 'training': _load(run / 'run_summary.json'),
-            'serving': _load(run / 'serve' / 'model.json'), 'gallery': _load(run / 'roleplay' / 'gallery.json'),
-            'evaluation': _load(run / 'eval' / 'metrics.json'), 'timings': _load(run / 'timings.json')}
+    keys = {'environment': 'environment.json', 'data': 'data/data_summary.json', 'training': 'run_summary.json',
+            'serving': 'serve/model.json', 'gallery': 'roleplay/gallery.json', 'evaluation': 'eval/metrics.json',
+            'timings': 'timings.json'}
+    info = {key: load_run_file(run, name, complete and key not in ('gallery', 'timings'))
+            for key, name in keys.items()}
+    if complete and info['timings'] is not None:
+        from .pipeline import notebooks
+        timings = info['timings']
+        missing = [nb.name for nb in notebooks() if timings.get(nb.name, {}).get('status') not in ('ok', 'skipped')]
+        if missing:
+            raise RunFileError(f'{run / "timings.json"}: {missing[0]} has '
+                               f'{"failed" if missing[0] in timings else "no time"}: the run is not complete; '
+                               f'finish it (python -m helpers pipeline --from {missing[0][:2]})')
+    return {'run': str(run), **info}
 
 
 def _table(headers: list[str], rows: list[list]) -> tuple[str, str]:
@@ -62,8 +238,11 @@ def _table(headers: list[str], rows: list[list]) -> tuple[str, str]:
 
 
 def build_report(run: str | Path) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``report.md`` into ``run``; sections whose files are missing say so."""
+    """Write ``report.html`` and ``report.md`` into ``run``; sections whose files are missing say so, and a
+    run file that is not of its shape is refused (:class:`RunFileError`, naming it) before anything is written."""
     run = Path(run)
+    if not run.is_dir():
+        raise RunFileError(f'{run}: no such run directory')
     info = collect(run)
     parts_html, parts_md = [], []
 
@@ -171,12 +350,11 @@ def results_summary(run: str | Path, command: str) -> dict:
     """The figures of a finished run that the README cites: metrics of every arm (with counts), wall time per
     notebook, training and data figures, the commit it ran at, the command, the machine."""
     run = Path(run).resolve()  # runs/latest-cpu names the run it links to
-    info = collect(run)
-    env, data, tr, ev = (info['environment'] or {}), (info['data'] or {}), (info['training'] or {}), \
-        (info['evaluation'] or {})
-    if not ev.get('models'):
-        raise FileNotFoundError(f'{run / "eval" / "metrics.json"} has no evaluated models: finish the run first')
-    cfg, hw = tr.get('config') or {}, env.get('hardware') or {}
+    if not run.is_dir():
+        raise RunFileError(f'{run}: no such run directory; give a finished run (runs/<run>)')
+    info = collect(run, complete=True)
+    env, data, tr, ev = info['environment'], info['data'], info['training'], info['evaluation']
+    cfg, hw = tr['config'], env['hardware']
     keep = ('n_cases', 'n_with_call', 'n_without_call', 'counts', *METRICS)
     return {
         'note': f'measured run {run.name}',
@@ -257,7 +435,7 @@ def measured_times(summary_path: str | Path | None = None) -> str:
     """One line: how long each notebook took in the committed run summary (what to expect, and from which run)."""
     from .environment import repo_root
     path = Path(summary_path or repo_root() / 'results' / 'cpu-run.json')
-    summary = json.loads(path.read_text())
+    summary = load_summary(path)
     t = summary.get('timings') or {}
     parts = ' · '.join(f"{k.split('_')[0]} {_duration(v)}" for k, v in t.items())
     return (f"{path.name}, a `{summary['profile']}` run on {summary['machine']} (commit "
@@ -271,7 +449,7 @@ def update_readme(summary_path: str | Path, readme: str | Path) -> bool:
     rel = summary_path.resolve().relative_to(repo_root()) if summary_path.resolve().is_relative_to(repo_root()) \
         else summary_path
     return replace_section(readme, README_BEGIN.format(path=rel), README_END,
-                           readme_results(json.loads(summary_path.read_text())))
+                           readme_results(load_summary(summary_path)))
 
 
 def replace_section(readme: str | Path, begin: str, end: str, body: str) -> bool:

@@ -6,17 +6,43 @@ shows: the exact requests the real ``RolePlay`` sends (notebook 01, prompt parit
 evaluation runs whose model behaviour is known in advance (evaluation tests).
 
 A script is a list of replies used in order, or a function ``request_body -> reply``. Like a real
-server, a reply is cut at the first stop word the request names.
+server, a reply is cut at the first stop word the request names. A reply can also be a :class:`RawReply`,
+sent as it is (status, body), to play a server that misbehaves: :data:`FAULTS` holds the usual ones (an HTTP
+error, a body that is not JSON, a completion without choices or without text), and a text reply may be as
+long as a server that ignores ``max_tokens`` makes it.
 """
 from __future__ import annotations
 
 import json
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Sequence
 
-Script = Sequence[str] | Callable[[dict], str]
+
+@dataclass(frozen=True)
+class RawReply:
+    """A reply sent as is instead of a completion (streamed or not): for servers that misbehave."""
+    status: int = 200
+    body: str | bytes = b''
+    content_type: str = 'application/json'
+
+
+FAULTS = {
+    'http_500': RawReply(500, '{"error": {"message": "internal error", "type": "server_error"}}'),
+    'http_503': RawReply(503, '{"error": {"message": "overloaded"}}'),
+    'not_json': RawReply(200, '<html>502 Bad Gateway</html>'),
+    'no_choices': RawReply(200, '{"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [], '
+                                '"usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}}'),
+    'no_text': RawReply(200, '{"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": '
+                             '[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", '
+                             '"content": null}}], "usage": {"prompt_tokens": 1, "completion_tokens": 0, '
+                             '"total_tokens": 1}}'),
+    'not_a_completion': RawReply(200, '[1, 2, 3]'),
+}
+
+Script = Sequence[str | RawReply] | Callable[[dict], str | RawReply]
 
 
 def apply_stop(text: str, stop: Sequence[str] | str | None) -> str:
@@ -54,7 +80,7 @@ class ScriptedServer:
     def chat_requests(self) -> list[dict]:
         return [r for r in self.requests if 'messages' in r]
 
-    def reply_for(self, body: dict) -> str:
+    def reply_for(self, body: dict) -> str | RawReply:
         with self._lock:
             index = len(self.chat_requests())
             self.requests.append(body)
@@ -91,7 +117,7 @@ class ScriptedServer:
                 pass
 
             def _json(self, obj: dict, status: int = 200) -> None:
-                data = json.dumps(obj, ensure_ascii=False).encode()
+                data = json.dumps(obj).encode()  # ASCII escapes: any reply, lone surrogates too, is sent
                 self.send_response(status)
                 self.send_header('Content-Type', 'application/json')
                 self.send_header('Content-Length', str(len(data)))
@@ -112,10 +138,19 @@ class ScriptedServer:
                     self._json({'error': {'message': f'no route {self.path}'}}, 404)
                     return
                 try:
-                    text = apply_stop(server.reply_for(body), body.get('stop'))
+                    reply = server.reply_for(body)
                 except Exception as e:  # a broken script must surface as an API error, not a hang
                     self._json({'error': {'message': str(e), 'type': 'script_error'}}, server.error_status)
                     return
+                if isinstance(reply, RawReply):
+                    data = reply.body.encode() if isinstance(reply.body, str) else reply.body
+                    self.send_response(reply.status)
+                    self.send_header('Content-Type', reply.content_type)
+                    self.send_header('Content-Length', str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                text = apply_stop(reply, body.get('stop'))
                 usage = {'prompt_tokens': 0, 'completion_tokens': len(text), 'total_tokens': len(text)}
                 base = {'id': f'chatcmpl-{len(server.requests)}', 'created': int(time.time()),
                         'model': body.get('model', server.model)}
@@ -138,7 +173,7 @@ class ScriptedServer:
                 if (body.get('stream_options') or {}).get('include_usage'):
                     events.append({**chunk, 'choices': [], 'usage': usage})
                 for ev in events:
-                    self.wfile.write(f'data: {json.dumps(ev, ensure_ascii=False)}\n\n'.encode())
+                    self.wfile.write(f'data: {json.dumps(ev)}\n\n'.encode())
                 self.wfile.write(b'data: [DONE]\n\n')
                 self.wfile.flush()
                 self.close_connection = True

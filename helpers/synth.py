@@ -34,13 +34,15 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .agentfabric import Call, Conversation, Tool, Turn, check_instruction, render, to_case
+from .agentfabric import Conversation, ConversationTurn, Tool, ToolCall, check_instruction, render, to_case
 from .catalog import (CatalogTool, NoCallQuery, QueryTemplate, load_catalog, load_instructions, load_near_miss,
                       load_no_call, load_slot_values)
 from .convert import ms_agent_rows
 from .jsonl import write_json, write_jsonl
 
 SPLITS = ('train', 'val', 'test')
+MAX_CONVERSATIONS = 100_000  # one `synth` call: about 300 MB of JSON (the gpu profile uses 6,800)
+OWNED_FILES = ('data/test_cases.jsonl',)  # repository files `synth` writes (README: how to regenerate them)
 FOLLOW_UPS = {  # generic follow-ups that change the primary argument; split like the query templates
     'zh': ['那{value}呢？', '换成{value}再查一次', '{value}的情况呢？', '再帮我看看{value}', '如果是{value}呢？',
            '同样的，{value}怎么样？', '那改成{value}吧'],
@@ -213,8 +215,10 @@ def mask_names(conv: Conversation, rng: random.Random) -> Conversation:
         id=conv.id, instruction=conv.instruction, lang=conv.lang, meta={**conv.meta, 'masked': True},
         tools=[Tool(tools[t.name], t.description, [replace(p, name=params[p.name]) for p in t.parameters])
                for t in conv.tools],
-        turns=[Turn(turn.query, [Call(tools[c.name], {params.get(k, k): v for k, v in c.arguments.items()},
-                                      c.observation) for c in turn.calls], turn.answer) for turn in conv.turns])
+        turns=[ConversationTurn(turn.query, [ToolCall(tools[c.name], {params.get(k, k): v
+                                                                      for k, v in c.arguments.items()},
+                                                      observation=c.observation) for c in turn.calls], turn.answer)
+               for turn in conv.turns])
 
 
 class Generator:
@@ -260,7 +264,7 @@ class Generator:
         rng.shuffle(tools)
         return tools
 
-    def _call_turn(self, rng, tool: CatalogTool, lang: str, split: str) -> tuple[Turn, list[str]]:
+    def _call_turn(self, rng, tool: CatalogTool, lang: str, split: str) -> tuple[ConversationTurn, list[str]]:
         """A query to ``tool`` and its call; the ids of the template and of the option clause appended, if any."""
         template = rng.choice(self.res.templates[(tool.name, lang)][split])
         left_out = {p.name for p in tool.parameters if not p.required} - {*template.args, *template.fixed}
@@ -271,11 +275,11 @@ class Generator:
         option = rng.choice(options) if options and rng.random() < p_option else None
         query, args = self._fill(rng, tool, template, option, lang, split)
         result = tool.run(args)
-        call = Call(tool.name, args, json.dumps(result, ensure_ascii=False))
+        call = ToolCall(tool.name, args, observation=json.dumps(result, ensure_ascii=False))
         ids = [template.id] + ([option.id] if option else [])
-        return Turn(query, [call], tool.answer_text(lang, args, result)), ids
+        return ConversationTurn(query, [call], tool.answer_text(lang, args, result)), ids
 
-    def _follow_up(self, rng, tool: CatalogTool, prev: Call, lang: str, split: str) -> Turn | None:
+    def _follow_up(self, rng, tool: CatalogTool, prev: ToolCall, lang: str, split: str) -> ConversationTurn | None:
         param = next(p for p in tool.parameters if p.name == tool.primary)
         options = [v for v in self.res.slots[param.slot][lang][split] if v not in prev.arguments.values()]
         if not options or not isinstance(options[0], str):
@@ -284,8 +288,8 @@ class Generator:
         args = {**prev.arguments, param.name: value}
         result = tool.run(args)
         query = rng.choice(self.res.follow_ups[lang][split]).format(value=value)
-        return Turn(query, [Call(tool.name, args, json.dumps(result, ensure_ascii=False))],
-                    tool.answer_text(lang, args, result))
+        call = ToolCall(tool.name, args, observation=json.dumps(result, ensure_ascii=False))
+        return ConversationTurn(query, [call], tool.answer_text(lang, args, result))
 
     def _distinct(self, kind: str, pool: list, lang: str, split: str, ordinal: int):
         """The ``ordinal``-th item of ``pool`` in a fixed shuffled order: no two no-call conversations of one
@@ -361,7 +365,7 @@ class Generator:
                                 tools=[t.as_tool(lang) for t in tools], turns=turns, lang=lang, meta=meta)
         if plan in ('near_miss', 'fixed'):
             item, tools = self._no_call(rng, plan, lang, split, ordinal)
-            turns = [Turn(item.text, [], item.answer)]
+            turns = [ConversationTurn(item.text, [], item.answer)]
             meta.update(kind='no_call', no_call=plan, template=item.id, tool=None, holdout=False)
         else:
             holdout = split == 'test' and rng.random() < cfg.p_holdout_tool and self.res.eligible(split, lang, True)
@@ -394,7 +398,7 @@ class Generator:
         for _ in range(rng.randint(*self.cfg.session_turns)):
             if rng.random() < self.cfg.p_no_call:
                 item = rng.choice(no_call)
-                turns.append(Turn(item.text, [], item.answer))
+                turns.append(ConversationTurn(item.text, [], item.answer))
             else:
                 tool = rng.choice(usable)
                 turn, ids = self._call_turn(rng, tool, lang, split)
@@ -402,7 +406,7 @@ class Generator:
                 pairs += [[tool.name, i] for i in ids]
         return tools, turns, pairs
 
-    def _second_turn(self, rng, main, tools, first: Turn, lang, split):
+    def _second_turn(self, rng, main, tools, first: ConversationTurn, lang, split):
         """(turn, kind, template/option ids): a follow-up, another tool, or a thank-you with no call."""
         others = [t for t in tools if t.name != main.name and self.res.templates.get((t.name, lang), {}).get(split)]
         choice = rng.random()
@@ -414,7 +418,7 @@ class Generator:
             turn, ids = self._call_turn(rng, rng.choice(others), lang, split)
             return turn, 'second_tool', ids
         text, answer = rng.choice(self.res.thanks[lang][split])
-        return Turn(text, [], answer), 'thanks', []
+        return ConversationTurn(text, [], answer), 'thanks', []
 
     def conversations(self, split: str, n: int) -> list[Conversation]:
         if split not in SPLITS:

@@ -99,17 +99,17 @@ def test_history_rules():
 def test_parse_action_is_roleplays_regex():
     assert parse_action('Thought\nAction: a\nAction Input: {"x": 1}\nAction: b\nAction Input: {}') .name == 'a'
     call = parse_action('Action:  tool \nAction Input: {"k": "v"}')
-    assert call.name == ' tool ' and call.json_arguments() == {'k': 'v'}
+    assert call.name == ' tool ' and call.arguments == {'k': 'v'}
     assert parse_action('Action: a\n\nAction Input: {}') is None  # RolePlay needs the lines adjacent
-    assert parse_action('Action: a\nAction Input: {"x":\n 1}').json_arguments() is None  # one line only
+    assert parse_action('Action: a\nAction Input: {"x":\n 1}').arguments is None  # one line only
     assert parse_action('') is None and parse_action(None) is None
-    assert parse_action("Action: a\nAction Input: {'x': 1}").json_arguments() is None
+    assert parse_action("Action: a\nAction Input: {'x': 1}").arguments is None
 
 
 def test_format_call_is_one_line_json():
     text = format_call('t', {'q': '北京 "x"\nnext'})
     assert text == 'Action: t\nAction Input: {"q": "北京 \\"x\\"\\nnext"}\n'
-    assert parse_action(text).json_arguments() == {'q': '北京 "x"\nnext'}
+    assert parse_action(text).arguments == {'q': '北京 "x"\nnext'}
 
 
 def test_transcript_joins_outputs_and_observations():

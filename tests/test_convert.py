@@ -100,7 +100,7 @@ def test_single_quoted_and_multiline_action_input_become_one_line_json():
                                                             'Final Answer: done'))]))
     target = render(conv)[0].target
     assert target == 'Action: flight_search\nAction Input: {"origin": "Paris", "destination": "Rome"}\n'
-    assert parse_action(target).json_arguments() == {'origin': 'Paris', 'destination': 'Rome'}
+    assert parse_action(target).arguments == {'origin': 'Paris', 'destination': 'Rome'}
 
 
 def test_record_without_a_call_and_multi_turn():

@@ -494,7 +494,8 @@ def test_bom_and_crlf_line_ends_are_read(capsys, tmp_path):
 
 
 def test_a_line_longer_than_the_bound_is_rejected_unread(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(jsonl, 'MAX_LINE_BYTES', 1000)
+    from helpers import convert as convert_module
+    monkeypatch.setattr(convert_module, 'MAX_RECORD_BYTES', 1000)
     code, _, report, _ = convert(capsys, tmp_path, json.dumps({'id': 'x' * 5000}))
     assert code == 0 and report['rejects'][0]['line'] == 2 and 'longer than' in report['rejects'][0]['reason']
 

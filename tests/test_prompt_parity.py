@@ -100,7 +100,7 @@ def test_roleplay_requests_equal_our_rendering(roleplay, case, stream):
     assert sent[1]['stop'] == sent[0]['stop']
     # the tool really ran, with the arguments the model wrote
     assert [c.name for c in turn.calls] == [case.expected_call['name']]
-    assert turn.calls[0].parsed == case.expected_call['arguments']
+    assert turn.calls[0].arguments == case.expected_call['arguments']
     # what AgentFabric shows (and keeps as history) is our transcript of the turn
     assert turn.text == transcript([output, replies[1]], [case.observation])
 

@@ -166,7 +166,7 @@ ACTION_TEXT = st.lists(st.sampled_from(['Action: ', 'Action Input: ', 'Action:',
 @given(ACTION_TEXT)
 def test_parse_action_finds_what_roleplays_pattern_finds(text):
     match, call = ACTION_PATTERN.search(text), parse_action(text)
-    assert (call.name, call.arguments) == match.groups() if match else call is None
+    assert (call.name, call.action_input) == match.groups() if match else call is None
 
 
 @BOUNDED
