@@ -359,3 +359,24 @@ def markdown(results: list[dict]) -> str:
     for name, row in frame.iterrows():
         lines.append(f'| {name} | {why[name]} | ' + ' | '.join(str(v) for v in row) + ' |')
     return '\n'.join(lines)
+
+
+RECORD = Path(__file__).resolve().parent.parent / 'results' / 'ablation.json'
+
+
+def learning_curves(path: str | Path = RECORD) -> list[dict]:
+    """Every evaluated checkpoint of the committed learning-curve arms (``Arm.curve``), one row each: training,
+    step, training minutes, validation loss, loop limit and the headline rates as ``k/n``."""
+    from .jsonl import read_json
+    from .evaluation import METRICS
+    rows = []
+    for i, r in enumerate(a for a in read_json(path)['arms'] if a.get('curve')):
+        for p in r['curve']:
+            row = {'training': f'training {i + 1} (seed {r["arm"].get("train", {}).get("seed", 42)})', 'step': p['step'],
+                   'train min': p['train_minutes'], 'val loss': p['eval_loss'],
+                   'loop limit': p['metrics'].get('n_stopped')}
+            for k in HEADLINE:
+                got, n = p['metrics']['counts'][k]
+                row[f'{METRICS[k].label} {METRICS[k].arrow}'] = f'{got}/{n}'
+            rows.append(row)
+    return rows

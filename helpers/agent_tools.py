@@ -342,3 +342,19 @@ def use_real_tools(names: Sequence[str], log: Callable[[str], None] = print) -> 
         registry[name] = {'class': cls}
         real.append(name)
     return real
+
+
+# The original guide's own check (notebooks 04 and 06): a weather-assistant role asked for Chaoyang's weather.
+GUIDE_TEST = {'instruction': '你扮演一个天气预报助手，你需要查询相应地区的天气，并调用给你的画图工具绘制一张城市的图。',
+              'query': '朝阳区天气怎样？', 'expected': {'name': 'amap_weather', 'arguments': {'location': '朝阳区'}}}
+
+
+def guide_turn(llm: dict, real: Sequence[str] = (), on_chunk: Callable[[str], None] | None = None,
+               **llm_kwargs) -> TurnRecord:
+    """The guide's question through RolePlay with the catalog's ``amap_weather`` (the real tool when its name is
+    in ``real``: see :func:`use_real_tools`), greedy."""
+    from .catalog import load_catalog
+    weather = next(t for t in load_catalog() if t.name == 'amap_weather')
+    runners = {} if 'amap_weather' in real else catalog_runners([weather])
+    return run_roleplay([weather.as_tool('zh')], runners, GUIDE_TEST['instruction'], GUIDE_TEST['query'], llm,
+                        lang='zh', on_chunk=on_chunk, temperature=0, **llm_kwargs)

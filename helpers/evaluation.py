@@ -111,6 +111,10 @@ class Metric:
         return '↑' if self.higher_is_better else '↓'
 
 
+# The models a run evaluates: their role in serve/model.json and eval/<role>/ -> the arm's name in tables.
+ARM_NAMES = {'base': 'base', 'ms_agent': 'trained on ms_agent prompts', 'finetuned': 'finetuned',
+             'preference': 'finetuned + preference'}
+
 METRICS = {m.key: m for m in (
     Metric('tool_selection_acc', 'tool selection', True, 'the first call names the expected tool',
            'cases that need a call'),
@@ -823,3 +827,44 @@ def shown_reply(case: EvalCase, row: dict) -> str:
         from .agentfabric import transcript
         return transcript([output, row.get('answer') or ''], [case.observation])
     return output or f'(no output: {row.get("error")})'
+
+
+def summarize(profile: str, cases: list[EvalCase], results: dict[str, dict], scores: dict[str, list[CaseScore]],
+              baseline: str, shown: str, hub: dict | None = None) -> dict:
+    """The run's evaluation summary (``eval/metrics.json``, read by the report and the README generator): every
+    arm's metrics, its comparison with ``baseline``, outcome counts, per-language metrics, argument errors (per
+    language for the ``shown`` arm) and the written :func:`conclusion`. Notebook 05 writes it; notebook 06 writes
+    it again with its arm added."""
+    holdout = {arm: breakdown(cases, s, lambda c: 'holdout tool' if c.meta.get('holdout') else 'seen tool')
+               for arm, s in scores.items()}
+    kinds = {arm: Counter(x.kind for x in s) for arm, s in scores.items()}
+    arg_errors = {arm: argument_error_counts(cases, s) for arm, s in scores.items()}
+    for lang in sorted({c.lang for c in cases}):
+        idx = [i for i, c in enumerate(cases) if c.lang == lang]
+        arg_errors[f'{shown} · {lang}'] = argument_error_counts([cases[i] for i in idx], [scores[shown][i] for i in idx])
+    return {'profile': profile, 'n_cases': len(cases), 'baseline': baseline, 'models': results,
+            'comparisons': {arm: [{'key': c.key, 'base': c.base, 'value': c.value, 'delta': c.delta,
+                                   'interval': c.interval, 'verdict': c.verdict} for c in compare(m, results[baseline])]
+                            for arm, m in results.items() if arm != baseline},
+            'outcomes': {arm: outcome_counts(cases, s) for arm, s in scores.items()},
+            'conclusion': conclusion(results, baseline, kinds, holdout),
+            'per_language': {arm: per_language(cases, s) for arm, s in scores.items()},
+            'argument_errors': arg_errors, 'hub': hub or None}
+
+
+def add_arm(run_dir: str | Path, role: str, metrics: dict) -> dict:
+    """Add the arm of ``role`` (its metrics; its predictions in ``eval/<role>/``) to the run's evaluation summary
+    and write it again from every arm's predictions (:func:`summarize`); returns the new summary."""
+    from .environment import write_text_atomic
+    run = Path(run_dir)
+    path = run / 'eval' / 'metrics.json'
+    summary = json.loads(path.read_text())
+    roles = {name: r for r, name in ARM_NAMES.items()}
+    results = {**summary['models'], ARM_NAMES[role]: metrics}
+    cases = load_cases(run / 'data' / 'test_cases.jsonl')[:summary['n_cases']]
+    scores = {arm: score(cases, load_predictions(run / 'eval' / roles[arm] / 'predictions.jsonl'))[1]
+              for arm in results}
+    new = summarize(summary['profile'], cases, results, scores, summary['baseline'], ARM_NAMES[role],
+                    summary.get('hub'))
+    write_text_atomic(path, json.dumps(new, indent=2, ensure_ascii=False))
+    return new

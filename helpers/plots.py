@@ -165,3 +165,38 @@ def table(df, max_width: str = '36em'):
     props = [('text-align', 'left'), ('vertical-align', 'top'), ('white-space', 'pre-wrap'),
              ('max-width', max_width), ('overflow-wrap', 'anywhere')]
     return df.style.set_table_styles([{'selector': 'td, th', 'props': props}]).format(precision=2, na_rep='–')
+
+
+def pair_difference(chosen: str, rejected: str, title: str = '') -> str:
+    """A preference pair as HTML: the two replies one above the other, the part where they differ highlighted
+    (green in the chosen reply, red in the rejected one)."""
+    from .preference import difference
+    start, a, b, end = difference(chosen, rejected)
+    esc = html.escape
+    row = ('<div style="font-family:monospace;font-size:12px;white-space:pre-wrap;margin:2px 0"><b>{}</b> {}'
+           '<span style="background:{}">{}</span>{}</div>')
+    return (f'<div style="margin:8px 0"><div style="font-size:12px;color:#555">{esc(title)}</div>'
+            + row.format('chosen  ', esc(start), '#c6efce', esc(a), esc(end))
+            + row.format('rejected', esc(start), '#ffc7ce', esc(b), esc(end)) + '</div>')
+
+
+def preference_curves(history: Sequence[Mapping]):
+    """DPO's curves from ms-swift's ``logging.jsonl``: loss, the reward margin (chosen − rejected) and the reward
+    accuracy (share of pairs whose chosen reply gets the higher reward), train and held-back pairs."""
+    def series(key):
+        pts = [(int(str(r['global_step/max_steps']).split('/')[0]), float(r[key])) for r in history
+               if key in r and 'global_step/max_steps' in r]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for ax, (key, label) in zip(axes, [('loss', 'loss'), ('rewards/margins', 'reward margin (chosen − rejected)'),
+                                       ('rewards/accuracies', 'reward accuracy')]):
+        for k, style, name in ((key, '-', 'train'), (f'eval_{key}', 'o--', 'held-back pairs')):
+            x, y = series(k)
+            if x:
+                ax.plot(x, y, style, label=name)
+        ax.set_xlabel('step')
+        ax.set_title(label, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

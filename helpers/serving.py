@@ -386,13 +386,29 @@ def agentfabric_model_config(served_name: str, base_url: str, key: str = 'my-age
                   'is_function_call': False, 'support_stream': stream}}
 
 
-MODEL_ROLES = {'base': 'base_model_dir', 'finetuned': 'merged_dir', 'ms_agent': 'ms_agent_dir'}  # in serve/model.json
+MODEL_ROLES = {'base': 'base_model_dir', 'finetuned': 'merged_dir', 'ms_agent': 'ms_agent_dir',  # in serve/model.json
+               'preference': 'preference_dir'}
+WHERE_TRAINED = {'ms_agent': 'notebook 02 trains it with ms_agent_arm=True', 'preference': 'notebook 06 trains it'}
+
+
+def add_model(run_dir: str | Path, which: str, model_dir: str | Path) -> None:
+    """Record a model a later notebook trained (``preference``: notebook 06) in the run's ``serve/model.json``,
+    so :func:`run_model_spec` serves it like the others."""
+    from .environment import write_text_atomic
+    path = Path(run_dir) / 'serve' / 'model.json'
+    if not path.exists():
+        raise ServerError(f'{path} is missing: run notebook 03 with the same run_dir first')
+    if which not in MODEL_ROLES:
+        raise ValueError(f'which must be one of {", ".join(MODEL_ROLES)}')
+    info = json.loads(path.read_text())
+    info[MODEL_ROLES[which]] = str(model_dir)
+    write_text_atomic(path, json.dumps(info, indent=2))
 
 
 def run_model_spec(run_dir: str | Path, which: str = 'finetuned', backend: str = '', **overrides) -> ServerSpec:
     """A server spec for one model of a run, from ``serve/model.json`` (notebook 03): ``finetuned`` (trained on
-    AgentFabric prompts, merged), ``base``, or ``ms_agent`` (trained on the same conversations in the original
-    ms_agent prompt format). Every model of a run is served at the same precision, so comparisons stay fair."""
+    AgentFabric prompts, merged), ``base``, ``ms_agent`` (trained on the same conversations in the original
+    ms_agent prompt format) or ``preference`` (notebook 06's). Every model of a run is served at the same precision, so comparisons stay fair."""
     path = Path(run_dir) / 'serve' / 'model.json'
     if not path.exists():
         raise ServerError(f'{path} is missing: run notebook 03 with the same run_dir first')
@@ -400,7 +416,7 @@ def run_model_spec(run_dir: str | Path, which: str = 'finetuned', backend: str =
     if which not in MODEL_ROLES:
         raise ValueError(f'which must be one of {", ".join(MODEL_ROLES)}')
     if not info.get(MODEL_ROLES[which]):
-        raise ServerError(f'this run has no {which} model (notebook 02 trains it with ms_agent_arm=True)')
+        raise ServerError(f'this run has no {which} model ({WHERE_TRAINED.get(which, "notebook 03 records it")})')
     return ServerSpec(info[MODEL_ROLES[which]], served_name=f'agentfabric-{which}', backend=backend or info['backend'],
                       precision=info.get('precision', 'auto'), model_type=info['model_type'],
                       template=info['template'], **overrides)

@@ -1,0 +1,255 @@
+"""Budget: how fast this machine is, how long every notebook of the ``cpu`` recipe will take on it, and the recipe
+scaled to a time budget.
+
+The ``cpu`` recipe was tuned on a machine with bf16 matrix units; without them the same recipe runs in fp32 and
+takes several times as long. Notebook 00 therefore measures the machine before anything long starts
+(:func:`probe`: a transformer-shaped matrix product in fp32 and, where the CPU has bf16 units, in bf16, and a fixed
+piece of Python work) and writes a :class:`Plan` into the run directory (``plan.json``):
+
+* the expected seconds of every notebook on *this* machine: each notebook is a fixed part (imports, data, Python
+  work: scaled by the Python probe) plus units of model work (a training step, an evaluated case, a sampled turn,
+  a preference step, a server start: scaled by the matrix probe of the precision in use), with the seconds of each
+  unit measured on a calibration machine (``results/speed-calibration.json``, written by
+  ``python -m helpers budget calibrate``);
+* where the total exceeds the time budget (:data:`BUDGET_MINUTES`: 30 minutes with bf16 units, 45 without), the
+  recipe's knobs (:data:`KNOBS`: training steps, evaluation cases, sampled turns, preference steps) scaled down
+  together, each no lower than its floor, until the estimate fits — driven by the measured speed alone.
+
+Notebooks 02, 05 and 06 read their scaled settings from the plan (an explicit notebook parameter still wins) and
+print the estimate next to what they measure; the report and the README say what was scaled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .environment import CPU_BF16_FLAGS, cpu_flags, repo_root
+from .jsonl import read_json, write_json
+
+CALIBRATION = repo_root() / 'results' / 'speed-calibration.json'
+BUDGET_MINUTES = {'bf16': 30, 'fp32': 45}  # the whole series (make run), by the precision this machine trains in
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What :func:`probe` measured: matrix GFLOP/s per precision (all threads torch uses) and Python speed."""
+    gflops: dict[str, float]
+    python_ops: float  # millions of simple Python operations a second (one thread)
+    threads: int
+    bf16_units: bool  # the CPU has bf16 matrix instructions (AMX-BF16 or AVX512-BF16)
+    seconds: float  # what the probe itself took
+
+
+def _matmul_gflops(dtype, repeats: int, trials: int = 5) -> float:
+    """Median GFLOP/s of a 1024x576 @ 576x1536 product (a 135M model's MLP on 1,024 tokens)."""
+    import torch
+    a, b = torch.randn(1024, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    rates = []
+    for _ in range(trials):
+        t = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        rates.append(2 * 1024 * 576 * 1536 * repeats / (time.perf_counter() - t) / 1e9)
+    return statistics.median(rates)
+
+
+def _python_mops(n: int = 300_000, trials: int = 3) -> float:
+    """Millions of loop iterations a second of a small fixed piece of Python (dict, string and JSON work: what
+    data preparation, tokenizer glue and the agent loop spend their time on)."""
+    rates = []
+    for _ in range(trials):
+        t = time.perf_counter()
+        d: dict[str, int] = {}
+        for i in range(n):
+            k = str(i % 997)
+            d[k] = d.get(k, 0) + len(k)
+        json.loads(json.dumps(d))
+        rates.append(n / (time.perf_counter() - t) / 1e6)
+    return statistics.median(rates)
+
+
+def probe() -> Probe:
+    """Measure this machine (about two seconds): fp32 always, bf16 where the CPU has bf16 units."""
+    import torch
+    start = time.perf_counter()
+    bf16 = bool(cpu_flags() & set(CPU_BF16_FLAGS))
+    gflops = {'fp32': round(_matmul_gflops(torch.float32, 10), 1)}
+    if bf16:
+        gflops['bf16'] = round(_matmul_gflops(torch.bfloat16, 20), 1)
+    return Probe(gflops, round(_python_mops(), 2), torch.get_num_threads(), bf16, round(time.perf_counter() - start, 2))
+
+
+# The knobs a plan may scale, per profile: (the recipe's value, the floor below which it is not cut). Scaled together
+# by one factor; tiny and gpu runs are not scaled (tiny is fast, a GPU run is not estimated here).
+KNOBS: dict[str, dict[str, tuple[int, int]]] = {
+    'tiny': {'sft_steps': (12, 12), 'ms_agent_steps': (12, 12), 'eval_cases': (12, 12), 'sample_turns': (12, 12),
+             'samples_per_turn': (2, 2), 'dpo_steps': (4, 4)},
+    'cpu': {'sft_steps': (85, 30), 'ms_agent_steps': (20, 10), 'eval_cases': (150, 60), 'sample_turns': (200, 60),
+            'samples_per_turn': (4, 2), 'dpo_steps': (40, 12)},
+    'gpu': {'sft_steps': (0, 0), 'ms_agent_steps': (0, 0), 'eval_cases': (500, 500), 'sample_turns': (2000, 2000),
+            'samples_per_turn': (4, 4), 'dpo_steps': (0, 0)},  # 0: one epoch, as the preset says
+}
+KNOB_WORDS = {'sft_steps': 'training steps (notebook 02)', 'ms_agent_steps': 'steps of the ms_agent-format model',
+              'eval_cases': 'held-out cases per model (notebooks 05, 06)', 'sample_turns': 'training turns sampled '
+              '(notebook 06)', 'samples_per_turn': 'replies sampled per turn', 'dpo_steps': 'preference steps'}
+NOTEBOOKS = ('00_environment.ipynb', '01_data.ipynb', '02_training.ipynb', '03_serving.ipynb', '04_roleplay.ipynb',
+             '05_evaluation.ipynb', '06_preference.ipynb')
+
+
+def work(settings: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Units of model work per notebook for a plan's settings: training steps, evaluated cases per model, sampled
+    turns, preference steps (compute: scaled by the matrix probe); training and server starts (scaled by the
+    Python probe). Notebook 04 runs six turns for each of two models."""
+    n = settings['eval_cases']
+    return {
+        '02_training.ipynb': {'train_start': 2, 'sft_step': settings['sft_steps'],
+                              'ms_agent_step': settings['ms_agent_steps']},
+        '03_serving.ipynb': {'server_start': 1},
+        '04_roleplay.ipynb': {'server_start': 2, 'case:base': 6, 'case:finetuned': 6},
+        '05_evaluation.ipynb': {'server_start': 3, 'case:base': n, 'case:ms_agent': n, 'case:finetuned': n},
+        '06_preference.ipynb': {'server_start': 2, 'sample_turn': settings['sample_turns'] *
+                                settings['samples_per_turn'] / 4, 'train_start': 1, 'dpo_step': settings['dpo_steps'],
+                                'case:preference': n},
+    }
+
+
+PYTHON_UNITS = ('train_start', 'server_start')
+
+
+@dataclass
+class Calibration:
+    """Seconds of each unit of work and of each notebook's fixed part, measured in one precision on one machine
+    (whose probe they are relative to)."""
+    precision: str
+    probe: dict  # asdict(Probe) of the calibration machine
+    units: dict[str, float]  # unit -> seconds (see work())
+    fixed: dict[str, float]  # notebook -> seconds that are not units
+    source: str  # the run it was measured in, its commit and machine
+
+
+def load_calibrations(path: str | Path = CALIBRATION) -> dict[str, Calibration]:
+    """The committed calibrations by precision ({} when there are none yet)."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return {p: Calibration(**c) for p, c in data.get('precisions', {}).items()}
+
+
+def unit_seconds(cal: dict[str, Calibration], precision: str, mine: Probe) -> tuple[dict[str, float],
+                                                                                    dict[str, float], str]:
+    """Seconds per unit and per notebook's fixed part on this machine, and how they were derived: from the
+    calibration of this precision scaled by the two probes, or — where only another precision was calibrated —
+    from that one scaled by the matrix throughput of each precision (an assumption: the same share of the peak)."""
+    if precision in cal:
+        c, how = cal[precision], f'calibrated in {precision} ({cal[precision].source})'
+        compute = c.probe['gflops'][precision] / mine.gflops[precision]
+    else:
+        other = next(iter(cal))
+        c = cal[other]
+        how = (f'calibrated in {other} ({c.source}) only; {precision} estimated from the matrix throughput of both '
+               'precisions')
+        compute = c.probe['gflops'][other] / mine.gflops[precision]
+    py = c.probe['python_ops'] / mine.python_ops
+    units = {u: s * (py if u in PYTHON_UNITS else compute) for u, s in c.units.items()}
+    return units, {nb: s * py for nb, s in c.fixed.items()}, how
+
+
+def estimate(settings: dict[str, int], units: dict[str, float], fixed: dict[str, float]) -> dict[str, float]:
+    """Expected seconds of every notebook for ``settings``."""
+    out = {}
+    for nb in NOTEBOOKS:
+        out[nb] = fixed.get(nb, 0.0) + sum(count * units.get(u, 0.0) for u, count in work(settings).get(nb, {}).items())
+    return out
+
+
+def scale(knobs: dict[str, tuple[int, int]], factor: float) -> dict[str, int]:
+    return {k: max(floor, round(ref * factor)) if ref else ref for k, (ref, floor) in knobs.items()}
+
+
+@dataclass
+class Plan:
+    """The settings a run uses on this machine and what they will cost (``plan.json`` in the run directory)."""
+    profile: str
+    precision: str
+    settings: dict[str, int]
+    reference: dict[str, int]  # the recipe's values of the same knobs
+    estimate: dict[str, float] = field(default_factory=dict)  # notebook -> seconds; empty: not estimated
+    budget_seconds: float | None = None
+    probe: dict | None = None
+    how: str = ''  # where the unit costs come from
+
+    @property
+    def scaled(self) -> dict[str, tuple[int, int]]:
+        """Knobs this machine's plan cut: knob -> (recipe value, this run's)."""
+        return {k: (self.reference[k], v) for k, v in self.settings.items() if v != self.reference.get(k)}
+
+    @property
+    def total(self) -> float:
+        return sum(self.estimate.values())
+
+    def notebook_line(self, notebook: str) -> str:
+        """What notebook 00 expects a notebook to take here, in one line (for its first cell)."""
+        if notebook not in self.estimate:
+            return f'{notebook}: no estimate for the {self.profile} profile on this machine'
+        cut = ', '.join(f'{KNOB_WORDS[k]} {a} → {b}' for k, (a, b) in self.scaled.items())
+        return (f'{notebook}: expected to take about {minutes(self.estimate[notebook])} on this machine '
+                f'({self.precision}; notebook 00\'s plan)' + (f'; scaled to the time budget: {cut}' if cut else ''))
+
+    def dpo_overrides(self, n_pairs: int, global_batch: int) -> dict:
+        """Preference training: one epoch of the pairs, cut to the plan's ``dpo_steps`` when that is fewer."""
+        cap = self.settings.get('dpo_steps') or 0
+        epoch = -(-n_pairs // max(1, global_batch))
+        return {'max_steps': cap} if cap and epoch > cap else {}
+
+
+def minutes(seconds: float) -> str:
+    return f'{seconds / 60:.0f} min' if seconds >= 90 else f'{seconds:.0f} s'
+
+
+def make_plan(profile: str, precision: str, budget_minutes: float | None = None, measured: Probe | None = None,
+              calibration: dict[str, Calibration] | None = None) -> Plan:
+    """The plan for ``profile`` on this machine: ``cpu`` is estimated from the probe and the calibration and scaled
+    to the budget (by default :data:`BUDGET_MINUTES` of the precision); ``tiny`` and ``gpu`` keep their recipe."""
+    knobs = KNOBS[profile]
+    reference = scale(knobs, 1.0)
+    if profile != 'cpu':
+        return Plan(profile, precision, reference, reference)
+    measured = measured or probe()
+    cal = load_calibrations() if calibration is None else calibration
+    if not cal:
+        return Plan(profile, precision, reference, reference, probe=asdict(measured),
+                    how='no calibration committed (results/speed-calibration.json): not estimated')
+    units, fixed, how = unit_seconds(cal, precision, measured)
+    budget = 60 * (budget_minutes or BUDGET_MINUTES.get(precision, BUDGET_MINUTES['fp32']))
+    lo, hi = 0.0, 1.0
+    if sum(estimate(reference, units, fixed).values()) <= budget:
+        lo = 1.0
+    else:
+        for _ in range(30):  # the largest factor that fits
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if sum(estimate(scale(knobs, mid), units, fixed).values()) <= budget else (lo, mid)
+    settings = scale(knobs, lo)
+    return Plan(profile, precision, settings, reference, estimate(settings, units, fixed), budget, asdict(measured),
+                how)
+
+
+def write_plan(run_dir: str | Path, plan: Plan) -> Path:
+    path = Path(run_dir) / 'plan.json'
+    write_json(path, asdict(plan))
+    return path
+
+
+def load_plan(run_dir: str | Path, profile: str) -> Plan:
+    """The run's plan (notebook 00); a run without one (started before plans existed) gets the recipe as it is."""
+    path = Path(run_dir) / 'plan.json'
+    if path.exists():
+        return Plan(**read_json(path))
+    reference = scale(KNOBS[profile], 1.0)
+    return Plan(profile, 'auto', reference, reference, how='no plan.json in this run: the recipe unscaled')
