@@ -162,6 +162,29 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_budget(args) -> int:
+    from . import budget
+    from .environment import resolve_precision
+    if args.action == 'calibrate':
+        if not args.run_dir:
+            raise UsageError('budget calibrate needs --run-dir: a finished cpu run of notebooks 00-06')
+        run = Path(args.run_dir)
+        if not (run / 'plan.json').exists() or not (run / 'timings.json').exists():
+            raise UsageError(f'{run} has no plan.json or timings.json: give a run made by `make run` (notebooks 00-06)')
+        try:
+            cal = budget.calibrate(run)
+        except (OSError, KeyError, ValueError, ZeroDivisionError) as e:
+            raise UsageError(f'{run}: cannot calibrate from this run ({type(e).__name__}: {e})') from None
+        print(f'{cal.precision}: {json.dumps(cal.units)}')
+        print(f'wrote {budget.save_calibration(cal)}')
+        return 0
+    plan = budget.make_plan(args.profile, resolve_precision(args.precision, False), args.minutes)
+    print(budget.describe(plan))
+    for row in budget.plan_table(plan):
+        print(f"  {row['notebook']:24s} {row['expected on this machine']}")
+    return 0
+
+
 def _instruction(text: str | None):
     """``--instruction``: a JSON role config when it starts with ``{``, else the text itself."""
     if not text:
@@ -421,6 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('report', help='(re)build a run\'s report.html and report.md from its files')
     p.add_argument('--run-dir', required=True, help='the run directory (runs/<run>)')
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser('budget', help='how long the series takes on this machine (plan), or measure a run\'s '
+                                      'unit costs into results/speed-calibration.json (calibrate)')
+    p.add_argument('action', choices=['plan', 'calibrate'])
+    p.add_argument('--profile', choices=['cpu', 'tiny'], default='cpu')
+    p.add_argument('--precision', choices=['auto', 'bf16', 'fp32'], default='auto')
+    p.add_argument('--minutes', type=count, help='the time budget (default: 30 with bf16 units, 45 without)')
+    p.add_argument('--run-dir', help='calibrate: a finished cpu run of notebooks 00-06, nothing from the cache')
+    p.set_defaults(func=cmd_budget)
 
     p = sub.add_parser('convert', help='raw ms_agent JSONL -> AgentFabric training samples')
     p.add_argument('--input', required=True, help='RAW.jsonl in the ms_agent "conversations" format')

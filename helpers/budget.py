@@ -202,6 +202,11 @@ class Plan:
         return (f'{notebook}: expected to take about {minutes(self.estimate[notebook])} on this machine '
                 f'({self.precision}; notebook 00\'s plan)' + (f'; scaled to the time budget: {cut}' if cut else ''))
 
+    def training_overrides(self) -> dict:
+        """Notebook 02: ``max_steps`` where the plan cut the training steps (else the preset's epoch)."""
+        ref, got = self.reference.get('sft_steps'), self.settings.get('sft_steps')
+        return {'max_steps': got} if got and ref and got < ref else {}
+
     def dpo_overrides(self, n_pairs: int, global_batch: int) -> dict:
         """Preference training: one epoch of the pairs, cut to the plan's ``dpo_steps`` when that is fewer."""
         cap = self.settings.get('dpo_steps') or 0
@@ -253,3 +258,90 @@ def load_plan(run_dir: str | Path, profile: str) -> Plan:
         return Plan(**read_json(path))
     reference = scale(KNOBS[profile], 1.0)
     return Plan(profile, 'auto', reference, reference, how='no plan.json in this run: the recipe unscaled')
+
+
+def describe(plan: Plan) -> str:
+    """The plan in a few lines: what the probe measured, the expected total against the budget, what was scaled."""
+    lines = []
+    if plan.probe:
+        g = plan.probe['gflops']
+        lines.append(f"This machine: matrix products {g['fp32']:.0f} GFLOP/s in fp32"
+                     + (f", {g['bf16']:.0f} in bf16" if 'bf16' in g else ' (no bf16 units: bf16 would be emulated)')
+                     + f" on {plan.probe['threads']} threads; Python {plan.probe['python_ops']:.1f} M loop steps/s. "
+                     f"The run trains and serves in {plan.precision}.")
+    if not plan.estimate:
+        lines.append(f'No estimate for the {plan.profile} profile: {plan.how or "its recipe runs as it is"}.')
+        return '\n'.join(lines)
+    lines.append(f'Expected: about {minutes(plan.total)} for notebooks 00-06, against a budget of '
+                 f'{minutes(plan.budget_seconds)} ({plan.how}).')
+    if plan.scaled:
+        lines.append('To fit the budget, the recipe is scaled on this machine: '
+                     + '; '.join(f'{KNOB_WORDS[k]} {a} → {b}' for k, (a, b) in plan.scaled.items())
+                     + '. Notebooks 02, 05 and 06 use these values and say so.')
+        if plan.total > plan.budget_seconds:
+            lines.append('Even at the floors of every setting the estimate is over the budget: expect the time above.')
+    else:
+        lines.append('The recipe fits the budget as it is: nothing is scaled.')
+    return '\n'.join(lines)
+
+
+def plan_table(plan: Plan) -> list[dict]:
+    """One row per notebook: expected minutes on this machine."""
+    return [{'notebook': nb, 'expected on this machine': minutes(s)} for nb, s in plan.estimate.items()]
+
+
+def _steps_and_runtime(train_dir: Path) -> tuple[int, float, float]:
+    """(optimizer steps, seconds in the training loop, seconds of the whole command) of a finished training."""
+    from .training import read_log_history, steps_done
+    history = read_log_history(train_dir)
+    runtime = next((float(r['train_runtime']) for r in reversed(history) if 'train_runtime' in r), 0.0)
+    wall = read_json(train_dir / 'train_done.json')['wall_seconds']
+    return steps_done(history), runtime, wall
+
+
+def calibrate(run_dir: str | Path) -> Calibration:
+    """The unit costs of a finished ``cpu`` run (notebooks 00-06) in its precision: seconds per training step,
+    per evaluated case of each model, per sampled turn (normalised to four replies), per preference step, per
+    training or server start, and each notebook's remaining (fixed) seconds."""
+    run = Path(run_dir)
+    plan = Plan(**read_json(run / 'plan.json'))
+    timings = {nb: t['seconds'] for nb, t in read_json(run / 'timings.json').items()}
+    missing = [nb for nb in NOTEBOOKS if nb not in timings]
+    if missing:
+        raise ValueError(f'{run} is not a complete run ({", ".join(missing)} missing from timings.json)')
+    units, starts = {}, []
+    for key, folder in (('sft_step', 'train'), ('ms_agent_step', 'train-ms_agent'), ('dpo_step', 'train-dpo')):
+        steps, runtime, wall = _steps_and_runtime(run / folder)
+        units[key] = runtime / steps
+        starts.append(wall - runtime)
+    units['train_start'] = statistics.mean(starts)
+    servers = []
+    for role in ('base', 'ms_agent', 'finetuned', 'preference'):
+        m = read_json(run / 'eval' / role / 'metrics.json')
+        if m['eval'].get('cached'):
+            raise ValueError(f'{run}: the {role} predictions came from the cache; calibrate on a run that made them')
+        servers.append(m['eval']['server_start_seconds'])
+        units[f'case:{role}'] = (m['eval']['wall_seconds']) / m['n_cases']
+    units['server_start'] = statistics.mean(servers)
+    pref = read_json(run / 'preference' / 'summary.json')
+    units['sample_turn'] = pref['sample_seconds'] / (pref['turns'] * pref['samples_per_turn'] / 4)
+    counts = work(plan.settings)
+    fixed = {nb: max(0.0, timings[nb] - sum(n * units.get(u, 0.0) for u, n in counts.get(nb, {}).items()))
+             for nb in NOTEBOOKS}
+    env = read_json(run / 'environment.json')
+    source = f'run {run.name}, commit {env.get("commit")}, {env["hardware"]["cpu_count"]} cores'
+    return Calibration(plan.precision, plan.probe, {k: round(v, 3) for k, v in units.items()},
+                       {k: round(v, 1) for k, v in fixed.items()}, source)
+
+
+def save_calibration(cal: Calibration, path: str | Path = CALIBRATION) -> Path:
+    """Add or replace the calibration of ``cal.precision`` in the committed file."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        data = {}
+    data.setdefault('precisions', {})[cal.precision] = asdict(cal)
+    data['about'] = ('Seconds per unit of work and per notebook\'s fixed part, measured by `python -m helpers budget '
+                     'calibrate RUN` on a finished cpu run; helpers.budget scales them by the probes of this machine.')
+    write_json(path, data)
+    return Path(path)

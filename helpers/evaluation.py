@@ -552,11 +552,12 @@ def reply_budget(cases: list[EvalCase], model_dir: str | Path, max_tokens: int |
 
 def evaluate_model(spec, cases: list[EvalCase], out_dir: str | Path, workers: int | None = None,
                    max_tokens: int | None = None, max_llm_calls: int = 4, use_cache: bool = True,
-                   progress: bool = True, log=print) -> dict:
+                   progress: bool = True, log=print, while_served=None) -> dict:
     """Serve ``spec`` (a :class:`serving.ServerSpec`), run ``cases`` through RolePlay against it and stop it;
     with ``use_cache``, predictions made before under the same :func:`prediction_key` are reused without
     starting a server (``metrics['eval']['cached']`` says so), and new ones are stored for next time.
-    ``max_tokens``: new tokens per request, :func:`reply_budget` (None: fitted to the longest expected call)."""
+    ``max_tokens``: new tokens per request, :func:`reply_budget` (None: fitted to the longest expected call).
+    ``while_served(server)`` runs after the cases while the server is still up (not when the cache answers)."""
     import shutil
     from .environment import cache_dir
     from .serving import Server, package_version
@@ -584,6 +585,8 @@ def evaluate_model(spec, cases: list[EvalCase], out_dir: str | Path, workers: in
                            max_tokens=max_tokens, progress=progress, max_llm_calls=max_llm_calls,
                            server_log=srv.log_path)
         counters = srv.counters()
+        if while_served:
+            while_served(srv)
     metrics['eval'].update(server_start_seconds=srv.ready_seconds, backend=spec.backend, precision=spec.precision,
                            cached=False, cache_key=key, server=counters)
     write_json(out / 'metrics.json', metrics)

