@@ -88,7 +88,7 @@ def probe() -> Probe:
 # The knobs a plan may scale, per profile: (the recipe's value, the floor below which it is not cut). Scaled together
 # by one factor; tiny and gpu runs are not scaled (tiny is fast, a GPU run is not estimated here).
 KNOBS: dict[str, dict[str, tuple[int, int]]] = {
-    'tiny': {'sft_steps': (12, 12), 'ms_agent_steps': (12, 12), 'eval_cases': (12, 12), 'sample_turns': (12, 12),
+    'tiny': {'sft_steps': (12, 12), 'ms_agent_steps': (6, 6), 'eval_cases': (12, 12), 'sample_turns': (8, 8),
              'samples_per_turn': (2, 2), 'dpo_steps': (4, 4)},
     'cpu': {'sft_steps': (85, 30), 'ms_agent_steps': (20, 10), 'eval_cases': (150, 60), 'sample_turns': (200, 60),
             'samples_per_turn': (4, 2), 'dpo_steps': (40, 12)},
@@ -105,14 +105,16 @@ NOTEBOOKS = ('00_environment.ipynb', '01_data.ipynb', '02_training.ipynb', '03_s
 def work(settings: dict[str, int]) -> dict[str, dict[str, float]]:
     """Units of model work per notebook for a plan's settings: training steps, evaluated cases per model, sampled
     turns, preference steps (compute: scaled by the matrix probe); training and server starts (scaled by the
-    Python probe). Notebook 04 runs six turns for each of two models."""
+    Python probe). Notebook 04 runs six turns for each of two models; notebook 05 evaluates four (the base model,
+    the ms_agent-format one, the fine-tuned one after as many steps as that, and after all of them)."""
     n = settings['eval_cases']
     return {
         '02_training.ipynb': {'train_start': 2, 'sft_step': settings['sft_steps'],
                               'ms_agent_step': settings['ms_agent_steps']},
         '03_serving.ipynb': {'server_start': 1},
         '04_roleplay.ipynb': {'server_start': 2, 'case:base': 6, 'case:finetuned': 6},
-        '05_evaluation.ipynb': {'server_start': 3, 'case:base': n, 'case:ms_agent': n, 'case:finetuned': n},
+        '05_evaluation.ipynb': {'server_start': 4, 'case:base': n, 'case:ms_agent': n, 'case:early': n,
+                                'case:finetuned': n},
         '06_preference.ipynb': {'server_start': 2, 'sample_turn': settings['sample_turns'] *
                                 settings['samples_per_turn'] / 4, 'train_start': 1, 'dpo_step': settings['dpo_steps'],
                                 'case:preference': n},
@@ -316,7 +318,7 @@ def calibrate(run_dir: str | Path) -> Calibration:
         starts.append(wall - runtime)
     units['train_start'] = statistics.mean(starts)
     servers = []
-    for role in ('base', 'ms_agent', 'finetuned', 'preference'):
+    for role in ('base', 'ms_agent', 'early', 'finetuned', 'preference'):
         m = read_json(run / 'eval' / role / 'metrics.json')
         if m['eval'].get('cached'):
             raise ValueError(f'{run}: the {role} predictions came from the cache; calibrate on a run that made them')

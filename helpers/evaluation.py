@@ -112,8 +112,8 @@ class Metric:
 
 
 # The models a run evaluates: their role in serve/model.json and eval/<role>/ -> the arm's name in tables.
-ARM_NAMES = {'base': 'base', 'ms_agent': 'trained on ms_agent prompts', 'finetuned': 'finetuned',
-             'preference': 'finetuned + preference'}
+ARM_NAMES = {'base': 'base', 'ms_agent': 'trained on ms_agent prompts', 'early': 'finetuned, as few steps',
+             'finetuned': 'finetuned', 'preference': 'finetuned + preference'}
 
 METRICS = {m.key: m for m in (
     Metric('tool_selection_acc', 'tool selection', True, 'the first call names the expected tool',

@@ -387,8 +387,10 @@ def agentfabric_model_config(served_name: str, base_url: str, key: str = 'my-age
 
 
 MODEL_ROLES = {'base': 'base_model_dir', 'finetuned': 'merged_dir', 'ms_agent': 'ms_agent_dir',  # in serve/model.json
-               'preference': 'preference_dir'}
-WHERE_TRAINED = {'ms_agent': 'notebook 02 trains it with ms_agent_arm=True', 'preference': 'notebook 06 trains it'}
+               'early': 'early_dir', 'preference': 'preference_dir'}
+WHERE_TRAINED = {'ms_agent': 'notebook 02 trains it with ms_agent_arm=True',
+                 'early': 'notebook 02 keeps it when the ms_agent-format model trains fewer steps',
+                 'preference': 'notebook 06 trains it'}
 
 
 def add_model(run_dir: str | Path, which: str, model_dir: str | Path) -> None:
@@ -408,7 +410,8 @@ def add_model(run_dir: str | Path, which: str, model_dir: str | Path) -> None:
 def run_model_spec(run_dir: str | Path, which: str = 'finetuned', backend: str = '', **overrides) -> ServerSpec:
     """A server spec for one model of a run, from ``serve/model.json`` (notebook 03): ``finetuned`` (trained on
     AgentFabric prompts, merged), ``base``, ``ms_agent`` (trained on the same conversations in the original
-    ms_agent prompt format) or ``preference`` (notebook 06's). Every model of a run is served at the same precision, so comparisons stay fair."""
+    ms_agent prompt format), ``early`` (the fine-tuned model after as many steps as ``ms_agent``) or
+    ``preference`` (notebook 06's). Every model of a run is served at the same precision, so comparisons stay fair."""
     path = Path(run_dir) / 'serve' / 'model.json'
     if not path.exists():
         raise ServerError(f'{path} is missing: run notebook 03 with the same run_dir first')

@@ -21,6 +21,10 @@ Swift imports this file in every training process, so it depends on swift alone,
 * ``--callbacks aft_rank_checksum``: at the start and the end of training each rank writes a checksum of its
   trainable weights to ``<output_dir>/rank_checksums/rank<N>.json``, so a multi-process run can prove that
   the weights changed and every rank ended with identical ones (real gradient synchronisation).
+* ``--callbacks aft_keep_steps``: a checkpoint is also saved at each step listed in ``AFT_KEEP_STEPS`` (comma
+  separated), and its model files are hard-linked into ``<output_dir>/step-<N>`` (no copy, and kept when the
+  checkpoint itself is rotated away): a model trained exactly N steps of this run, to compare with another
+  model trained N steps (notebook 05's fair version of the guide's experiment).
 """
 import hashlib
 import json
@@ -180,5 +184,33 @@ class RankChecksumCallback(TrainerCallback):
         self._write(args, state, kwargs.get('model'), 'end')
 
 
+class KeepStepsCallback(TrainerCallback):
+    OPTIMIZER_FILES = ('optimizer.pt', 'scheduler.pt', 'scaler.pt')  # training state: not needed to serve
+
+    @staticmethod
+    def _steps():
+        return {int(s) for s in os.environ.get('AFT_KEEP_STEPS', '').split(',') if s.strip().isdigit()}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self._steps():
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step not in self._steps() or int(os.environ.get('RANK', '0')) != 0:
+            return
+        src = os.path.join(args.output_dir, f'checkpoint-{state.global_step}')
+        dst = os.path.join(args.output_dir, f'step-{state.global_step}')
+        if not os.path.isdir(src) or os.path.isdir(dst):
+            return
+        tmp = dst + '.tmp'
+        os.makedirs(tmp, exist_ok=True)
+        for name in os.listdir(src):
+            path = os.path.join(src, name)
+            if os.path.isfile(path) and name not in self.OPTIMIZER_FILES and not name.startswith('rng_state'):
+                os.link(path, os.path.join(tmp, name))
+        os.rename(tmp, dst)
+
+
 loss_scale_map['agentfabric'] = AgentFabricLossScale
 callbacks_map['aft_rank_checksum'] = RankChecksumCallback
+callbacks_map['aft_keep_steps'] = KeepStepsCallback

@@ -97,6 +97,7 @@ class TrainConfig:
     master_port: int = 29500
     cuda_visible_devices: str | None = None
     use_cpu: bool = False
+    keep_steps: tuple[int, ...] = ()  # also keep the model as it was after these steps, in <output_dir>/step-<N>
     beta: float = 0.1  # dpo: how far the trained model may move from the reference (the model it starts from)
     rpo_alpha: float | None = None  # dpo: weight of an SFT loss on the chosen reply, added to the DPO loss
     extra_args: list[str] = field(default_factory=list)
@@ -203,6 +204,7 @@ class TrainConfig:
               '--gradient_checkpointing', str(self.gradient_checkpointing).lower(),
               '--loss_scale', self.loss_scale,
               '--external_plugins', str(PLUGIN), '--callbacks', 'aft_rank_checksum',
+              *(['aft_keep_steps'] if self.keep_steps else []),
               '--output_dir', self.output_dir, '--add_version', 'false', '--check_model', 'false',
               '--dataloader_num_workers', '0', '--report_to', 'none', '--save_only_model', 'false']
         if self.precision == 'bf16' and self.bf16_weights_dtype == 'float32':  # bf16 autocast, float32 weights
@@ -244,6 +246,8 @@ class TrainConfig:
         if self.cuda_visible_devices is not None:
             e['CUDA_VISIBLE_DEVICES'] = self.cuda_visible_devices
         e.update(self.loss_weights())
+        if self.keep_steps:
+            e['AFT_KEEP_STEPS'] = ','.join(map(str, self.keep_steps))
         return e
 
     def loss_weights(self) -> dict[str, str]:

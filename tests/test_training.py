@@ -140,7 +140,7 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path, tiny_data):
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_data):
-    cfg = _tiny(tmp_path, tiny_data, max_steps=6, save_steps=2, eval_steps=100)
+    cfg = _tiny(tmp_path, tiny_data, max_steps=6, save_steps=2, eval_steps=100, keep_steps=(3,))
     out = tmp_path / 'out'
 
     def kill_after_first_checkpoint():
@@ -166,6 +166,10 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, tiny_data):
     assert any('loss' in r for r in read_log_history(out))
     again = run_training(cfg, tmp_path / 'train.log')  # finished: not repeated
     assert again.skipped and again.last_checkpoint == result.last_checkpoint
+    # keep_steps: the model after step 3 (not a save step) stays, without the optimizer, whatever the rotation did
+    kept = out / 'step-3'
+    assert (kept / 'config.json').exists() and list(kept.glob('*.safetensors')) and not (kept / 'optimizer.pt').exists()
+    assert json.loads((kept / 'trainer_state.json').read_text())['global_step'] == 3
 
 
 def test_progress_reads_only_complete_new_rows_of_logging_jsonl(tmp_path):
