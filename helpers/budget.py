@@ -90,8 +90,8 @@ def probe() -> Probe:
 KNOBS: dict[str, dict[str, tuple[int, int]]] = {
     'tiny': {'sft_steps': (12, 12), 'ms_agent_steps': (6, 6), 'eval_cases': (12, 12), 'sample_turns': (8, 8),
              'samples_per_turn': (2, 2), 'dpo_steps': (4, 4)},
-    'cpu': {'sft_steps': (85, 30), 'ms_agent_steps': (20, 10), 'eval_cases': (150, 60), 'sample_turns': (200, 60),
-            'samples_per_turn': (4, 2), 'dpo_steps': (40, 12)},
+    'cpu': {'sft_steps': (85, 30), 'ms_agent_steps': (20, 10), 'eval_cases': (150, 60), 'sample_turns': (120, 40),
+            'samples_per_turn': (4, 2), 'dpo_steps': (12, 6)},
     'gpu': {'sft_steps': (0, 0), 'ms_agent_steps': (0, 0), 'eval_cases': (500, 500), 'sample_turns': (2000, 2000),
             'samples_per_turn': (4, 4), 'dpo_steps': (0, 0)},  # 0: one epoch, as the preset says
 }
