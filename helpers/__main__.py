@@ -365,15 +365,21 @@ def cmd_bench(args) -> int:
 def cmd_ablate(args) -> int:
     from . import ablate
     if args.list:
-        for arm in ablate.ARMS.values():
+        for arm in [*ablate.ARMS.values(), *ablate.PREFERENCE_ARMS.values()]:
             print(f'{arm.name:22s} {arm.why}')
         return 0
     if not args.cases:
         raise UsageError('--cases is required: the test_cases.jsonl of a run (runs/<run>/data/test_cases.jsonl)')
     names = [n for part in args.arms for n in part.split(',') if n] or list(ablate.ARMS)
-    unknown = [n for n in names if n not in ablate.ARMS]
+    unknown = [n for n in names if n not in ablate.ARMS and n not in ablate.PREFERENCE_ARMS]
     if unknown:
         raise UsageError(f'unknown arm(s) {unknown}: `python -m helpers ablate --list` names them')
+    if any(n in ablate.PREFERENCE_ARMS for n in names) and not args.report:
+        start = Path(args.start_run or '')
+        if not args.start_run or not (start / 'serve' / 'model.json').is_file() or \
+                not (start / 'data' / 'train_conversations.jsonl').is_file():
+            raise UsageError('preference arms start from a finished run: --start-run runs/<run> (notebooks 00-05 '
+                             'done, serve/model.json and data/train_conversations.jsonl present)')
     if not Path(args.cases).is_file():
         raise UsageError(f'--cases {args.cases}: no such file; give runs/<run>/data/test_cases.jsonl')
     check_output_dir('--out', args.out)
@@ -388,7 +394,7 @@ def cmd_ablate(args) -> int:
         if args.reference:
             ablate.from_run(args.reference, args.out, args.reference_arm)
         results = (ablate.collect(args.out, args.cases) if args.report else
-                   ablate.run(names, args.cases, args.out, args.profile))
+                   ablate.run(names, args.cases, args.out, args.profile, start_run=args.start_run))
     except RunFileError as e:
         raise UsageError(str(e)) from None
     print(ablate.markdown(results) if args.markdown else ablate.table(results).to_string())
@@ -517,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--list', action='store_true', help='name the arms and what each changes')
     p.add_argument('--reference', metavar='RUN_DIR', help='take an arm from this finished run instead of training it')
     p.add_argument('--reference-arm', default='recipe', help='which arm that run is (default: recipe)')
+    p.add_argument('--start-run', metavar='RUN_DIR', help='preference arms (dpo…): the finished run whose fine-tuned '
+                                                          'model they start from (notebooks 00-05 done)')
     p.add_argument('--report', action='store_true', help='only print the arms already finished on these cases')
     p.add_argument('--markdown', action='store_true', help='print a Markdown table (headline metrics)')
     p.add_argument('--readme', action='store_true', help='save the arms to results/ablation.json and regenerate '

@@ -321,15 +321,21 @@ def table(results: list[dict]):
 
 
 def run(names: list[str], cases_path: str | Path, out_dir: str | Path, profile: str = 'cpu', backend: str = '',
-        precision: str = 'auto') -> list[dict]:
-    unknown = [n for n in names if n not in ARMS]
+        precision: str = 'auto', start_run: str | Path | None = None) -> list[dict]:
+    """Run the named arms (training arms, and preference arms from ``start_run``'s fine-tuned model)."""
+    unknown = [n for n in names if n not in ARMS and n not in PREFERENCE_ARMS]
     if unknown:
-        raise ValueError(f'unknown arms {unknown}: choose among {", ".join(ARMS)}')
+        raise ValueError(f'unknown arms {unknown}: choose among {", ".join([*ARMS, *PREFERENCE_ARMS])}')
     if not Path(cases_path).exists():
         raise FileNotFoundError(f'{cases_path} does not exist: give the test_cases.jsonl of a run '
                                 '(runs/<run>/data/test_cases.jsonl, written by notebook 01)')
     for n in names:
-        run_arm(ARMS[n], cases_path, out_dir, profile, backend, precision)
+        if n in PREFERENCE_ARMS:
+            if not start_run:
+                raise ValueError(f'{n} is a preference arm: give the run it starts from (start_run)')
+            run_preference_arm(PREFERENCE_ARMS[n], start_run, cases_path, out_dir, profile, backend)
+        else:
+            run_arm(ARMS[n], cases_path, out_dir, profile, backend, precision)
     return collect(out_dir, cases_path)
 
 
@@ -337,7 +343,7 @@ def collect(out_dir: str | Path, cases_path: str | Path) -> list[dict]:
     """Every finished arm under ``out_dir`` measured on ``cases_path`` (earlier invocations included), in
     :data:`ARMS` order, also written to ``out_dir/ablation.json``."""
     from .report import RESULT, checked_file
-    order = {name: i for i, name in enumerate(ARMS)}
+    order = {name: i for i, name in enumerate([*ARMS, *PREFERENCE_ARMS])}
     results = [checked_file(p, RESULT, 'remove that arm\'s folder to run it again')
                for p in sorted(Path(out_dir).glob('*/result.json'))]
     results = sorted((r for r in results if Path(r['cases']).resolve() == Path(cases_path).resolve()),
@@ -380,3 +386,117 @@ def learning_curves(path: str | Path = RECORD) -> list[dict]:
                 row[f'{METRICS[k].label} {METRICS[k].arrow}'] = f'{got}/{n}'
             rows.append(row)
     return rows
+
+
+# -- The preference stage (notebook 06): arms that start from a finished run's fine-tuned model. ----------------
+
+@dataclass(frozen=True)
+class PreferenceArm:
+    """One preference recipe, from a finished run's fine-tuned model: notebook 06's defaults with ``sample``
+    (training turns, replies per turn, temperature, loops), ``pairs`` (source, per_prompt, per_kind) and
+    ``train`` (fields of the ``<profile>-dpo`` preset) changed."""
+    name: str
+    why: str
+    sample: dict = field(default_factory=dict)
+    pairs: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+
+PREFERENCE_ARMS = {a.name: a for a in [
+    PreferenceArm('dpo', "notebook 06's recipe: 120 training turns, 4 replies each (the first greedy), on-policy "
+                         'pairs, at most 2 per turn, DPO beta 0.1 with rpo_alpha 1, lr 2e-5, 12 steps of 4 pairs'),
+    PreferenceArm('dpo-seed1', 'the recipe trained in another order (training seed 1): the spread of one training',
+                  train={'seed': 1}),
+    PreferenceArm('dpo-36steps', 'three times the DPO steps (36)', train={'max_steps': 36}),
+    PreferenceArm('dpo-beta03', 'beta 0.3: the trained model kept closer to the fine-tuned one', train={'beta': 0.3}),
+    PreferenceArm('dpo-rpo0', 'no SFT term on the chosen reply (rpo_alpha 0)', train={'rpo_alpha': None}),
+    PreferenceArm('dpo-lr5', 'learning rate 5e-5', train={'learning_rate': 5e-5}),
+    PreferenceArm('dpo-perkind8', 'at most 8 pairs of each failure kind (balanced kinds)', pairs={'per_kind': 8}),
+    PreferenceArm('dpo-nocall50', 'half the sampled turns need no call (instead of their share of about a quarter): '
+                                  'more pairs against calling tools on questions that need none',
+                  sample={'no_call_share': 0.5}),
+    PreferenceArm('dpo-2samples', 'two replies per turn instead of four (cheaper sampling)',
+                  sample={'samples_per_turn': 2}),
+    PreferenceArm('dpo-perturbed', 'pairs made by breaking the expected reply by rule instead of the model\'s own '
+                                   'mistakes (one per turn)', pairs={'source': 'perturbed'}),
+    PreferenceArm('dpo-lora', 'a rank-16 LoRA adapter instead of every weight (lr 5e-5)',
+                  train={'tuner': 'lora', 'learning_rate': 5e-5, 'lora_dropout': 0.0}),
+]}
+
+
+def _rollouts(run: Path, sample: dict, out_dir: Path, backend: str, log) -> tuple[list, list, float, Path]:
+    """The sampled turns and rollouts of ``sample`` settings from the run's fine-tuned model: sampled once and kept
+    under ``out_dir/_rollouts`` for every arm that shares the settings. Returns (turns, rollouts, seconds, path)."""
+    import hashlib
+    from . import evaluation, preference, serving
+    key = hashlib.sha256(json.dumps([str(run.resolve()), sample], sort_keys=True).encode()).hexdigest()[:16]
+    path = out_dir / '_rollouts' / f'{key}.jsonl'
+    turns = preference.pick_turns(preference.training_turns(
+        preference.load_conversations(run / 'data' / 'train_conversations.jsonl')), sample['turns'], seed=0,
+        no_call_share=sample.get('no_call_share'))
+    if path.exists():
+        meta = json.loads(path.with_suffix('.json').read_text())
+        return turns, preference.read_rollouts(path), meta['seconds'], path
+    spec = serving.run_model_spec(run, 'finetuned', backend)
+    start = time.time()
+    with serving.Server(spec, path.with_suffix('.server.log')) as srv:
+        rollouts = preference.sample_rollouts(turns, srv.base_url, spec.served_name, n=sample['samples_per_turn'],
+                                              temperature=sample['temperature'], loops=sample['loops'],
+                                              max_tokens=evaluation.reply_budget(turns, spec.model_dir, log=log),
+                                              server_log=srv.log_path, log=log)
+    seconds = round(time.time() - start, 1)
+    preference.write_rollouts(path, rollouts)
+    write_json(path.with_suffix('.json'), {'sample': sample, 'run': str(run), 'seconds': seconds})
+    return turns, rollouts, seconds, path
+
+
+def run_preference_arm(arm: PreferenceArm, run_dir: str | Path, cases_path: str | Path, out_dir: str | Path,
+                       profile: str = 'cpu', backend: str = '', log=print) -> dict:
+    """Sample, pair, train and evaluate one preference arm from ``run_dir``'s fine-tuned model, under
+    ``out_dir/<arm>``; returns (and writes) its ``result.json`` (the same record as a training arm's)."""
+    from dataclasses import replace as _replace
+    from . import budget, environment as env, evaluation, preference, serving, training
+    from .agentfabric import load_cases
+    run, out = Path(run_dir), Path(out_dir) / arm.name
+    done = out / 'result.json'
+    if done.exists():
+        return json.loads(done.read_text())
+    started, commit = time.time(), env.repo_commit()
+    knobs = budget.scale(budget.KNOBS[profile], 1.0)
+    sample = {'turns': knobs['sample_turns'], 'samples_per_turn': knobs['samples_per_turn'], 'temperature': 0.8,
+              'loops': False, **arm.sample}
+    pairs_opt = {'source': 'on-policy', 'per_prompt': 2, 'per_kind': None, **arm.pairs}
+    turns, rollouts, sample_seconds, _ = _rollouts(run, sample, Path(out_dir), backend, log)
+    if pairs_opt['source'] == 'perturbed':
+        pairs = preference.perturbed_pairs(turns, seed=0)
+    else:
+        pairs = preference.build_pairs(turns, rollouts, per_prompt=pairs_opt['per_prompt'],
+                                       per_kind=pairs_opt['per_kind'], seed=0)
+    paths = preference.write_pairs(out / 'pairs', pairs)
+    spec = serving.run_model_spec(run, 'finetuned', backend)
+    name = f'{profile}-dpo'
+    n_train = sum(1 for _ in open(paths['train'], encoding='utf-8'))
+    train = {'max_steps': knobs['dpo_steps'] or -1, **arm.train}
+    cfg = training.preset(name, **{'model': spec.model_dir, 'model_type': spec.model_type, 'template': spec.template,
+                                   'train_file': str(paths['train']),
+                                   'val_file': str(paths['val']) if paths['val'].stat().st_size else None,
+                                   'output_dir': str(out / 'train'), **train})
+    log(f'[{arm.name}] {arm.why}: {len(pairs)} pairs ({n_train} to train on), DPO ({cfg.precision})')
+    trained = training.run_training(cfg, out / 'train' / 'train.log')
+    cases = load_cases(cases_path)
+    model = serving.merge_lora(trained.last_checkpoint, out / 'merge.log')
+    served = _replace(spec, model_dir=str(model), served_name=f'ablate-{arm.name}')
+    log(f'[{arm.name}] trained in {trained.wall_seconds / 60:.1f} min; evaluating {len(cases)} cases')
+    metrics = evaluation.evaluate_model(served, cases, out / 'eval', progress=False, log=log)
+    history = training.read_log_history(cfg.output_dir)
+    losses = [r['loss'] for r in history if 'loss' in r and 'eval_loss' not in r]
+    result = {'arm': {**asdict(arm), 'stage': 'preference'}, 'commit': commit, 'cases': str(cases_path),
+              'n_cases': len(cases), 'start': str(run),
+              'data': {'samples': n_train, 'pairs': len(pairs), 'pair_counts': preference.pair_counts(pairs),
+                       'turns': len(turns), 'sample': sample, 'sample_seconds': sample_seconds},
+              'train': {'steps': training.steps_done(history), 'wall_seconds': round(trained.wall_seconds, 1),
+                        'final_loss': sum(losses[-5:]) / len(losses[-5:]) if losses else None, 'config': asdict(cfg),
+                        'reading': preference.training_reading(history)},
+              'metrics': metrics, **breakdowns(cases, out / 'eval' / 'predictions.jsonl'),
+              'wall_seconds': round(time.time() - started, 1)}
+    return _record(out_dir, arm.name, result)

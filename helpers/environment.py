@@ -236,9 +236,16 @@ def resolve_precision(requested: str = 'auto', cuda: bool | None = None) -> str:
 
     ``auto`` on a CPU is ``bf16`` where the CPU has bf16 matrix instructions (AMX-BF16 or AVX512-BF16: a
     bf16 matrix product runs ~4-5x faster than fp32 there) and ``fp32`` elsewhere, where bf16 would be emulated.
+    ``AFT_PRECISION`` (bf16 or fp32) decides ``auto`` for a whole run or test session instead: on a machine with
+    bf16 units, ``AFT_PRECISION=fp32 make run`` (or ``make test``) takes the path of a CPU without them.
     """
     if requested not in PRECISIONS:
         raise ProfileError(f'unknown precision {requested!r}: choose one of {", ".join(PRECISIONS)}')
+    forced = os.environ.get('AFT_PRECISION', '')
+    if requested == 'auto' and forced:
+        if forced not in ('bf16', 'fp32'):
+            raise ProfileError(f'AFT_PRECISION={forced!r}: set it to bf16 or fp32, or unset it')
+        return forced
     if cuda is None:
         cuda = detect_hardware().cuda
     if requested != 'auto' or cuda:

@@ -83,16 +83,20 @@ def label(case: EvalCase, output: str, after_observation: str | None = None) -> 
     return list(j.arg_errors) or [j.kind]
 
 
-def pick_turns(cases: list[EvalCase], n: int | None, seed: int = 0) -> list[EvalCase]:
-    """At most ``n`` turns, drawn with ``seed`` in proportion from those that need a call and those that need none,
-    in conversation order (the turns of one conversation share a prompt prefix a server can reuse)."""
-    if n is None or n >= len(cases):
-        return list(cases)
-    rng = random.Random(seed)
+def pick_turns(cases: list[EvalCase], n: int | None, seed: int = 0, no_call_share: float | None = None) -> list[EvalCase]:
+    """At most ``n`` turns drawn with ``seed``: turns that need no call in their share of ``cases`` (or in
+    ``no_call_share``, as far as there are enough), the rest needing a call; in conversation order (the turns of
+    one conversation share a prompt prefix a server can reuse)."""
     need = [c for c in cases if c.expected_call]
     none = [c for c in cases if not c.expected_call]
-    k = round(n * len(need) / len(cases))
-    keep = {c.id for c in rng.sample(need, min(k, len(need))) + rng.sample(none, min(n - k, len(none)))}
+    if n is None or (n >= len(cases) and no_call_share is None):
+        return list(cases)
+    n = min(n, len(cases))
+    share = len(none) / len(cases) if no_call_share is None else no_call_share
+    k_none = min(len(none), round(n * share))
+    k_need = min(len(need), n - k_none)
+    rng = random.Random(seed)
+    keep = {c.id for c in rng.sample(need, k_need) + rng.sample(none, k_none)}
     return [c for c in cases if c.id in keep]
 
 

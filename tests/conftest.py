@@ -88,6 +88,14 @@ def tiny_run(tmp_path_factory):
 install_kernel()  # what `make setup` does, into the fresh home: the notebooks' kernel, under the name they use
 
 
+def pytest_collection_modifyitems(config, items):
+    """With several workers (pytest-xdist, ``--dist loadgroup``), every test that needs the notebook chain runs on
+    one worker, so the chain runs once per session while the other tests run beside it."""
+    for item in items:
+        if 'tiny_run' in getattr(item, 'fixturenames', ()):
+            item.add_marker(pytest.mark.xdist_group('notebooks'))
+
+
 def pytest_sessionfinish(session, exitstatus):
     if FRESH.temporary:
         shutil.rmtree(FRESH.home, ignore_errors=True)

@@ -80,3 +80,25 @@ def test_the_readme_ablation_section_is_the_committed_record():
     assert readme[start:readme.index(ablate.README_END)] == ablate.readme_section(saved), \
         'regenerate it: python -m helpers ablate --cases … --report --readme'
     assert {a['arm']['name'] for a in saved['arms']} >= {'before', 'react-loss', 'masked-30', 'decision-sessions'}
+
+
+def test_a_preference_arm_samples_pairs_trains_and_scores_from_a_runs_model(tiny_run, tmp_path):
+    """The preference stage as an arm: from the tiny run's fine-tuned model, rollouts shared by arms with the same
+    sampling, a DPO training, the same cases; the record reads like a training arm's."""
+    from helpers.ablate import PreferenceArm, run_preference_arm
+    run, _ = tiny_run
+    lines = (run / 'data' / 'test_cases.jsonl').read_text().splitlines()[:3]
+    cases = tmp_path / 'cases.jsonl'
+    cases.write_text('\n'.join(lines) + '\n')
+    sample = {'turns': 4, 'samples_per_turn': 2}
+    arm = PreferenceArm('pref', 'two steps', sample=sample, train={'max_steps': 2})
+    result = run_preference_arm(arm, run, cases, tmp_path / 'arms', profile='tiny', log=lambda *_: None)
+    assert result['n_cases'] == 3 and result['train']['steps'] == 2 and result['arm']['stage'] == 'preference'
+    assert result['data']['turns'] == 4 and result['data']['samples'] <= result['data']['pairs']
+    assert list((tmp_path / 'arms' / '_rollouts').glob('*.jsonl'))
+    other = PreferenceArm('pref-perturbed', 'rule-made pairs', sample=sample, pairs={'source': 'perturbed'},
+                          train={'max_steps': 1})
+    second = run_preference_arm(other, run, cases, tmp_path / 'arms', profile='tiny', log=lambda *_: None)
+    assert second['data']['sample_seconds'] == result['data']['sample_seconds']  # the rollouts were reused
+    assert ablate.table([result, second]).loc['pref', 'steps'] == 2
+    assert [r['arm']['name'] for r in ablate.collect(tmp_path / 'arms', cases)] == ['pref', 'pref-perturbed']

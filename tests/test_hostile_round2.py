@@ -129,19 +129,39 @@ def run_evaluate(tmp_path, base_url, n_cases=150, workers=8):
     return res.returncode, res.stdout + res.stderr, time.time() - start
 
 
-@pytest.mark.parametrize('fault, says', [('http_500', 'HTTP 500'), ('not_json', 'not a completion'),
-                                         ('no_choices', 'IndexError'), ('no_text', 'no text'),
-                                         ('not_a_completion', 'not a completion')])
-def test_a_server_that_fails_every_completion_stops_the_run_within_seconds(tmp_path, fault, says):
-    with ScriptedServer(lambda body: FAULTS[fault]) as srv:
+FAILING = [('http_500', 'HTTP 500'), ('not_json', 'not a completion'), ('no_choices', 'IndexError'),
+           ('no_text', 'no text'), ('not_a_completion', 'not a completion')]
+
+
+def test_a_server_that_fails_every_completion_stops_the_run_within_seconds(tmp_path):
+    """As a user runs it: `python -m helpers evaluate` in its own process against a server that answers every
+    completion with HTTP 500: one line, exit 1, in seconds, nothing written."""
+    with ScriptedServer(lambda body: FAULTS['http_500']) as srv:
         code, output, seconds = run_evaluate(tmp_path, srv.base_url)
         requests = len(srv.chat_requests())
     lines = output.strip().splitlines()
     assert code == 1 and seconds < 15 and len(lines) <= 10, (seconds, output)
-    assert lines[-1].startswith('error: ') and says in lines[-1] and "server's log" in lines[-1], lines[-1]
+    assert lines[-1].startswith('error: ') and 'HTTP 500' in lines[-1] and "server's log" in lines[-1], lines[-1]
     assert 'Traceback' not in output and 'Attempt to run' not in output and 'Max retries' not in output, output
     assert requests < 20  # not 27 per case
     assert not (tmp_path / 'eval' / 'predictions.jsonl').exists()  # nothing half-written
+
+
+@pytest.mark.parametrize('fault, says', FAILING)
+def test_every_kind_of_failing_completion_stops_the_run_the_same_way(tmp_path, capsys, fault, says):
+    """Each fault through the same CLI entry point, in this process (the subprocess above proves the process
+    boundary once): the reason named, exit 1, no traceback, fewer than 20 requests, nothing written."""
+    cases = write_cases(tmp_path / 'cases.jsonl', [f'q{i}' for i in range(150)])
+    with ScriptedServer(lambda body: FAULTS[fault]) as srv:
+        start = time.time()
+        code, out, err = cli(capsys, 'evaluate', '--cases', cases, '--base-url', srv.base_url, '--model', 'm',
+                             '--out', tmp_path / 'eval', '--workers', '8')
+        seconds, requests = time.time() - start, len(srv.chat_requests())
+    lines = (out + err).strip().splitlines()
+    assert code == 1 and seconds < 15 and len(lines) <= 10, (seconds, out, err)
+    assert lines[-1].startswith('error: ') and says in lines[-1] and "server's log" in lines[-1], lines[-1]
+    assert 'Traceback' not in out + err and requests < 20
+    assert not (tmp_path / 'eval' / 'predictions.jsonl').exists()
 
 
 def test_the_message_names_the_log_of_a_server_we_started(tmp_path):

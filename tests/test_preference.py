@@ -47,6 +47,8 @@ def test_pick_turns_keeps_the_share_of_no_call_turns_and_the_order(turns):
     share = sum(t.expected_call is None for t in turns) / len(turns)
     assert abs(sum(t.expected_call is None for t in picked) / 20 - share) <= 0.05 + 1 / 20
     assert P.pick_turns(turns, None) == turns and P.pick_turns(turns, 10 ** 6) == turns
+    half = P.pick_turns(turns, 20, seed=1, no_call_share=0.5)  # more questions that need no tool
+    assert len(half) == 20 and sum(t.expected_call is None for t in half) == 10
 
 
 def _call_turn(turns, optional=False):
