@@ -421,6 +421,10 @@ PREFERENCE_ARMS = {a.name: a for a in [
                                    'mistakes (one per turn)', pairs={'source': 'perturbed'}),
     PreferenceArm('dpo-lora', 'a rank-16 LoRA adapter instead of every weight (lr 5e-5)',
                   train={'tuner': 'lora', 'learning_rate': 5e-5, 'lora_dropout': 0.0}),
+    PreferenceArm('grpo', 'GRPO instead of DPO: groups of 4 replies per training turn sampled by the trainer, reward 1 '
+                          'for what the judge calls right (a right call, or no call where none is needed), no '
+                          'reference model; as many steps as fit the wall time of the DPO arm',
+                  train={'stage': 'grpo', 'max_steps': 12}),
 ]}
 
 
@@ -466,22 +470,37 @@ def run_preference_arm(arm: PreferenceArm, run_dir: str | Path, cases_path: str 
     sample = {'turns': knobs['sample_turns'], 'samples_per_turn': knobs['samples_per_turn'], 'temperature': 0.8,
               'loops': False, **arm.sample}
     pairs_opt = {'source': 'on-policy', 'per_prompt': 2, 'per_kind': None, **arm.pairs}
-    turns, rollouts, sample_seconds, _ = _rollouts(run, sample, Path(out_dir), backend, log)
-    if pairs_opt['source'] == 'perturbed':
+    stage = arm.train.get('stage', 'dpo')
+    if stage == 'grpo':  # the trainer samples its own replies: only the turns are needed
+        turns = preference.pick_turns(preference.training_turns(preference.load_conversations(
+            run / 'data' / 'train_conversations.jsonl')), sample['turns'], seed=0, no_call_share=sample.get('no_call_share'))
+        rollouts, sample_seconds = [], 0.0
+    else:
+        turns, rollouts, sample_seconds, _ = _rollouts(run, sample, Path(out_dir), backend, log)
+    if stage == 'grpo':
+        pairs = []
+    elif pairs_opt['source'] == 'perturbed':
         pairs = preference.perturbed_pairs(turns, seed=0)
     else:
         pairs = preference.build_pairs(turns, rollouts, per_prompt=pairs_opt['per_prompt'],
                                        per_kind=pairs_opt['per_kind'], seed=0)
-    paths = preference.write_pairs(out / 'pairs', pairs)
+    if stage == 'grpo':
+        (out / 'pairs').mkdir(parents=True, exist_ok=True)
+        paths = {'train': out / 'pairs' / 'grpo_train.jsonl', 'val': out / 'pairs' / 'grpo_val.jsonl'}
+        from .jsonl import write_jsonl
+        write_jsonl(paths['train'], preference.grpo_rows(turns))
+        write_jsonl(paths['val'], [])
+    else:
+        paths = preference.write_pairs(out / 'pairs', pairs)
     spec = serving.run_model_spec(run, 'finetuned', backend)
-    name = f'{profile}-dpo'
+    name = f'{profile}-{stage}'
     n_train = sum(1 for _ in open(paths['train'], encoding='utf-8'))
-    train = {'max_steps': knobs['dpo_steps'] or -1, **arm.train}
+    train = {'max_steps': knobs['dpo_steps'] or -1, **{k: v for k, v in arm.train.items() if k != 'stage'}}
     cfg = training.preset(name, **{'model': spec.model_dir, 'model_type': spec.model_type, 'template': spec.template,
                                    'train_file': str(paths['train']),
                                    'val_file': str(paths['val']) if paths['val'].stat().st_size else None,
                                    'output_dir': str(out / 'train'), **train})
-    log(f'[{arm.name}] {arm.why}: {len(pairs)} pairs ({n_train} to train on), DPO ({cfg.precision})')
+    log(f'[{arm.name}] {arm.why}: {len(pairs)} pairs, {n_train} rows to train on, {stage} ({cfg.precision})')
     trained = training.run_training(cfg, out / 'train' / 'train.log')
     cases = load_cases(cases_path)
     model = serving.merge_lora(trained.last_checkpoint, out / 'merge.log')

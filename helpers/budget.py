@@ -186,6 +186,13 @@ class Plan:
     budget_seconds: float | None = None
     probe: dict | None = None
     how: str = ''  # where the unit costs come from
+    unit_seconds: dict[str, float] = field(default_factory=dict)  # seconds per unit of work() on this machine
+
+    def expect(self, unit: str, count: float = 1) -> str:
+        """'about N s' (or min) for ``count`` units of work on this machine; '' when not estimated."""
+        if unit not in self.unit_seconds:
+            return ''
+        return f'about {minutes(self.unit_seconds[unit] * count)} on this machine (notebook 00\'s estimate)'
 
     @property
     def scaled(self) -> dict[str, tuple[int, int]]:
@@ -244,7 +251,7 @@ def make_plan(profile: str, precision: str, budget_minutes: float | None = None,
             lo, hi = (mid, hi) if sum(estimate(scale(knobs, mid), units, fixed).values()) <= budget else (lo, mid)
     settings = scale(knobs, lo)
     return Plan(profile, precision, settings, reference, estimate(settings, units, fixed), budget, asdict(measured),
-                how)
+                how, {k: round(v, 3) for k, v in units.items()})
 
 
 def write_plan(run_dir: str | Path, plan: Plan) -> Path:

@@ -20,6 +20,7 @@ The GRPO alternative scores rollouts with the same judge (``aft_judge`` in ``swi
 """
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -447,3 +448,11 @@ def sft_reading(curve: list[dict], sft: dict) -> str:
     lines.append(f'This run\'s fine-tuned model (notebook 05): arguments exact {format_rate(k, n)}, false calls '
                  f'{format_rate(kf, nf)}.')
     return '\n'.join(lines)
+
+
+def grpo_rows(cases: list[EvalCase]) -> list[dict]:
+    """GRPO rows for ``swift rlhf --rlhf_type grpo``: the request RolePlay sends for each turn (no reply: the
+    trainer samples a group of replies itself), and what the judge needs to reward them (``swift_rewards.py``)."""
+    return [{'messages': case.messages(),
+             'expected_call': json.dumps(case.expected_call, ensure_ascii=False) if case.expected_call else '',
+             'tools': json.dumps([t.to_dict() for t in case.tools], ensure_ascii=False)} for case in cases]

@@ -25,6 +25,7 @@ from typing import Callable
 from .environment import child_env, repo_root
 
 PLUGIN = Path(__file__).resolve().with_name('swift_plugin.py')
+REWARDS = Path(__file__).resolve().with_name('swift_rewards.py')  # GRPO's reward: the judge
 SELF_COGNITION = 'swift/self-cognition'  # ms-swift's self-cognition dataset on ModelScope
 
 
@@ -32,14 +33,14 @@ class TrainingError(RuntimeError):
     """Training failed: the reason and the tail of its log."""
 
 
-STAGES = ('sft', 'dpo')
+STAGES = ('sft', 'dpo', 'grpo')
 
 
 @dataclass
 class TrainConfig:
     """Everything ``swift sft`` (or, for a preference stage, ``swift rlhf``) is told; defaults are the cpu
     profile's."""
-    stage: str = 'sft'  # sft: `swift sft`; dpo: `swift rlhf --rlhf_type dpo` from a fine-tuned model (notebook 06)
+    stage: str = 'sft'  # sft: `swift sft`; dpo | grpo: `swift rlhf --rlhf_type <stage>` from a fine-tuned model (06)
     model: str = ''
     model_type: str | None = None
     template: str | None = None
@@ -98,8 +99,11 @@ class TrainConfig:
     cuda_visible_devices: str | None = None
     use_cpu: bool = False
     keep_steps: tuple[int, ...] = ()  # also keep the model as it was after these steps, in <output_dir>/step-<N>
-    beta: float = 0.1  # dpo: how far the trained model may move from the reference (the model it starts from)
+    beta: float = 0.1  # dpo, grpo: how far the trained model may move from the reference (0: no reference model)
     rpo_alpha: float | None = None  # dpo: weight of an SFT loss on the chosen reply, added to the DPO loss
+    num_generations: int = 4  # grpo: replies sampled per prompt (a group, whose rewards are compared)
+    max_completion_length: int = 96  # grpo: new tokens per sampled reply
+    temperature: float = 0.9  # grpo: sampling temperature of the replies
     extra_args: list[str] = field(default_factory=list)
 
     def __post_init__(self):
@@ -203,7 +207,8 @@ class TrainConfig:
               '--seed', str(self.seed), '--data_seed', str(self.seed),
               '--gradient_checkpointing', str(self.gradient_checkpointing).lower(),
               '--loss_scale', self.loss_scale,
-              '--external_plugins', str(PLUGIN), '--callbacks', 'aft_rank_checksum',
+              '--external_plugins', str(PLUGIN), *([str(REWARDS)] if self.stage == 'grpo' else []),
+              '--callbacks', 'aft_rank_checksum',
               *(['aft_keep_steps'] if self.keep_steps else []),
               '--output_dir', self.output_dir, '--add_version', 'false', '--check_model', 'false',
               '--dataloader_num_workers', '0', '--report_to', 'none', '--save_only_model', 'false']
@@ -226,6 +231,9 @@ class TrainConfig:
             a += ['--use_cpu', 'true'] + (['--ddp_backend', 'gloo'] if self.world_size > 1 else [])
         if self.stage == 'dpo':
             a += ['--beta', str(self.beta)] + (['--rpo_alpha', str(self.rpo_alpha)] if self.rpo_alpha else [])
+        if self.stage == 'grpo':  # rewards from our judge; rollouts by transformers in the training process
+            a += ['--beta', str(self.beta), '--reward_funcs', 'aft_judge', '--num_generations', str(self.num_generations),
+                  '--max_completion_length', str(self.max_completion_length), '--temperature', str(self.temperature)]
         if resume_from:
             a += ['--resume_from_checkpoint', resume_from]
         return a + list(self.extra_args)
@@ -321,6 +329,15 @@ PRESETS: dict[str, dict] = {
     'cpu-dpo': dict(stage='dpo', tuner='full', learning_rate=2e-5, beta=0.1, rpo_alpha=1.0, num_train_epochs=1,
                     max_length=2048, batch_size=1, global_batch_size=4, warmup_ratio=0.1, eval_steps=1000,
                     save_steps=1000, save_total_limit=1, logging_steps=1, loss_scale='last_round'),
+    # GRPO, the reinforcement-learning alternative (an ablation arm): groups of 4 replies per training turn, reward 1
+    # for what the judge calls right (aft_judge, helpers/swift_rewards.py), no reference model (beta 0).
+    'tiny-grpo': dict(stage='grpo', tuner='full', learning_rate=1e-4, beta=0.0, max_steps=2, max_length=2048,
+                      batch_size=2, global_batch_size=2, num_generations=2, max_completion_length=16, warmup_ratio=0.0,
+                      eval_steps=1000, save_steps=1000, logging_steps=1, loss_scale='default'),
+    'cpu-grpo': dict(stage='grpo', tuner='full', learning_rate=1e-5, beta=0.0, max_length=2048, batch_size=4,
+                     global_batch_size=4, num_generations=4, max_completion_length=96, temperature=0.9,
+                     warmup_ratio=0.0, eval_steps=1000, save_steps=1000, save_total_limit=1, logging_steps=1,
+                     loss_scale='default'),
     'gpu-dpo': dict(stage='dpo', tuner='lora', lora_rank=16, lora_alpha=32, lora_dropout=0.05, learning_rate=5e-6,
                     beta=0.1, rpo_alpha=1.0, num_train_epochs=1, max_length=2048, batch_size=1, global_batch_size=16,
                     warmup_ratio=0.1, eval_steps=50, save_steps=50, logging_steps=5, gradient_checkpointing=True,

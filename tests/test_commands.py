@@ -231,6 +231,18 @@ def test_swift_rlhf_dpo_commands_parse(swift_parse, name, kw):
     assert cfg.shell().splitlines()[0].endswith('swift rlhf --rlhf_type dpo \\')
 
 
+@pytest.mark.parametrize('name', ['cpu-grpo', 'tiny-grpo'])
+def test_swift_rlhf_grpo_commands_parse(swift_parse, name):
+    """The GRPO arm: rewards from our judge (a plugin file), groups of replies, no reference model."""
+    cfg = _train(name, cuda=False, max_steps=3)
+    cmd = cfg.command()
+    assert cmd[1:4] == ['rlhf', '--rlhf_type', 'grpo']
+    ns = swift_parse('rlhf', cmd[2:])
+    assert (ns.rlhf_type, ns.reward_funcs, ns.num_generations, ns.beta, ns.max_completion_length) == \
+        ('grpo', ['aft_judge'], cfg.num_generations, 0.0, cfg.max_completion_length)
+    assert [Path(p).name for p in ns.external_plugins] == ['swift_plugin.py', 'swift_rewards.py']
+
+
 @pytest.mark.parametrize('precision, dtype, fp16, bf16', [('bf16', 'bfloat16', None, None),
                                                            ('fp32', 'float32', False, False)])
 def test_cpu_precision_flags_parse(swift_parse, precision, dtype, fp16, bf16):

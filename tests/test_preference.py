@@ -171,3 +171,23 @@ def test_a_failing_server_stops_the_sampling_at_once(turns):
         with pytest.raises(ServerFailing, match='HTTP 500'):
             P.sample_rollouts(turns, server.base_url, 'scripted-model', n=4, log=lambda *a: None)
     assert time.time() - start < 15
+
+
+def test_the_grpo_reward_is_the_judge(turns):
+    """GRPO pays 1 for what the judge calls right — a right call, and no call where none is needed — else 0."""
+    import importlib.util
+    from helpers import training
+    spec = importlib.util.spec_from_file_location('aft_rewards', training.REWARDS)
+    rewards = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rewards)
+    case = _call_turn(turns)
+    none = next(t for t in turns if t.expected_call is None)
+    rows = P.grpo_rows([case, none])
+    assert rows[0]['messages'] == case.messages() and rows[1]['expected_call'] == ''
+    gold = format_call(case.expected_call['name'], case.expected_call['arguments'])
+    key = next(iter(case.expected_call['arguments']))
+    changed = format_call(case.expected_call['name'], {**case.expected_call['arguments'], key: 'zzz'})
+    reward = rewards.JudgeReward()
+    columns = {k: [r[k] for r in rows] for k in ('expected_call', 'tools')}
+    assert reward([gold, 'No tool needed: here you go.'], **columns) == [1.0, 1.0]
+    assert reward([changed, gold], **columns) == [0.0, 0.0]  # a changed value earns nothing; so does a false call
