@@ -88,14 +88,15 @@ def probe() -> Probe:
 # The knobs a plan may scale, per profile: (the recipe's value, the floor below which it is not cut). Scaled together
 # by one factor; tiny and gpu runs are not scaled (tiny is fast, a GPU run is not estimated here).
 KNOBS: dict[str, dict[str, tuple[int, int]]] = {
-    'tiny': {'sft_steps': (12, 12), 'ms_agent_steps': (6, 6), 'eval_cases': (12, 12), 'sample_turns': (8, 8),
-             'samples_per_turn': (2, 2), 'dpo_steps': (4, 4)},
-    'cpu': {'sft_steps': (85, 30), 'ms_agent_steps': (20, 10), 'eval_cases': (150, 60), 'sample_turns': (120, 40),
-            'samples_per_turn': (4, 2), 'dpo_steps': (12, 6)},
-    'gpu': {'sft_steps': (0, 0), 'ms_agent_steps': (0, 0), 'eval_cases': (500, 500), 'sample_turns': (2000, 2000),
-            'samples_per_turn': (4, 4), 'dpo_steps': (0, 0)},  # 0: one epoch, as the preset says
+    'tiny': {'sft_steps': (12, 12), 'ms_agent_steps': (6, 6), 'early_arm': (1, 1), 'eval_cases': (12, 12),
+             'sample_turns': (8, 8), 'samples_per_turn': (2, 2), 'dpo_steps': (4, 4)},
+    'cpu': {'sft_steps': (85, 20), 'ms_agent_steps': (20, 6), 'early_arm': (1, 0), 'eval_cases': (150, 40),
+            'sample_turns': (120, 24), 'samples_per_turn': (4, 2), 'dpo_steps': (12, 4)},
+    'gpu': {'sft_steps': (0, 0), 'ms_agent_steps': (0, 0), 'early_arm': (1, 1), 'eval_cases': (500, 500),
+            'sample_turns': (2000, 2000), 'samples_per_turn': (4, 4), 'dpo_steps': (0, 0)},  # 0: one epoch
 }
 KNOB_WORDS = {'sft_steps': 'training steps (notebook 02)', 'ms_agent_steps': 'steps of the ms_agent-format model',
+              'early_arm': 'the fine-tuned model evaluated after as few steps as the ms_agent-format one (1: yes)',
               'eval_cases': 'held-out cases per model (notebooks 05, 06)', 'sample_turns': 'training turns sampled '
               '(notebook 06)', 'samples_per_turn': 'replies sampled per turn', 'dpo_steps': 'preference steps'}
 NOTEBOOKS = ('00_environment.ipynb', '01_data.ipynb', '02_training.ipynb', '03_serving.ipynb', '04_roleplay.ipynb',
@@ -113,8 +114,8 @@ def work(settings: dict[str, int]) -> dict[str, dict[str, float]]:
                               'ms_agent_step': settings['ms_agent_steps']},
         '03_serving.ipynb': {'server_start': 1},
         '04_roleplay.ipynb': {'server_start': 2, 'case:base': 6, 'case:finetuned': 6},
-        '05_evaluation.ipynb': {'server_start': 4, 'case:base': n, 'case:ms_agent': n, 'case:early': n,
-                                'case:finetuned': n},
+        '05_evaluation.ipynb': {'server_start': 3 + settings['early_arm'], 'case:base': n, 'case:ms_agent': n,
+                                'case:early': n * settings['early_arm'], 'case:finetuned': n},
         '06_preference.ipynb': {'server_start': 2, 'sample_turn': settings['sample_turns'] *
                                 settings['samples_per_turn'] / 4, 'train_start': 1, 'dpo_step': settings['dpo_steps'],
                                 'case:preference': n},
