@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 # -- Figures in hand-written prose --------------------------------------------------------------------------------
 
-_CODE = re.compile(r'```.*?```|~~~.*?~~~|`[^`\n]*`', re.S)
+_CODE = re.compile(r'```.*?```|~~~.*?~~~|`[^`]+`', re.S)  # inline code may span lines
 _LINK_TARGET = re.compile(r'\]\([^)\s]*\)')  # the target of [text](target): a path or URL, not prose
 _HTML_TAG = re.compile(r'<[^>\n]+>')
 _NUMBER = re.compile(r'\d(?:[\d,.]*\d)?')
@@ -187,11 +187,12 @@ def duration(seconds: float) -> str:
     return f'{seconds // 3600} h {seconds % 3600 // 60:02d} min'
 
 
-def estimates(plan) -> dict[str, float]:
+def estimates(plan, **settings: int) -> dict[str, float]:
     """Seconds the long cells of a run should take on this machine, from notebook 00's plan (a
     :class:`helpers.budget.Plan`): ``train`` (notebook 02's model), ``train_ms_agent``, ``eval:<role>`` (one
     model of notebook 05: its server start and cases), ``roleplay:<role>`` (notebook 04). Empty when the plan holds
-    no estimate (a profile that is not estimated, or no calibration committed)."""
+    no estimate (a profile that is not estimated, or no calibration committed). ``settings`` replace the plan's
+    (e.g. ``sft_steps`` when a notebook parameter overrides it)."""
     from . import budget
     if not plan.estimate or not plan.probe:
         return {}
@@ -202,7 +203,7 @@ def estimates(plan) -> dict[str, float]:
     if plan.precision not in probe.gflops:
         return {}
     unit, _, _ = budget.unit_seconds(cal, plan.precision, probe)
-    s, u = plan.settings, lambda name: unit.get(name, 0.0)
+    s, u = {**plan.settings, **settings}, lambda name: unit.get(name, 0.0)
     out = {'train': u('train_start') + s['sft_steps'] * u('sft_step'),
            'train_ms_agent': u('train_start') + s['ms_agent_steps'] * u('ms_agent_step')}
     for role in ('base', 'ms_agent', 'early', 'finetuned', 'preference'):
@@ -220,6 +221,20 @@ def reference_run(profile: str, path: str | Path | None = None) -> dict | None:
     from .report import load_summary
     path = Path(path or repo_root() / 'results' / f'{profile}-run.json')
     return load_summary(path) if path.is_file() else None
+
+
+def reference(profile: str, precision: str | None = None) -> tuple[dict | None, str]:
+    """The committed run summary to compare this run with, and its path: one of ``profile`` measured in
+    ``precision`` when there is one, else the profile's own (``results/<profile>-run.json``); (None, '') without."""
+    from .environment import repo_root
+    from .report import summaries
+    found = summaries()
+    ordered = sorted(found.items(), key=lambda kv: (kv[1].get('precision') != precision,
+                                                     kv[0].name != f'{profile}-run.json'))
+    for path, summary in ordered:
+        if summary['profile'] == profile:
+            return summary, str(path.relative_to(repo_root()))
+    return None, ''
 
 
 def _reference_clause(summary: dict | None, notebook: str, path: str) -> str:
@@ -280,6 +295,52 @@ class Countdown:
         self._shown_at, self._shown_share, self.lines = now, share, self.lines + 1
 
 
+PRESET_FIELDS = ('tuner', 'learning_rate', 'lr_scheduler', 'num_train_epochs', 'max_steps', 'batch_size',
+                 'global_batch_size', 'warmup_ratio', 'weight_decay', 'max_grad_norm', 'max_length',
+                 'gradient_checkpointing', 'loss_scale', 'args_weight', 'decision_weight', 'arg_end_weight',
+                 'lora_rank', 'lora_alpha', 'lora_dropout', 'target_modules', 'general_dataset', 'self_cognition')
+
+
+def preset_table(presets: Mapping[str, Mapping], stage: str = 'sft') -> dict[str, dict[str, str]]:
+    """Every field of :data:`PRESET_FIELDS` for each preset of ``stage``, defaults filled in (never a blank cell):
+    what a preset sets, and what it leaves at :class:`helpers.training.TrainConfig`'s default. LoRA fields of a
+    full fine-tune read ``– (full fine-tune)``; a weight of a loss scale that does not use it, ``– (not ours)``."""
+    from dataclasses import asdict
+    from .training import TrainConfig
+    out = {}
+    for name, fields in presets.items():
+        cfg = asdict(TrainConfig(**fields))
+        if cfg['stage'] != stage:
+            continue
+        row = {}
+        for key in PRESET_FIELDS:
+            value = cfg[key]
+            if key.startswith('lora_') or key == 'target_modules':
+                value = value if cfg['tuner'] == 'lora' else '– (full fine-tune)'
+            elif key.endswith('_weight') and key != 'weight_decay' and cfg['loss_scale'] != 'agentfabric':
+                value = '– (not ours)'
+            elif key == 'max_steps' and value == -1:
+                value = 'none (the epochs decide)'
+            elif value is None:
+                value = 'none'
+            row[key] = f'{value:g}' if isinstance(value, float) else str(value)
+        out[name] = row
+    return out
+
+
+def step_progress(what: str, unit: str = 'steps', **countdown) -> Callable[[int, int, float | None], None]:
+    """``on_progress`` for :func:`helpers.training.run_training`: a :class:`Countdown` whose clock starts now (the
+    start-up counts) and whose total comes with the first report; each line carries the loss so far."""
+    start, state = time.monotonic(), {}
+
+    def progress(step: int, total: int, loss: float | None) -> None:
+        if 'cd' not in state:
+            state['cd'] = Countdown(what, total, unit, **countdown)
+            state['cd'].start = start
+        state['cd'].update(step, f' · loss {loss:.3f}' if loss is not None else '')
+    return progress
+
+
 # -- Small readings ------------------------------------------------------------------------------------------------
 
 def _n(count: int, word: str, plural: str | None = None) -> str:
@@ -323,7 +384,7 @@ def precision_note(precision: str, bf16_flags: Sequence[str], cuda: bool, plan=N
         tail += (f' Notebook 00 expects about {duration(plan.total)} for notebooks 00-06 on this machine (the table '
                  'below).')
     elif plan is not None:
-        tail += ' There is no estimate for this machine yet (the table below says why).'
+        tail += ' There is no estimate for this machine yet (the lines above say why).'
     ref = reference or {}
     if ref.get('timings'):
         done = [k.split('_')[0] for k in ref['timings']]
@@ -380,6 +441,14 @@ def counts_reading(counts: Mapping[str, Mapping]) -> str:
     if tests:
         out.append('the held-out test cases: ' + _list([f'{n} {k}' for k, n in tests.items()]))
     return ('What to read in the charts: ' + '; '.join(out) + '.') if out else ''
+
+
+def conversion_line(summary: Mapping[str, int]) -> str:
+    """Notebook 01: the conversion report of records converted in memory, in one sentence."""
+    return (f"read {summary['read']} records: {summary['converted']} converted, {summary['rejected']} rejected "
+            f"(listed below with their line and reason), {summary.get('kept_with_warning', 0)} kept with a warning. "
+            'Nothing is written to a file here: convert_lines returns the samples, and '
+            '`python -m helpers convert` writes them.')
 
 
 def length_reading(lengths: Sequence[int], max_length: int) -> str:
@@ -455,7 +524,7 @@ def curve_reading(history: Sequence[Mapping], last: int = 5) -> str:
 def ms_agent_plan(ms_steps: int, main_steps: int, batch: int, rows: int, seconds: float | None,
                   budget_cut: bool) -> str:
     """Notebook 02, before the ms_agent-format model trains: how long, how much less than the main model, and why."""
-    head = announce(f'The ms_agent-format model: {ms_steps} steps of {batch} rows', seconds)
+    head = announce(f'The ms_agent-format model ({ms_steps} steps of {batch} rows)', seconds)
     if main_steps > ms_steps:
         why = ('notebook 00\'s plan gives it fewer steps than the main model ' +
                ('(the time budget of this machine cut them)' if budget_cut else '(the profile\'s time budget)'))
@@ -488,10 +557,11 @@ def merge_line(checkpoint: str, served: str, what: str = 'model') -> str:
 
 
 def smoke_reading(verdict_text: str, where: str) -> str:
-    """Notebook 03: what one reply of the smoke test shows (it proves the folder loads and generates; whether the
-    reply is right is the verdict's business, and one case is no measurement)."""
+    """Notebook 03: what one reply of the smoke test shows — that the model folder (or the ``server``) works; whether
+    the reply is right is the verdict's business, and one case is no measurement."""
     right = verdict_text.startswith('✓')
-    text = (f'The {where} loaded and wrote a reply, so the folder is complete. ')
+    text = ('The server answered, so it serves the model. ' if where == 'server' else
+            f'The {where} loaded and generated a reply, so it is complete. ')
     if right:
         return text + 'The reply is the right call for this case — one case, so no accuracy figure: notebook 05 ' \
                       'measures that over the whole test split.'
@@ -641,19 +711,22 @@ def comparison_reading(comparisons: Mapping[str, Sequence], baseline: str) -> st
             '"unclear" is no finding either way.') if lines else ''
 
 
-def outcome_reading(outcomes: Mapping[str, Mapping[str, int]]) -> str:
-    """Notebook 05, under the outcome counts: each arm's most frequent failure and its count."""
+def outcome_reading(kinds: Mapping[str, Mapping[str, int]]) -> str:
+    """Notebook 05, under the outcome counts: each arm's most frequent failure and its count (``kinds``: arm →
+    cases per call outcome, the keys of :data:`helpers.judge.OUTCOMES`)."""
+    from .judge import OUTCOMES
     lines = []
-    for arm, counts in outcomes.items():
-        fails = {k: n for k, n in counts.items() if n and 'right' not in k and 'weak' not in k}
+    for arm, counts in kinds.items():
+        total = sum(counts.values())
+        fails = {k: n for k, n in counts.items() if k != 'ok' and n}
         if fails:
-            worst, n = max(fails.items(), key=lambda kv: kv[1])
-            total = sum(v for k, v in counts.items() if 'weak' not in k)
-            lines.append(f'{arm}: most often *{worst.split(": ", 1)[-1]}* ({n} of {total} cases)')
+            worst, n = max(fails.items(), key=lambda kv: (kv[1], kv[0]))
+            lines.append(f'{arm}: right in {counts.get("ok", 0)} of {total} cases, most often wrong by '
+                         f'*{OUTCOMES.get(worst, worst)}* ({n})')
         else:
-            lines.append(f'{arm}: no failure')
-    return ('The most frequent failure of each arm — ' + '; '.join(lines) +
-            '. Each kind points at different training data (the conclusion at the end says which).') if lines else ''
+            lines.append(f'{arm}: right in all {total} cases')
+    return ('Per arm — ' + '; '.join(lines) + '. Each kind of failure points at different training data (the '
+            'conclusion at the end says which).') if lines else ''
 
 
 def group_reading(table: Mapping[str, Mapping[str, str]], arm: str, label: str, key: str = 'tool_selection_acc',
@@ -664,7 +737,7 @@ def group_reading(table: Mapping[str, Mapping[str, str]], arm: str, label: str, 
     scored = []
     for group, row in table.items():
         cell = str(row.get(col, ''))
-        m = re.search(r'\((\d+)/(\d+)\)', cell)
+        m = re.search(r'(\d+)/(\d+)', cell)
         if m and int(m.group(2)) >= minimum:
             scored.append((int(m.group(1)) / int(m.group(2)), group, cell))
     if len(scored) < 2:
@@ -698,15 +771,19 @@ def fair_comparison(early_steps: int | None, ms: Mapping | None, ours: Mapping |
                 'compare at equal training as they are.')
     batch = ours.get('global_batch_size')
     equal = [f'{early_steps} optimizer steps of {batch} rows each', 'the same conversations (both drawn from '
-             'the same file of notebook 01)', f"learning rate {ours.get('learning_rate'):g}",
-             'the same base model and precision']
-    differ = [f"the prompt format (AgentFabric's against ms_agent's) — the question",
+             'the same file of notebook 01)', 'the same base model and precision']
+    differ = ["the prompt format (AgentFabric's against ms_agent's) — the question",
               f"the loss scale that fits each format (`{ours.get('loss_scale')}` against "
               f"`{ms.get('loss_scale')}`)",
               f"what a row is: one RolePlay request ({rows.get('agentfabric', '?')} rows) against one whole "
               f"conversation ({rows.get('ms_agent', '?')} rows), so the two saw different amounts of text",
               f"the learning-rate schedule: the ms_agent-format run ended its schedule at step {early_steps}, the "
               f"fine-tuned model was taken mid-schedule"]
+    lr, ms_lr = ours.get('learning_rate'), ms.get('learning_rate')
+    if ms_lr is None or lr == ms_lr:
+        equal.insert(2, f'learning rate {lr:g}')
+    else:
+        differ.append(f'the learning rate ({lr:g} against {ms_lr:g})')
     return ('**The guide\'s experiment at equal training.** Equal: ' + '; '.join(equal) + '. Not equal: '
             + '; '.join(differ) + '. So compare `finetuned, as few steps` with `trained on ms_agent prompts` for the '
             'prompt format, and `finetuned` with both for what the rest of the training adds.')
