@@ -265,8 +265,8 @@ def _cuts(plan) -> list[str]:
 def announce(what: str, seconds: float | None, why: str = '') -> str:
     """One line before a long cell: what runs, and how long notebook 00's plan expects it to take here."""
     expected = (f'expected to take about {duration(seconds)} on this machine (notebook 00\'s plan)' if seconds
-                else 'no estimate for this machine: the time left is shown from the speed of the first part')
-    return f'{what}: {expected}' + (f'; {why}' if why else '') + '.'
+                else 'no estimate for this machine; the lines below show the time left from the speed so far')
+    return f'{what} — {expected}' + (f'; {why}' if why else '') + '.'
 
 
 class Countdown:
@@ -279,20 +279,21 @@ class Countdown:
         self.out = out or (lambda line: print(line, flush=True))
         self.clock = clock
         self.start = clock()
-        self._shown_at, self._shown_share, self.lines = self.start, 0.0, 0
+        self._shown_at, self._shown_share, self._shown_done, self.lines = self.start, 0.0, 0, 0
 
     def update(self, done: int, extra: str = '') -> None:
-        """Report ``done`` of the total when a line is due (``extra``: e.g. the loss so far)."""
+        """Report ``done`` of the total when a line is due (``extra``: e.g. the loss so far); a count already
+        reported (a training's evaluation rows repeat its step) is not reported again."""
         now = self.clock()
         share = done / self.total if self.total else 1.0
         due = done >= self.total or share >= self._shown_share + self.step or now - self._shown_at >= self.every
-        if not due or done <= 0:
+        if not due or done <= self._shown_done:
             return
         spent = now - self.start
         left = spent / done * (self.total - done) if done < self.total else 0.0
         tail = f', about {duration(left)} left' if done < self.total else ', done'
         self.out(f'{self.what}: {done}/{self.total} {self.unit}{extra} · {duration(spent)} so far{tail}')
-        self._shown_at, self._shown_share, self.lines = now, share, self.lines + 1
+        self._shown_at, self._shown_share, self._shown_done, self.lines = now, share, done, self.lines + 1
 
 
 PRESET_FIELDS = ('tuner', 'learning_rate', 'lr_scheduler', 'num_train_epochs', 'max_steps', 'batch_size',
@@ -566,7 +567,8 @@ def smoke_reading(verdict_text: str, where: str) -> str:
         return text + 'The reply is the right call for this case — one case, so no accuracy figure: notebook 05 ' \
                       'measures that over the whole test split.'
     return text + ('The reply is **not** the right call for this case (verdict above). That is not a broken '
-                   'folder — a model that answers at all is served correctly — but a first look at the errors '
+                   f'{"server" if where == "server" else "folder"} — a model that answers at all is served correctly '
+                   '— but a first look at the errors '
                    'notebooks 04 and 05 count; on the `tiny` profile (a random model) it is expected.')
 
 
@@ -643,8 +645,8 @@ def gallery_reading(rows: Sequence[Mapping], arms: Sequence[str], loops: Mapping
             text += (f' {arm} called a tool again after the result in {_n(len(cases), "case")} (up to {worst} more '
                      'calls in one answer; the panels cut those loops), which RolePlay allows up to its limit of '
                      'model calls per turn. Only the first output is scored, so notebook 05 counts these loops apart.')
-    text += (' Five cases show the kinds of failure, not how often they happen: notebook 05 counts them over the '
-             'whole test split.')
+    text += (f' {_n(n, "case")} show the kinds of failure, not how often they happen: notebook 05 counts them over '
+             'the whole test split.')
     return text
 
 
@@ -687,10 +689,14 @@ def metrics_reading(results: Mapping[str, Mapping], baseline: str) -> str:
         if not have:
             continue
         pick = max if m.higher_is_better else min
-        best = pick(have, key=lambda arm: have[arm].get(key) or 0)
-        text.append(f'{m.label} {m.arrow}: best {best}, {metric_cell(have[best], key)}'
-                    + (f' (base: {metric_cell(results[baseline], key)})' if baseline in results and best != baseline
-                       else ''))
+        top = pick(have[arm].get(key) or 0 for arm in have)
+        best = [arm for arm in have if (have[arm].get(key) or 0) == top]
+        if len(best) == len(have) and len(have) > 1:
+            text.append(f'{m.label} {m.arrow}: every arm the same, {metric_cell(have[best[0]], key)}')
+            continue
+        text.append(f'{m.label} {m.arrow}: best {_list(best)}, {metric_cell(have[best[0]], key)}'
+                    + (f' (base: {metric_cell(results[baseline], key)})' if baseline in results
+                       and baseline not in best else ''))
     return ('What to read first: ' + '; '.join(text) + '. Two arms differ only where their intervals barely '
             'overlap or not at all; the next table tests each difference.') if text else ''
 

@@ -143,6 +143,19 @@ def test_links_into_docs_resolve(nb):
                 assert anchor in heads, f'{nb.name}: #{anchor} is no heading of {path} ({sorted(heads)})'
 
 
+def test_every_link_between_the_readme_and_the_docs_resolves():
+    for doc in [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*.md'))]:
+        for target in re.findall(r'\]\(([^)\s]+)\)', doc.read_text()):
+            if target.startswith(('http://', 'https://')):
+                continue
+            path, _, anchor = target.partition('#')
+            dest = (doc.parent / path).resolve() if path else doc
+            assert dest.is_file(), f'{doc.name}: {target}'
+            if anchor:
+                heads = {slug(h) for h in re.findall(r'^#+ (.+)$', dest.read_text(), re.M)}
+                assert anchor in heads, f'{doc.name}: #{anchor} is no heading of {dest.name}'
+
+
 def test_the_readme_and_the_docs_it_links_hold_no_unreferenced_hand_written_figure():
     readme = (ROOT / 'README.md').read_text()
     hand = re.sub(r'<!-- (\w+):begin.*?<!-- \1:end -->', '', readme, flags=re.S)  # generated parts are checked
@@ -260,6 +273,8 @@ def test_the_readings_of_notebook_05_name_counts_best_arms_and_regressions():
     results = {arm: m for arm, (m, _) in scored.items()}
     text = narrate.metrics_reading(results, 'base')
     assert 'tool selection ↑: best finetuned, 8/8' in text and 'false calls ↓: best base, 0/4' in text
+    tied = narrate.metrics_reading({'base': results['base'], 'early': results['base']}, 'base')
+    assert 'tool selection ↑: every arm the same, 0/8' in tied and 'best' not in tied
     comp = narrate.comparison_reading({'finetuned': compare(results['finetuned'], results['base'])}, 'base')
     assert '**finetuned** vs base:' in comp and 'worse: false calls' in comp
     kinds = {arm: Counter(s.kind for s in scores) for arm, (_, scores) in scored.items()}
