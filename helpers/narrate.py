@@ -514,18 +514,25 @@ def curve_reading(history: Sequence[Mapping], last: int = 5) -> str:
     return text
 
 
-def ms_agent_plan(ms_steps: int, main_steps: int, batch: int, rows: int, seconds: float | None,
-                  budget_cut: bool) -> str:
-    """Notebook 02, before the ms_agent-format model trains: how long, how much less than the main model, and why."""
+def ms_agent_plan(ms_steps: int, main_steps: int, batch: int, rows: int, seconds: float | None, capped: bool,
+                  budget_cut: bool, kept: bool) -> str:
+    """Notebook 02, before the ms_agent-format model trains: how long, how much less than the main model, and why
+    (``capped``: a step count set for it, by the plan or a parameter, rather than an epoch of its rows;
+    ``budget_cut``: this machine's plan cut that count; ``kept``: the main model was kept after as many steps)."""
     head = announce(f'The ms_agent-format model ({ms_steps} steps of {batch} rows)', seconds)
-    if main_steps > ms_steps:
-        why = ('notebook 00\'s plan gives it fewer steps than the main model ' +
-               ('(the time budget of this machine cut them)' if budget_cut else '(the profile\'s time budget)'))
-        return (f'{head} It trains less than the main model ({ms_steps} steps against {main_steps}, '
-                f'{ms_steps * batch} of its {rows} rows): {why}, and its purpose is to show the guide\'s failure, '
-                f'which it does at any length. So that notebook 05 can still compare the two prompt formats at '
-                f'equal training, the main model was also kept as it was after {ms_steps} steps.')
-    return f'{head} It trains as many steps as the main model ({ms_steps}).'
+    if main_steps <= ms_steps:
+        return f'{head} It trains as many steps as the main model ({main_steps}), or more.'
+    why = (("notebook 00's plan gives it fewer steps than the main model (" +
+            ('the time budget of this machine cut them' if budget_cut else "the profile's time budget") + ')')
+           if capped else 'one epoch of its rows (one per conversation) is fewer steps than one epoch of ours (one '
+                          'per RolePlay request)')
+    text = (f'{head} It trains less than the main model ({ms_steps} steps against {main_steps}, '
+            f'{min(ms_steps * batch, rows)} rows seen of its {rows}): {why}; its purpose is to show the guide\'s '
+            'failure, which it does at any length.')
+    if kept:
+        text += (f' So that notebook 05 can still compare the two prompt formats at equal training, the main model '
+                 f'was also kept as it was after {ms_steps} steps.')
+    return text
 
 
 def ms_agent_reading(ours: Sequence[Mapping], ms_agent: Sequence[Mapping]) -> str:

@@ -253,10 +253,14 @@ def test_losses_are_read_smoothed_and_every_figure_comes_from_the_inputs():
 
 
 def test_the_ms_agent_model_is_announced_with_its_time_and_why_it_trains_less():
-    text = narrate.ms_agent_plan(20, 85, 2, 120, 170.0, budget_cut=False)
+    text = narrate.ms_agent_plan(20, 85, 2, 120, 170.0, capped=True, budget_cut=False, kept=True)
     assert '20 steps against 85' in text and 'about 2 min 50 s' in text and 'after 20 steps' in text
-    assert 'no estimate' in narrate.ms_agent_plan(20, 85, 2, 120, None, budget_cut=True)
-    assert 'as many steps as the main model' in narrate.ms_agent_plan(12, 12, 2, 24, None, budget_cut=False)
+    assert "profile's time budget" in text and '40 rows seen of its 120' in text
+    cut = narrate.ms_agent_plan(20, 85, 2, 120, None, capped=True, budget_cut=True, kept=False)
+    assert 'no estimate' in cut and 'this machine cut them' in cut and 'kept' not in cut
+    epoch = narrate.ms_agent_plan(150, 400, 32, 4800, None, capped=False, budget_cut=False, kept=False)
+    assert 'one per conversation' in epoch and 'plan' not in epoch  # a GPU run: one epoch of each format
+    assert 'as many steps as the main model' in narrate.ms_agent_plan(12, 12, 2, 24, None, True, False, False)
     reading = narrate.ms_agent_reading(history([2.94, 1.0]), history([0.66, 0.5]))
     assert '2.94' in reading and '0.66' in reading and 'not comparable' in reading
 
