@@ -571,11 +571,6 @@ def smoke_reading(verdict_text: str, where: str) -> str:
                    'notebooks 04 and 05 count; on the `tiny` profile (a random model) it is expected.')
 
 
-def verdict_counts(verdicts: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    """Right verdicts (``✓ …``) per arm."""
-    return {arm: sum(v.startswith('✓') for v in vs) for arm, vs in verdicts.items()}
-
-
 def guide_reading(verdicts: Mapping[str, str], trained_languages: Iterable[str], profile: str) -> str:
     """Notebook 04, after the guide's question (Chinese): what the verdicts show, given what this run trained on."""
     right = [arm for arm, v in verdicts.items() if v.startswith('✓')]
