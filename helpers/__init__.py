@@ -17,7 +17,12 @@
   all ask it)
 - ``evaluation`` — metrics, call outcomes, verdicts, comparisons of arms, the written conclusion, and
   predictions cached by content hash
-- ``plots``, ``report`` — figures and HTML views; the run report and the README's results section
+- ``preference`` — notebook 06: the model's own replies sampled through RolePlay, judged, turned into DPO pairs
+- ``budget`` — the machine probe and notebook 00's plan: how long each notebook takes here, the recipe scaled to fit
+- ``narrate`` — every sentence a notebook says about its run, generated from the run's files; the rule that keeps
+  measured figures out of hand-written prose; estimates and time left of long cells
+- ``plots``, ``report`` — figures and HTML views; the run report, and the parts of README.md and docs/ generated
+  from the committed run summaries
 - ``pipeline``, ``bench`` — the notebooks as a batch (``make run``); speed figures (``make bench``)
 - ``scripted_server`` — a recording OpenAI-compatible server, to capture RolePlay's requests and to test
 """

@@ -134,9 +134,10 @@ def cmd_agentfabric_app(args) -> int:
 
 def cmd_results(args) -> int:
     if not (args.run_dir or args.readme):
-        raise UsageError('give --run-dir RUN (write the summary), --readme (regenerate README.md), or both')
+        raise UsageError('give --run-dir RUN (write the summary), --readme (regenerate the generated parts of '
+                         'README.md and docs/results.md), or both')
     from .environment import repo_root, write_text_atomic
-    from .report import RunFileError, results_summary, update_readme
+    from .report import RunFileError, results_summary, update_docs
     summary = Path(args.summary or repo_root() / 'results' / 'cpu-run.json')
     try:
         if args.run_dir:
@@ -144,9 +145,10 @@ def cmd_results(args) -> int:
             data = results_summary(args.run_dir, args.command)
             write_text_atomic(summary, json.dumps(data, indent=2, ensure_ascii=False) + '\n')
             print(f'wrote {summary}')
-        if args.readme:  # the summary is checked before README.md is touched
-            changed = update_readme(summary, repo_root() / 'README.md')
-            print(f'README.md results section {"regenerated" if changed else "already up to date"} from {summary}')
+        if args.readme:  # every summary is checked before README.md or docs/ is touched
+            changed = update_docs(summary)
+            print(f'regenerated from the run summaries: {", ".join(str(p) for p in changed)}' if changed else
+                  'README.md and docs/results.md already up to date')
     except RunFileError as e:
         raise UsageError(str(e)) from None
     return 0
@@ -405,9 +407,9 @@ def cmd_ablate(args) -> int:
         from .environment import repo_root
         from .report import replace_section
         saved = ablate.save(results, args.cases, repo_root() / 'results' / 'ablation.json')
-        changed = replace_section(repo_root() / 'README.md', ablate.README_BEGIN, ablate.README_END,
+        changed = replace_section(repo_root() / ablate.DOC, ablate.README_BEGIN, ablate.README_END,
                                   ablate.readme_section(json.loads(saved.read_text())))
-        print(f'wrote {saved}; README.md ablation section {"regenerated" if changed else "already up to date"}')
+        print(f'wrote {saved}; {ablate.DOC} ablation table {"regenerated" if changed else "already up to date"}')
     return 0
 
 
@@ -440,11 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--model-port', type=int, default=8000, help='our model server\'s port on 127.0.0.1')
     p.set_defaults(func=cmd_agentfabric_app)
 
-    p = sub.add_parser('results', help='the run summary the README cites, and the README results section from it')
-    p.add_argument('--run-dir', help='a finished run: write its summary (metrics, timings, commit, command)')
-    p.add_argument('--summary', help='the summary file (default: results/cpu-run.json)')
+    p = sub.add_parser('results', help='a run summary (results/<name>-run.json), and the parts of README.md and '
+                                       'docs/results.md generated from the summaries')
+    p.add_argument('--run-dir', help='a finished run: write its summary (metrics, timings, precision, commit, command)')
+    p.add_argument('--summary', help='the summary file (default: results/cpu-run.json; e.g. results/cpu-fp32-run.json '
+                                     'for a CPU without bf16 units, results/tiny-run.json)')
     p.add_argument('--command', default='make run', help='the command the run was made with (recorded as is)')
-    p.add_argument('--readme', action='store_true', help='regenerate README.md\'s results section from the summary')
+    p.add_argument('--readme', action='store_true', help='regenerate the summary\'s section of docs/results.md, and '
+                   'README.md\'s headline (results/cpu-run.json) and "how long on your machine" box (every summary)')
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser('report', help='(re)build a run\'s report.html and report.md from its files')
@@ -528,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--report', action='store_true', help='only print the arms already finished on these cases')
     p.add_argument('--markdown', action='store_true', help='print a Markdown table (headline metrics)')
     p.add_argument('--readme', action='store_true', help='save the arms to results/ablation.json and regenerate '
-                                                         "the README's ablation section from it")
+                                                         'the ablation table of docs/ablations.md from it')
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser('pipeline', help='run the notebooks in order with papermill into one run directory')

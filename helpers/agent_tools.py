@@ -4,7 +4,9 @@ modelscope-agent finds tools by name in its ``TOOL_REGISTRY``. Its built-in ones
 and API keys (``amap_weather`` downloads a city table and needs ``AMAP_TOKEN``), so this module
 registers our own ``BaseTool`` subclasses under the names a case or the tool catalog uses: the
 model sees exactly the description a real tool would produce, and the call runs locally.
-:func:`run_roleplay` drives one ``RolePlay`` conversation turn and returns its transcript.
+:func:`run_roleplay` drives one ``RolePlay`` conversation turn and returns its transcript. An evaluation case
+(:func:`case_turn`) runs with offline tools of its own: the tool it expects returns the case's recorded
+observation, and any other tool answers with an error (the case holds no result for it).
 
 Every completion of a turn goes through a :class:`ServerGuard` (the requests themselves are RolePlay's,
 unchanged): a reply longer than :data:`MAX_REPLY_CHARS` is cut there (and counted in ``TurnRecord.n_cut``);
@@ -56,6 +58,11 @@ def modelscope_agent():
         return _MSA
 
 
+class ToolRefused(RuntimeError):
+    """An offline tool that has no result to give for this call (its message says why); RolePlay answers the model
+    with its own failure observation, ``Tool api <name> failed to call. Args: … Details: <message>``."""
+
+
 def register_tool(tool: Tool, run: Callable[[dict], Any], calls: list[ToolCall] | None = None) -> str:
     """Register ``tool`` with modelscope-agent under its name; ``run(args)`` computes the result.
 
@@ -72,7 +79,11 @@ def register_tool(tool: Tool, run: Callable[[dict], Any], calls: list[ToolCall] 
         except Exception:
             log.append(ToolCall(self.name, None, params, ''))
             raise
-        result = str(run(args if isinstance(args, dict) else {'input': args}))
+        try:
+            result = str(run(args if isinstance(args, dict) else {'input': args}))
+        except ToolRefused as e:  # RolePlay turns it into its own "Tool api … failed to call" observation
+            log.append(ToolCall(self.name, args if isinstance(args, dict) else None, params, f'error: {e}'))
+            raise
         log.append(ToolCall(self.name, args if isinstance(args, dict) else None, params, result))
         return result
 
@@ -285,11 +296,29 @@ def run_roleplay(tools: Sequence[Tool], runners: dict[str, Callable[[dict], Any]
     return turn
 
 
+def case_runners(case: EvalCase) -> dict[str, Callable[[dict], Any]]:
+    """The offline tools of an evaluation case: the tool the case expects returns the case's recorded observation;
+    any other tool it offers answers with an error (:class:`ToolRefused`) — the case recorded no result for it, and
+    handing the model the expected tool's result under another tool's name would look like a real answer."""
+    expected = (case.expected_call or {}).get('name')
+
+    def recorded(args: dict) -> str:
+        return case.observation
+
+    def refuse(name: str) -> Callable[[dict], Any]:
+        def run(args: dict):
+            raise ToolRefused(f'this question needs no tool, so the offline evaluation has no result for {name}'
+                              if expected is None else f'{name} is not the tool this case expects ({expected}): the '
+                              'offline evaluation has no result for it')
+        return run
+    return {t.name: recorded if t.name == expected else refuse(t.name) for t in case.tools}
+
+
 def case_turn(case: EvalCase, llm: dict, max_llm_calls: int | None = None, guard: ServerGuard | None = None,
               **llm_kwargs) -> tuple[TurnRecord, Iterator[str]]:
-    """A case as a RolePlay turn; each of its tools returns the case's observation."""
-    runners = {t.name: (lambda args: case.observation) for t in case.tools}
-    return roleplay_turn(case.tools, runners, case.instruction, case.query, llm, case.lang, case.history,
+    """A case as a RolePlay turn with its offline tools (:func:`case_runners`): the expected tool returns the
+    case's observation, another tool an error."""
+    return roleplay_turn(case.tools, case_runners(case), case.instruction, case.query, llm, case.lang, case.history,
                          max_llm_calls, guard, **llm_kwargs)
 
 

@@ -394,10 +394,10 @@ def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Pa
     guard = ServerGuard()
     rows: dict[str, dict] = {}
     start = time.time()
-    bar = None
-    if progress:
-        from tqdm import tqdm  # text bar: readable in notebooks, papermill logs and terminals alike
-        bar = tqdm(total=len(cases), desc=f'evaluating {model}', unit='case', mininterval=5)
+    countdown = None
+    if progress:  # a few plain lines (every quarter of the cases or two minutes), not a bar redrawn per case
+        from .narrate import Countdown
+        countdown = Countdown(f'evaluating {model}', len(cases), 'cases', step=0.25, every=120)
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         futures = {pool.submit(predict_case, c, llm, max_tokens, max_llm_calls, guard): c.id for c in cases}
@@ -405,12 +405,10 @@ def evaluate(cases: list[EvalCase], base_url: str, model: str, out_dir: str | Pa
             rows[futures[fut]] = fut.result()
             if guard.failing:
                 break
-            if bar:
-                bar.update(1)
+            if countdown:
+                countdown.update(len(rows))
     finally:  # on Ctrl-C or a failing server, cases not yet started are dropped: only those running finish
         pool.shutdown(wait=True, cancel_futures=True)
-        if bar:
-            bar.close()
     if guard.failing:
         log = f'read {server_log}' if server_log else "read the server's log"
         raise ServerFailing(f'the server at {base_url} fails its completions ({guard.failing}); {log}, fix the '

@@ -158,13 +158,33 @@ def metrics_bars(results: Mapping[str, Mapping], metrics: Sequence[str], title: 
 
 
 
+def cell_text(value) -> str:
+    """One table cell as text: a count as a whole number (``150``, never ``150.00``), any other number to two
+    decimals, nothing as ``–``."""
+    import numbers
+    if value is None or isinstance(value, float) and value != value:
+        return '–'
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    return f'{float(value):.2f}'
+
+
 def table(df, max_width: str = '36em'):
     """A DataFrame with left-aligned, wrapped text, bounded column widths (prompts and model outputs stay
-    readable instead of stretching one column across the page) and numbers to two decimals; display it as
-    the cell's last value."""
+    readable instead of stretching one column across the page), counts as whole numbers (a column of floats that
+    are all whole, such as counts with a gap, too) and other numbers to two decimals; display it as the cell's
+    last value."""
+    import pandas as pd
+    df = df.copy()
+    for col in df.columns:
+        values = df[col].dropna()
+        if pd.api.types.is_float_dtype(df[col]) and len(values) and (values == values.round()).all():
+            df[col] = df[col].astype('Int64')
     props = [('text-align', 'left'), ('vertical-align', 'top'), ('white-space', 'pre-wrap'),
              ('max-width', max_width), ('overflow-wrap', 'anywhere')]
-    return df.style.set_table_styles([{'selector': 'td, th', 'props': props}]).format(precision=2, na_rep='–')
+    return df.style.set_table_styles([{'selector': 'td, th', 'props': props}]).format(cell_text, na_rep='–')
 
 
 def pair_difference(chosen: str, rejected: str, title: str = '') -> str:

@@ -1,7 +1,9 @@
 """Report: one page per run (``report.html`` with embedded images, and ``report.md``), built only from
 the files the notebooks wrote into the run directory — environment, data, the exact training command,
 curves, before/after metrics, per-tool results, transcripts of successes and failures, wall times — and the
-README's results section, generated from a committed run summary.
+generated parts of the documentation, from the committed run summaries (``results/<name>-run.json``): each
+summary's results section in ``docs/results.md``, and in ``README.md`` the headline result of
+``results/cpu-run.json`` and the "how long on your machine" box (every summary by profile and precision).
 
 Run files are checked before they are trusted (:func:`load_run_file`): each must be JSON of the shape its
 writer gives it (:data:`RUN_FILES`), or :class:`RunFileError` names the file and what is wrong. The report
@@ -45,9 +47,11 @@ RUN_FILES: dict[str, Any] = {
                           '?argument_errors': {'*': {'*': int}}, '?conclusion': str, '*': ANY},
     'timings.json': {'*': {'seconds': NUMBER, 'status': str, '*': ANY}},
     'eval/finetuned/metrics.json': ARM,
+    'plan.json': {'precision': str, 'settings': {'*': int}, '?estimate': {'*': NUMBER}, '*': ANY},
 }
 RESULT = {'arm': {'name': str, '*': ANY}, 'cases': str, 'n_cases': int, 'metrics': ARM, '*': ANY}  # an ablation arm
 SUMMARY = {'note': str, 'profile': str, 'model': str, '?commit': (str, type(None)), 'command': str, 'machine': str,
+           '?precision': str,
            'data': {'?train_samples': (int, type(None)), '?train_conversations': (int, type(None)), '*': ANY},
            'training': {'?steps': (int, type(None)), '?lora_rank': (int, type(None)), 'tuner': str,
                         'learning_rate': NUMBER, '?wall_seconds': (*NUMBER, type(None)), '*': ANY},
@@ -209,13 +213,13 @@ def _transcripts(run: Path, n: int = 3) -> tuple[list[dict], list[dict]]:
 
 def collect(run: str | Path, complete: bool = False) -> dict:
     """Every run file of ``run``, checked (:func:`load_run_file`); an absent one is None unless ``complete``
-    asks for a finished run (then all but the gallery and the timings, which a run by hand lacks, must be
-    there)."""
+    asks for a finished run (then all but the gallery and the timings, which a run by hand lacks, and the plan,
+    which runs before plans existed lack, must be there)."""
     run = Path(run)
     keys = {'environment': 'environment.json', 'data': 'data/data_summary.json', 'training': 'run_summary.json',
             'serving': 'serve/model.json', 'gallery': 'roleplay/gallery.json', 'evaluation': 'eval/metrics.json',
-            'timings': 'timings.json'}
-    info = {key: load_run_file(run, name, complete and key not in ('gallery', 'timings'))
+            'timings': 'timings.json', 'plan': 'plan.json'}
+    info = {key: load_run_file(run, name, complete and key not in ('gallery', 'timings', 'plan'))
             for key, name in keys.items()}
     if complete and info['timings'] is not None:
         from .pipeline import notebooks
@@ -235,6 +239,24 @@ def _table(headers: list[str], rows: list[list]) -> tuple[str, str]:
     md = '| ' + ' | '.join(map(str, headers)) + ' |\n|' + '---|' * len(headers) + '\n' + ''.join(
         '| ' + ' | '.join(str(x).replace('|', '\\|').replace('\n', '⏎') for x in r) + ' |\n' for r in rows)
     return h, md
+
+
+SMOOTHED_LAST = 5  # logged training losses averaged for the one reported: a single logged value is one batch
+
+
+def training_rows(summary: dict, train_dir: str | Path) -> list[list]:
+    """The run summary's figures for a table (the report's, notebook 02's): the training loss as the mean of the
+    last logged values (:func:`helpers.narrate.smoothed`), not the last noisy one; counts stay whole numbers."""
+    from .narrate import smoothed
+    from .training import read_log_history
+    loss = smoothed(read_log_history(train_dir), 'loss', SMOOTHED_LAST)
+    rows = [[k, summary.get(k)] for k in ('effective_batch', 'wall_seconds', 'steps', 'samples_seen',
+                                           'tokens_per_second', 'seconds_per_step', 'peak_rss_gib',
+                                           'peak_gpu_memory_gib')]
+    rows.append([f'train loss (mean of the last {SMOOTHED_LAST} logged)',
+                 loss if loss is not None else summary.get('final_train_loss')])
+    rows += [[k, summary.get(k)] for k in ('final_eval_loss', 'final_eval_token_acc', 'best_checkpoint')]
+    return rows
 
 
 def build_report(run: str | Path) -> tuple[Path, Path]:
@@ -275,10 +297,7 @@ def build_report(run: str | Path) -> tuple[Path, Path]:
 
     tr = info['training'] or {}
     if tr:
-        h, m = _table(['figure', 'value'], [[k, tr.get(k)] for k in (
-            'effective_batch', 'wall_seconds', 'steps', 'samples_seen', 'tokens_per_second', 'seconds_per_step',
-            'peak_rss_gib', 'peak_gpu_memory_gib', 'final_train_loss', 'final_eval_loss', 'final_eval_token_acc',
-            'best_checkpoint')])
+        h, m = _table(['figure', 'value'], training_rows(tr, run / 'train'))
         img_h, img_m = image(run / 'train' / 'curves.png', 'training curves')
         cmd = tr.get('shell', '')
         section('Training', f'<pre>{html.escape(cmd)}</pre>{h}{img_h}', f'```bash\n{cmd}\n```\n\n{m}\n{img_m}')
@@ -321,9 +340,12 @@ def build_report(run: str | Path) -> tuple[Path, Path]:
 
     timings = info['timings'] or {}
     if timings:
-        rows = [[k, f"{v['seconds']:.0f}", v['status']] for k, v in timings.items()]
-        rows.append(['total', f"{sum(v['seconds'] for v in timings.values()):.0f}", ''])
-        h, m = _table(['notebook', 'seconds', 'status'], rows)
+        expected = (info['plan'] or {}).get('estimate') or {}
+        rows = [[k, f"{v['seconds']:.0f}", f"{expected[k]:.0f}" if k in expected else '–', v['status']]
+                for k, v in timings.items()]
+        rows.append(['total', f"{sum(v['seconds'] for v in timings.values()):.0f}",
+                     f"{sum(expected.values()):.0f}" if expected else '–', ''])
+        h, m = _table(['notebook', 'seconds', "expected by notebook 00's plan (seconds)", 'status'], rows)
         section('Wall time per step', h, m)
 
     title = f'AgentFabric tool-calling fine-tune — {run.name}'
@@ -340,12 +362,21 @@ def build_report(run: str | Path) -> tuple[Path, Path]:
     return html_path, md_path
 
 
-# -- The README's results section, generated from a committed run summary (results/<profile>-run.json).
+# -- The generated parts of the documentation, from the committed run summaries (results/<name>-run.json).
 
 README_BEGIN = '<!-- results:begin — generated by `python -m helpers results --readme` from {path}; do not edit -->'
 README_END = '<!-- results:end -->'
-
-
+HEADLINE_BEGIN = ('<!-- headline:begin — generated by `python -m helpers results --readme` from {path}; '
+                  'do not edit -->')
+HEADLINE_END = '<!-- headline:end -->'
+TIMES_BEGIN = ('<!-- times:begin — generated by `python -m helpers results --readme` from the run summaries in '
+               'results/; do not edit -->')
+TIMES_END = '<!-- times:end -->'
+RESULTS_DOC = Path('docs') / 'results.md'  # each summary's results section (relative to the repository)
+HEADLINE_SUMMARY = Path('results') / 'cpu-run.json'  # the run whose result the README's front door shows
+# The README's "how long on your machine" box: one row per (profile, precision) a run summary can fill.
+MACHINES = (('tiny', None, '`tiny` (what `make test` runs)'), ('cpu', 'bf16', '`cpu`, a CPU with bf16 units'),
+            ('cpu', 'fp32', '`cpu`, a CPU without them (fp32)'), ('gpu', None, '`gpu`, NVIDIA GPUs'))
 def results_summary(run: str | Path, command: str) -> dict:
     """The figures of a finished run that the README cites: metrics of every arm (with counts), wall time per
     notebook, training and data figures, the commit it ran at, the command, the machine."""
@@ -356,9 +387,12 @@ def results_summary(run: str | Path, command: str) -> dict:
     env, data, tr, ev = info['environment'], info['data'], info['training'], info['evaluation']
     cfg, hw = tr['config'], env['hardware']
     keep = ('n_cases', 'n_with_call', 'n_without_call', 'counts', *METRICS)
+    plan = load_run_file(run, 'plan.json') or {}
+    precision = plan.get('precision') or env.get('precision') or cfg.get('precision')
     return {
         'note': f'measured run {run.name}',
         'profile': env.get('profile'), 'model': env.get('model'), 'commit': env.get('commit'), 'command': command,
+        **({'precision': precision} if isinstance(precision, str) and precision != 'auto' else {}),
         'machine': f"{hw.get('cpu_count')} CPU cores, {hw.get('memory_gib')} GiB, "
                    f"{', '.join(hw.get('gpus') or []) or 'no GPU'}",
         'data': {'train_samples': tr.get('train_samples'),
@@ -380,14 +414,16 @@ def _duration(seconds: float) -> str:
 
 
 def readme_results(summary: dict) -> str:
-    """The README's results section (markdown) for a run summary, every figure from it."""
+    """A run summary's results section of docs/results.md (markdown), every figure from it."""
     arms, base = summary['arms'], summary.get('baseline')
     first = next(iter(arms.values()))
     tr, data = summary.get('training') or {}, summary.get('data') or {}
     method = f"LoRA (r={tr.get('lora_rank')}, {tr.get('target_modules')}, lr {tr.get('learning_rate'):g})" \
         if tr.get('tuner') == 'lora' else f"a {tr.get('tuner')} fine-tune (lr {tr.get('learning_rate'):g})"
+    precision = f", {summary['precision']}" if summary.get('precision') else ''
     lines = [f"The `{summary['profile']}` run ({summary['note']}; `{summary['command']}` at commit "
-             f"{summary.get('commit') or 'unknown'}, {summary['machine']}) trained {summary['model']} with {method} on "
+             f"{summary.get('commit') or 'unknown'}, {summary['machine']}{precision}) trained {summary['model']} with "
+             f"{method} on "
              f"{data.get('train_samples')} samples ({data.get('train_conversations')} generated conversations) for "
              f"{tr.get('steps')} steps in {_duration(tr.get('wall_seconds') or 0)}, then evaluated "
              f"{' and '.join(arms)} on {first['n_cases']} held-out cases ({first['n_with_call']} need a call, "
@@ -431,39 +467,100 @@ def readme_results(summary: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def measured_times(summary_path: str | Path | None = None) -> str:
-    """One line: how long each notebook took in the committed run summary (what to expect, and from which run)."""
+def _rel(path: Path) -> Path:
     from .environment import repo_root
-    path = Path(summary_path or repo_root() / 'results' / 'cpu-run.json')
-    summary = load_summary(path)
-    t = summary.get('timings') or {}
-    parts = ' · '.join(f"{k.split('_')[0]} {_duration(v)}" for k, v in t.items())
-    return (f"{path.name}, a `{summary['profile']}` run on {summary['machine']} (commit "
-            f"{summary.get('commit') or 'unknown'}): {parts} · total {_duration(sum(t.values()))}")
+    path = Path(path)
+    return path.resolve().relative_to(repo_root()) if path.resolve().is_relative_to(repo_root()) else path
 
 
-def update_readme(summary_path: str | Path, readme: str | Path) -> bool:
-    """Rewrite the README's results section from ``summary_path``; True when the text changed."""
+def summaries(folder: str | Path | None = None) -> dict[Path, dict]:
+    """Every committed run summary (``results/*-run.json``), checked (:func:`load_summary`), by path."""
     from .environment import repo_root
-    summary_path, readme = Path(summary_path), Path(readme)
-    rel = summary_path.resolve().relative_to(repo_root()) if summary_path.resolve().is_relative_to(repo_root()) \
-        else summary_path
-    return replace_section(readme, README_BEGIN.format(path=rel), README_END,
-                           readme_results(load_summary(summary_path)))
+    folder = Path(folder or repo_root() / 'results')
+    return {path: load_summary(path) for path in sorted(folder.glob('*-run.json'))}
 
 
-def replace_section(readme: str | Path, begin: str, end: str, body: str) -> bool:
-    """Put ``body`` between the README's ``begin`` line (matched by its marker, ``<!-- name:begin``) and ``end``;
-    True when the text changed. Written atomically, and only when it changed."""
+def _notebooks(timings: dict) -> str:
+    names = [k.split('_')[0] for k in timings]
+    return f'notebook {names[0]}' if len(names) == 1 else f'notebooks {names[0]}-{names[-1]}'
+
+
+def time_box(found: dict[Path, dict]) -> str:
+    """The README's "how long on your machine" box: one row per kind of machine (:data:`MACHINES`), the total
+    wall time of the run summary measured on it (which notebooks, which run), or "not measured yet"."""
+    lines = ['| your machine | `make run` took | measured in |', '|---|---|---|']
+    for profile, precision, label in MACHINES:
+        match = [(p, s) for p, s in found.items() if s['profile'] == profile and s.get('timings')
+                 and (precision is None or s.get('precision') == precision)]
+        if not match:
+            lines.append(f'| {label} | not measured yet | no committed run summary |')
+            continue
+        path, summary = match[0]
+        t = summary['timings']
+        lines.append(f"| {label} | {_duration(sum(t.values()))} for {_notebooks(t)} | `{_rel(path)}`: "
+                     f"{summary['note']}, commit {summary.get('commit') or 'unknown'}, {summary['machine']} |")
+    return '\n'.join(lines) + '\n'
+
+
+def headline(summary: dict, path: Path) -> str:
+    """The README's headline: the committed run's headline metrics, every arm side by side."""
+    arms = summary['arms']
+    keys = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate', 'invalid_call_rate')
+    first = next(iter(arms.values()))
+    lines = [f"The committed `{summary['profile']}` run (`{_rel(path)}`: {summary['note']}, commit "
+             f"{summary.get('commit') or 'unknown'}, {summary['machine']}, {summary['model']}) on "
+             f"{first['n_cases']} held-out cases through the real `RolePlay` loop; each cell reads "
+             '`rate [95% interval] (k/n)`:', '',
+             '| | ' + ' | '.join(arms) + ' |', '|---|' + '---|' * len(arms)]
+    lines += [f'| {METRICS[k].label} {METRICS[k].arrow} | ' + ' | '.join(metric_cell(a, k) for a in arms.values())
+              + ' |' for k in keys if any(a.get(k) is not None for a in arms.values())]
+    return '\n'.join(lines) + '\n'
+
+
+def update_docs(summary_path: str | Path, root: str | Path | None = None) -> list[Path]:
+    """Regenerate, from the committed run summaries, the results section of ``summary_path`` in
+    ``docs/results.md`` (added when it has none), the README's headline (from ``results/cpu-run.json``) and its
+    time box (every summary); returns the files that changed. Every summary is checked before any file is
+    touched."""
+    from .environment import repo_root
+    root = Path(root or repo_root())
+    summary_path = Path(summary_path)
+    summary = load_summary(summary_path)
+    found = summaries(root / 'results')
+    head = root / HEADLINE_SUMMARY
+    changed = []
+    rel = _rel(summary_path)
+    if replace_section(root / RESULTS_DOC, README_BEGIN.format(path=rel), README_END, readme_results(summary),
+                       key=str(rel), title=f'The run of `{rel}`'):
+        changed.append(root / RESULTS_DOC)
+    readme = root / 'README.md'
+    parts = [(TIMES_BEGIN, TIMES_END, time_box(found))]
+    if head in found:
+        parts.append((HEADLINE_BEGIN.format(path=_rel(head)), HEADLINE_END, headline(found[head], head)))
+    if any([replace_section(readme, begin, end, body) for begin, end, body in parts]):
+        changed.append(readme)
+    return changed
+
+
+def replace_section(doc: str | Path, begin: str, end: str, body: str, key: str = '', title: str = '') -> bool:
+    """Put ``body`` between the document's ``begin`` line (matched by its marker, ``<!-- name:begin``, and — when
+    given — ``key`` on the same line) and ``end``; True when the text changed. With ``title``, a document without
+    that section gets it appended under a heading of that title; without, a missing section is a ValueError.
+    Written atomically, and only when it changed."""
+    import re
     from .environment import write_text_atomic
-    readme = Path(readme)
-    text = readme.read_text(encoding='utf-8')
+    doc = Path(doc)
+    text = doc.read_text(encoding='utf-8') if doc.exists() else ''
     marker = begin[:begin.index(':begin') + len(':begin')]  # '<!-- results:begin', without what follows
-    start = text.find(marker)
-    stop = text.find(end, start)
-    if start < 0 or stop < 0:
-        raise ValueError(f'{readme} has no section {marker} … {end}')
-    new = text[:start] + begin + '\n' + body + text[stop:]
+    line = re.compile(re.escape(marker) + r'[^\n]*' + (re.escape(key) if key else '') + r'[^\n]*\n')
+    found = line.search(text)
+    stop = text.find(end, found.end()) if found else -1
+    if found and stop >= 0:
+        new = text[:found.start()] + begin + '\n' + body + text[stop:]
+    elif title:
+        new = text.rstrip('\n') + ('\n\n' if text.strip() else '') + f'## {title}\n\n{begin}\n{body}{end}\n'
+    else:
+        raise ValueError(f'{doc} has no section {marker} … {end}')
     if new != text:
-        write_text_atomic(readme, new)
+        write_text_atomic(doc, new)
     return new != text

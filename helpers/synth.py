@@ -445,17 +445,15 @@ PROFILE_DATA = {
     'cpu': DataPlan(SynthConfig(langs=('zh', 'en'), p_zh=0.5, max_tools=3, p_no_call=0.3, p_session=0.9,
                                 session_turns=(4, 6), p_option_train=0.1),
                     n_train=120, n_val=12, n_test=150, answer_share=0.5, train_history=True,
-                    why='both languages, half the conversations Chinese, at most 3 tools. SmolLM2 spends about 2.5 '
-                        'times as many tokens per character on Chinese (a Chinese sample costs about 1.6 times an '
-                        'English one: language_cost), so 120 conversations are what the 2-core budget of about 8 '
-                        'minutes affords (80 before training kept its LoRA weights in bf16). Nine in ten are '
-                        'sessions of 4-6 queries to one agent whose earlier turns are trained too, three in ten '
-                        'queries needing no tool: one long sample then teaches several '
-                        'decisions, and `python -m helpers ablate` measured fewer false calls and far fewer '
-                        'call loops this way than with half the conversations as shorter sessions. Option '
-                        'clauses on one call turn in ten instead of three in training (held-out data keeps three): '
-                        'the model filled in optional parameters nobody asked for far less often (arm '
-                        'fast-120-full-lr2-opt1)'),
+                    why='both languages, half the conversations Chinese, at most 3 tools offered. Chinese costs '
+                        "SmolLM2's tokenizer more tokens per sample than English (section 5 measures how many here), "
+                        'so the number of conversations is what the 2-core time budget affords. Nine in ten are '
+                        'sessions of several queries to one agent whose earlier turns are trained too, three in ten '
+                        'queries need no tool: one long sample then teaches several decisions, which cut false calls '
+                        'and call loops in the ablations (docs/ablations.md). Option clauses (an optional parameter '
+                        'stated in the query) go into one call turn in ten in training, three in ten in the held-out '
+                        'data: with more of them in training, the model filled in optional parameters nobody asked '
+                        'for (docs/ablations.md)'),
     'gpu': DataPlan(SynthConfig(), n_train=6000, n_val=300, n_test=500,
                     why='both languages, up to 4 tools, thousands of conversations'),
 }

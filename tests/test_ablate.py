@@ -72,13 +72,14 @@ def test_an_arm_trains_serves_and_scores_on_the_given_cases(tiny_run, tmp_path):
     assert 'Learning curve of `short`' in ablate.readme_section({'cases': str(cases), 'arms': [result]})
 
 
-def test_the_readme_ablation_section_is_the_committed_record():
+def test_the_ablation_table_of_the_docs_is_the_committed_record():
     from helpers.environment import repo_root
-    readme = (repo_root() / 'README.md').read_text()
+    doc = (repo_root() / ablate.DOC).read_text()
     saved = json.loads((repo_root() / 'results' / 'ablation.json').read_text())
-    start = readme.index(ablate.README_BEGIN) + len(ablate.README_BEGIN) + 1
-    assert readme[start:readme.index(ablate.README_END)] == ablate.readme_section(saved), \
+    start = doc.index(ablate.README_BEGIN) + len(ablate.README_BEGIN) + 1
+    assert doc[start:doc.index(ablate.README_END)] == ablate.readme_section(saved), \
         'regenerate it: python -m helpers ablate --cases … --report --readme'
+    assert ablate.README_BEGIN not in (repo_root() / 'README.md').read_text()  # the front door links to it instead
     assert {a['arm']['name'] for a in saved['arms']} >= {'before', 'react-loss', 'masked-30', 'decision-sessions'}
 
 

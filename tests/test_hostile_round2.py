@@ -365,11 +365,12 @@ def complete_run(root: Path) -> Path:
 
 @pytest.fixture
 def repo_copy(tmp_path, monkeypatch):
-    """A README.md and results/ of our own: `results --readme` must never touch the checkout's."""
+    """A README.md, docs/results.md and results/ of our own: `results --readme` must never touch the checkout's."""
     root = tmp_path / 'repo'
     (root / 'results').mkdir(parents=True)
-    shutil.copy(ROOT / 'README.md', root / 'README.md')
-    shutil.copy(ROOT / 'results' / 'cpu-run.json', root / 'results' / 'cpu-run.json')
+    (root / 'docs').mkdir()
+    for name in ('README.md', 'docs/results.md', 'results/cpu-run.json'):
+        shutil.copy(ROOT / name, root / name)
     from helpers import environment
     monkeypatch.setattr(environment, 'repo_root', lambda: root)
     return root
@@ -381,7 +382,8 @@ def test_a_complete_run_gives_a_summary_and_the_readme(capsys, tmp_path, repo_co
     assert code == 0, err
     summary = json.loads((repo_copy / 'results' / 'cpu-run.json').read_text())
     assert summary['timings']['00_environment.ipynb'] == 60.0 and 'Wall time per notebook' in \
-        (repo_copy / 'README.md').read_text()
+        (repo_copy / 'docs' / 'results.md').read_text()
+    assert summary['note'] in (repo_copy / 'README.md').read_text()  # its headline and its row of the time box
     code, out, err = cli(capsys, 'report', '--run-dir', run)
     assert code == 0 and (run / 'report.html').exists(), err
 
@@ -424,6 +426,10 @@ CORRUPTIONS = [
     ('run_summary.json', lambda run: (run / 'run_summary.json').unlink(), 'missing'),
     ('run_summary.json', lambda run: wrong_shape(run, 'run_summary.json', {'steps': 'many'}), 'steps'),
     ('data_summary.json', lambda run: wrong_shape(run, 'data/data_summary.json', {'train': None}), 'train'),
+    ('plan.json', lambda run: (run / 'plan.json').write_text('{"precision": "fp32", "settings": {"sft_steps": 8'),
+     'not valid JSON'),
+    ('plan.json', lambda run: wrong_shape(run, 'plan.json', {'precision': 'fp32', 'settings': {'sft_steps': 'many'}}),
+     'expected a whole number'),
 ]
 
 
@@ -432,10 +438,12 @@ def test_a_corrupt_or_partial_run_is_refused_and_the_readme_kept(capsys, tmp_pat
     run = complete_run(tmp_path)
     corrupt(run)
     readme, summary = (repo_copy / 'README.md').read_bytes(), (repo_copy / 'results' / 'cpu-run.json').read_bytes()
+    docs = (repo_copy / 'docs' / 'results.md').read_bytes()
     code, out, err = cli(capsys, 'results', '--run-dir', run, '--readme')
     assert code == 2 and out == ''
     one_error_line(err, name, says)
-    assert (repo_copy / 'README.md').read_bytes() == readme  # the wall-time table is still there
+    assert (repo_copy / 'README.md').read_bytes() == readme  # the time box and the headline are still there
+    assert (repo_copy / 'docs' / 'results.md').read_bytes() == docs
     assert (repo_copy / 'results' / 'cpu-run.json').read_bytes() == summary
 
 

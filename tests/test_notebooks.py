@@ -115,3 +115,30 @@ def test_environment_json_written(tiny_run):
     run_dir, _ = tiny_run
     env = json.loads((run_dir / 'environment.json').read_text())
     assert env['profile'] == 'tiny' and env['model'] == 'tiny-qwen2'
+
+
+def _cell_text(executed: dict, needle: str) -> tuple[str, list[str]]:
+    """The stream text and the markdown outputs of the first code cell whose source holds ``needle``."""
+    cell = next(c for c in executed['cells'] if c['cell_type'] == 'code' and needle in ''.join(c['source']))
+    streams = ''.join(''.join(o.get('text', '')) for o in cell['outputs'] if o['output_type'] == 'stream')
+    markdown = [''.join(o['data']['text/markdown']) for o in cell['outputs'] if 'text/markdown' in o.get('data', {})]
+    return streams, markdown
+
+
+def test_long_cells_announce_their_time_and_print_a_few_plain_lines(tiny_run):
+    """Each long cell says how long it should take here before it starts, and shows progress as a few plain
+    lines (not a bar redrawn per case); the generated readings are there."""
+    run_dir, _ = tiny_run
+    nb = {name: json.loads((run_dir / 'notebooks' / name).read_text())
+          for name in ('02_training.ipynb', '04_roleplay.ipynb', '05_evaluation.ipynb')}
+    train, _ = _cell_text(nb['02_training.ipynb'], 'run_training(cfg,')
+    lines = train.splitlines()
+    assert lines[0].startswith('Training about') and ('expected to take' in lines[0] or 'no estimate' in lines[0])
+    assert any(' left' in line for line in lines) and sum(line.endswith(', done') for line in lines) == 1
+    evaluation, _ = _cell_text(nb['05_evaluation.ipynb'], 'evaluate_model(')
+    arms = evaluation.count('Evaluating ')
+    assert arms >= 3 and '\r' not in evaluation and evaluation.count('evaluating agentfabric') <= 5 * arms
+    _, readings = _cell_text(nb['05_evaluation.ipynb'], 'narrate.recall_reading')
+    assert len(readings) == 2 and 'Per arm' in readings[0]
+    _, gallery = _cell_text(nb['04_roleplay.ipynb'], 'narrate.gallery_reading')
+    assert gallery and gallery[0].startswith('Right verdicts:')
