@@ -4,7 +4,8 @@
 ``profile`` and ``run_dir`` parameters, so each finds what the previous one wrote there; the executed
 copies land in ``<run_dir>/notebooks/``. Without a run directory, a run that starts at notebook 00 is new
 (and becomes ``runs/latest-<profile>``, the run notebooks opened by hand use); one that starts later
-continues the latest run of the profile. The kernel is the one the notebooks name (``KERNEL_NAME``). A
+continues the latest run of the profile. The kernel is the one the notebooks name (``KERNEL_NAME``), checked to
+run this Python (:func:`kernel_for_this_python`: a spec left by another clone or environment is not used). A
 notebook already executed successfully in that run directory is skipped unless ``force``; a failing one
 stops the pipeline with its name, the failing cell and the path of the executed copy.
 """
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -86,19 +90,53 @@ def select(only: list[str] | None = None, start_from: str | None = None) -> list
     return selected
 
 
+@contextmanager
+def kernel_for_this_python(kernel: str, run: Path, log=print):
+    """Make the kernel named ``kernel`` run this Python while the block runs. The user's spec is used when it
+    does; one whose Python no longer exists (a removed clone or environment registered it last) is registered
+    again for this one, so JupyterLab finds it too; one for another existing Python is left alone and this
+    Python gets a spec of that name under ``run/.kernel``, first on ``JUPYTER_PATH`` for the block."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    from .environment import install_kernel
+    try:
+        python = KernelSpecManager().get_kernel_spec(kernel).argv[0]
+    except NoSuchKernel:
+        python = None
+    if python and Path(python).exists() and os.path.samefile(python, sys.executable):
+        yield
+        return
+    if kernel != KERNEL_NAME:
+        raise PipelineError(f'the Jupyter kernel {kernel!r} ' + (f'runs {python}, not this Python ({sys.executable})'
+                            if python else 'does not exist') + ': register it for this Python, or run with the '
+                            f'default kernel ({KERNEL_NAME})')
+    if not python or not Path(python).exists():
+        log(f'[pipeline] the Jupyter kernel {kernel!r} ' + (f'ran {python}, which no longer exists'
+            if python else 'was not registered') + f': registered again for {sys.executable}')
+        install_kernel()
+        yield
+        return
+    private = run / '.kernel'
+    install_kernel(private)
+    log(f'[pipeline] the Jupyter kernel {kernel!r} runs {python}; this run uses {sys.executable} '
+        f'(a spec under {private})')
+    before = os.environ.get('JUPYTER_PATH')
+    os.environ['JUPYTER_PATH'] = os.pathsep.join([str(private / 'share' / 'jupyter')] + ([before] if before else []))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop('JUPYTER_PATH', None)
+        else:
+            os.environ['JUPYTER_PATH'] = before
+
+
 def run_pipeline(profile: str = 'auto', run_dir: str | Path | None = None, parameters: dict | None = None,
                  only: list[str] | None = None, start_from: str | None = None, force: bool = False,
                  kernel: str = KERNEL_NAME, log=print, live_output: bool = False,
                  report: bool = True) -> list[StepResult]:
     """Execute the notebooks and return their timings; ``live_output`` streams cell output (training and
     evaluation progress) to the log as it happens."""
-    import papermill as pm
-    from jupyter_client.kernelspec import KernelSpecManager
-
     name, reason = resolve_profile(profile)
-    if kernel not in KernelSpecManager().find_kernel_specs():
-        raise PipelineError(f'no Jupyter kernel named {kernel!r}: `make setup` registers it '
-                            '(or `python -m helpers kernel` with the Python that has the stack)')
     selected = select(only, start_from)
     # a new run when notebook 00 is part of it, else the latest run of the profile (as by hand)
     run = start_run(name, run_dir) if selected[0].name.startswith('00') else find_run(name, run_dir)
@@ -112,27 +150,29 @@ def run_pipeline(profile: str = 'auto', run_dir: str | Path | None = None, param
     done = _timings(run)
     results = []
     total = time.time()
-    for nb in selected:
-        out = out_dir / nb.name
-        if not force and done.get(nb.name, {}).get('status') == 'ok' and out.exists():
-            log(f'[pipeline] {nb.name}: already done in this run dir, skipped (force to rerun)')
-            results.append(StepResult(nb.name, 0.0, str(out), 'skipped'))
-            continue
-        start = time.time()
-        log(f'[pipeline] {nb.name} …')
-        try:
-            pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel, cwd=str(nb.parent),
-                                progress_bar=False, log_output=live_output, execution_timeout=CELL_TIMEOUT[name])
-        except pm.PapermillExecutionError as e:
-            secs = time.time() - start
-            _write_timing(run, StepResult(nb.name, secs, str(out), 'failed'))
-            raise PipelineError(f'{nb.name} failed after {secs:.0f} s in {_failing_cell(out)}\n'
-                                f'executed copy: {out}') from e
-        now = time.time()
-        result = StepResult(nb.name, round(now - start, 1), str(out), 'ok')
-        _write_timing(run, result)
-        results.append(result)
-        log(f'[pipeline] {nb.name} done in {now - start:.0f} s (total {now - total:.0f} s)')
+    import papermill as pm
+    with kernel_for_this_python(kernel, run, log):
+        for nb in selected:
+            out = out_dir / nb.name
+            if not force and done.get(nb.name, {}).get('status') == 'ok' and out.exists():
+                log(f'[pipeline] {nb.name}: already done in this run dir, skipped (force to rerun)')
+                results.append(StepResult(nb.name, 0.0, str(out), 'skipped'))
+                continue
+            start = time.time()
+            log(f'[pipeline] {nb.name} …')
+            try:
+                pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel, cwd=str(nb.parent),
+                                    progress_bar=False, log_output=live_output, execution_timeout=CELL_TIMEOUT[name])
+            except pm.PapermillExecutionError as e:
+                secs = time.time() - start
+                _write_timing(run, StepResult(nb.name, secs, str(out), 'failed'))
+                raise PipelineError(f'{nb.name} failed after {secs:.0f} s in {_failing_cell(out)}\n'
+                                    f'executed copy: {out}') from e
+            now = time.time()
+            result = StepResult(nb.name, round(now - start, 1), str(out), 'ok')
+            _write_timing(run, result)
+            results.append(result)
+            log(f'[pipeline] {nb.name} done in {now - start:.0f} s (total {now - total:.0f} s)')
     if report:
         from .report import build_report
         html_path, _ = build_report(run)
