@@ -88,12 +88,25 @@ def tiny_run(tmp_path_factory):
 install_kernel()  # what `make setup` does, into the fresh home: the notebooks' kernel, under the name they use
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the group into the node id
 def pytest_collection_modifyitems(config, items):
     """With several workers (pytest-xdist, ``--dist loadgroup``), every test that needs the notebook chain runs on
     one worker, so the chain runs once per session while the other tests run beside it."""
     for item in items:
         if 'tiny_run' in getattr(item, 'fixturenames', ()):
             item.add_marker(pytest.mark.xdist_group('notebooks'))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """On a worker with ``--dist loadgroup``, every notebook-chain test must carry the group in its id (xdist tags
+    it there); where it does not, the chain would run once per worker: stop instead of doubling the time."""
+    if session.config.getvalue('loadgroup'):
+        lost = [i.nodeid for i in session.items if 'tiny_run' in getattr(i, 'fixturenames', ())
+                and not i.nodeid.endswith('@notebooks')]
+        if lost:
+            raise pytest.UsageError(f'pytest-xdist did not group {lost[0]} with the notebook chain (pytest '
+                                    f'{pytest.__version__}): install requirements/base.txt\'s pins (`make setup`)')
 
 
 def pytest_sessionfinish(session, exitstatus):
