@@ -80,6 +80,19 @@ class Hardware:
     gpus: list[str] = field(default_factory=list)
     gpu_memory_gib: list[float] = field(default_factory=list)
     cuda_version: str | None = None
+    cpu: str = ''  # model name and bf16 flags, e.g. 'Intel(R) Xeon(R) … (amx_bf16 avx512_bf16)' or '… (no bf16 units)'
+
+
+def cpu_description() -> str:
+    """The CPU's model name (``/proc/cpuinfo``) and which bf16 matrix instructions it has: the kind of machine a
+    measured time belongs to."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            name = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), '')
+    except OSError:
+        name = ''
+    bf16 = [flag for flag in CPU_BF16_FLAGS if flag in cpu_flags()]
+    return f"{name or 'unknown CPU'} ({' '.join(bf16) if bf16 else 'no bf16 units'})"
 
 
 def detect_hardware(path: str | Path = '.') -> Hardware:
@@ -109,7 +122,8 @@ def detect_hardware(path: str | Path = '.') -> Hardware:
         target = target.parent
     return Hardware(cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(),
                     memory_gib=round(mem, 1), disk_free_gib=round(shutil.disk_usage(target).free / 2**30, 1),
-                    cuda=bool(gpus), gpus=gpus, gpu_memory_gib=gmem, cuda_version=cuda_version)
+                    cuda=bool(gpus), gpus=gpus, gpu_memory_gib=gmem, cuda_version=cuda_version,
+                    cpu=cpu_description())
 
 
 def resolve_profile(profile: str, hardware: Hardware | None = None) -> tuple[str, str]:

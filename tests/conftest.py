@@ -101,7 +101,7 @@ def pytest_collection_modifyitems(config, items):
 def pytest_collection_finish(session):
     """On a worker with ``--dist loadgroup``, every notebook-chain test must carry the group in its id (xdist tags
     it there); where it does not, the chain would run once per worker: stop instead of doubling the time."""
-    if session.config.getvalue('loadgroup'):
+    if getattr(session.config.option, 'loadgroup', False):  # set on xdist's workers only
         lost = [i.nodeid for i in session.items if 'tiny_run' in getattr(i, 'fixturenames', ())
                 and not i.nodeid.endswith('@notebooks')]
         if lost:

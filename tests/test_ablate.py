@@ -46,11 +46,13 @@ def test_cli_lists_arms_and_rejects_bad_input(tmp_path):
         assert r.returncode == 2 and said in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr)
 
 
-def test_an_arm_trains_serves_and_scores_on_the_given_cases(tiny_run, tmp_path):
+def test_an_arm_trains_serves_and_scores_on_the_given_cases(tmp_path):
     """The tiny profile end to end: the arm's own data, a real training, ms-swift serving, RolePlay; with
-    ``curve``, a checkpoint kept every step and each one scored on the same cases."""
-    run, _ = tiny_run
-    lines = (run / 'data' / 'test_cases.jsonl').read_text().splitlines()[:3]
+    ``curve``, a checkpoint kept every step and each one scored on the same cases. The cases come from the
+    generator as notebook 01 makes them, so this runs beside the notebook chain, not after it."""
+    from helpers.synth import write_splits
+    write_splits(tmp_path / 'run' / 'data', PROFILE_DATA['tiny'], seed=0)
+    lines = (tmp_path / 'run' / 'data' / 'test_cases.jsonl').read_text().splitlines()[:3]
     cases = tmp_path / 'cases.jsonl'
     cases.write_text('\n'.join(lines) + '\n')
     arm = Arm('short', 'two steps', data={'n_train': 8, 'seed': 1}, train={'max_steps': 2}, curve=1)

@@ -29,6 +29,9 @@ def test_the_docs_and_the_readme_are_the_committed_summaries():
             f'regenerate it: python -m helpers results --readme --summary {rel}'
     assert section(readme, 'headline') == report.headline(found[SUMMARY], SUMMARY)
     assert section(readme, 'times') == report.time_box(found)
+    for nb in sorted((ROOT / 'notebooks').glob('[0-9][0-9]_*.ipynb')):  # each notebook's measured run time, too
+        intro = next(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown')
+        assert section(intro, 'nbtimes') == report.notebook_times(found, nb.name), f'{nb.name}: regenerate it'
     assert 'Wall time per notebook' not in readme and len(readme.encode()) <= 15 * 1024  # the front door stays small
 
 
@@ -38,6 +41,7 @@ def _repo(tmp_path):
     shutil.copytree(ROOT / 'results', root / 'results')
     for name in ('README.md', 'docs/results.md'):
         shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / 'notebooks', root / 'notebooks')
     return root
 
 
@@ -57,7 +61,11 @@ def test_a_summary_is_made_from_a_run_and_rewrites_the_docs(tiny_run, tmp_path):
     path = root / 'results' / 'tiny-run.json'
     path.write_text(json.dumps(summary))
     changed = report.update_docs(path, root)
-    assert set(changed) == {root / 'docs' / 'results.md', root / 'README.md'}
+    notebooks = sorted((root / 'notebooks').glob('[0-9][0-9]_*.ipynb'))
+    assert set(changed) == {root / 'docs' / 'results.md', root / 'README.md', *notebooks}
+    for nb in notebooks:  # every notebook's introduction names its measured time on the tiny profile
+        intro = next(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown')
+        assert f"`tiny` (what `make test` runs): {report._duration(summary['timings'][nb.name])}" in intro
     docs, readme = (root / 'docs' / 'results.md').read_text(), (root / 'README.md').read_text()
     assert section(docs, 'results', str(path)) == report.readme_results(summary)  # a new section, added
     assert section(docs, 'results', 'results/cpu-run.json') == \
