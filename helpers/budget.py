@@ -339,7 +339,9 @@ def calibrate(run_dir: str | Path) -> Calibration:
     fixed = {nb: max(0.0, timings[nb] - sum(n * units.get(u, 0.0) for u, n in counts.get(nb, {}).items()))
              for nb in NOTEBOOKS}
     env = read_json(run / 'environment.json')
-    source = f'run {run.name}, commit {env.get("commit")}, {env["hardware"]["cpu_count"]} cores'
+    hw = env['hardware']
+    source = (f'run {run.name}, commit {env.get("commit")}, {hw["cpu_count"]} cores'
+              + (f', {hw["cpu"]}' if hw.get('cpu') else ''))
     return Calibration(plan.precision, plan.probe, {k: round(v, 3) for k, v in units.items()},
                        {k: round(v, 1) for k, v in fixed.items()}, source)
 
