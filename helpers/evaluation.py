@@ -636,20 +636,28 @@ class Change:
 
     @property
     def verdict(self) -> str:
-        """better | worse | unclear (the interval includes 0) | same | n/a."""
+        """better | worse | unclear (the interval includes 0) | same | n/a; for a mean, which has no interval,
+        higher | lower (untested): the cases cannot say whether such a difference is real."""
         if self.delta is None:
             return 'n/a'
         if self.interval is not None and self.interval[0] <= 0 <= self.interval[1]:
             return 'unclear'
         if self.delta == 0:
             return 'same'
+        if self.interval is None:
+            return f"{'higher' if self.delta > 0 else 'lower'} (untested)"
         return 'better' if (self.delta > 0) == METRICS[self.key].higher_is_better else 'worse'
+
+    @property
+    def interval_text(self) -> str:
+        """The interval of Δ to three decimals (two would show a bound of +0.003 as +0.00 beside "better")."""
+        return f'[{self.interval[0]:+.3f}, {self.interval[1]:+.3f}]' if self.interval else '–'
 
     def text(self) -> str:
         m = METRICS[self.key]
         if self.delta is None:
             return f'{m.label} {m.arrow}: not measured'
-        ci = f' [{self.interval[0]:+.2f}, {self.interval[1]:+.2f}]' if self.interval else ''
+        ci = f' {self.interval_text}' if self.interval else ''
         return f'{m.label} {m.arrow} {self.base:.2f} → {self.value:.2f} (Δ {self.delta:+.2f}{ci})'
 
 
@@ -666,6 +674,9 @@ def compare(arm: dict, baseline: dict) -> list[Change]:
     return out
 
 
+RIGHT_CALL, RIGHT_NO_CALL = f'needs a call: {OUTCOMES["ok"]}', 'needs no call: no call (right)'  # the right outcomes
+
+
 def outcome_counts(cases: list[EvalCase], scores: list[CaseScore]) -> dict[str, int]:
     """How many cases ended in each call outcome, cases that need a call first, then those that need none,
     then weak answers (counted apart: a right call with a weak answer is still a right call)."""
@@ -673,7 +684,7 @@ def outcome_counts(cases: list[EvalCase], scores: list[CaseScore]) -> dict[str, 
     none = [s for c, s in zip(cases, scores) if c.expected_call is None]
     rows = {f'needs a call: {OUTCOMES[k]}': sum(s.kind == k for s in need)
             for k in ('ok', 'wrong_arguments', 'invalid_json', 'wrong_tool', 'no_call', 'error')}
-    rows.update({'needs no call: no call (right)': sum(s.kind == 'ok' for s in none),
+    rows.update({RIGHT_NO_CALL: sum(s.kind == 'ok' for s in none),
                  f'needs no call: {OUTCOMES["false_call"]}': sum(s.kind == 'false_call' for s in none),
                  'needs no call: error': sum(s.kind == 'error' for s in none)})
     rows['weak answer after a right outcome (apart)'] = sum(bool(s.weak_answer) for s in scores)

@@ -556,6 +556,20 @@ def merge_line(checkpoint: str, served: str, what: str = 'model') -> str:
     return f'{what}: LoRA adapter merged into the base model: {served}'
 
 
+def before_after_reading(before: str, after: str, after_name: str) -> str:
+    """Notebook 06, under the guide's question: the verdicts (:func:`helpers.judge.verdict`) of the fine-tuned
+    model and of ``after_name``, read as kept, gained or lost."""
+    ok_before, ok_after = before.startswith('✓'), after.startswith('✓')
+    if ok_before and ok_after:
+        return f'Both right: {after_name} kept the call the fine-tuned model already made.'
+    if ok_after:
+        return f'Gained: the fine-tuned model got it wrong ({before}); {after_name} gets it right.'
+    if ok_before:
+        return (f'Lost: the fine-tuned model got it right; {after_name} does not ({after}). One question is one '
+                'case: the held-out figures above say whether this is typical.')
+    return f'Neither gets it right (before: {before}; after: {after}).'
+
+
 def smoke_reading(verdict_text: str, where: str) -> str:
     """Notebook 03: what one reply of the smoke test shows — that the model folder (or the ``server``) works; whether
     the reply is right is the verdict's business, and one case is no measurement."""

@@ -388,11 +388,23 @@ def training_reading(history: list[dict]) -> str:
         'no training steps were logged'
 
 
+def change_counts(cases: list, scores: list) -> dict[str, int]:
+    """What notebook 06 compares before and after: every call outcome (:func:`helpers.evaluation.outcome_counts`,
+    weak answers aside) and every argument error of the right-tool calls (``right tool, <error>``)."""
+    from .evaluation import argument_error_counts, outcome_counts
+    from .judge import ARG_ERRORS
+    rows = {k: v for k, v in outcome_counts(cases, scores).items() if not k.startswith('weak')}
+    rows.update({f'right tool, {k}': v for k, v in argument_error_counts(cases, scores).items()
+                 if k in ARG_ERRORS.values()})
+    return rows
+
+
 def comparison_reading(after: dict, before: dict, per_lang: dict[str, dict[str, dict]], after_name: str,
-                       before_name: str, kinds_before: dict[str, int], kinds_after: dict[str, int]) -> str:
+                       before_name: str, counts_before: dict[str, int], counts_after: dict[str, int]) -> str:
     """What the stage changed, in sentences, from the numbers of the two arms on the same cases: the headline
-    metrics with the interval of each difference, per language, and the failure counts that fell or rose."""
-    from .evaluation import METRICS, compare, format_rate
+    metrics with the interval of each difference, per language, and which counts (:func:`change_counts`) got
+    better and which worse: a right outcome that rose, a failure that fell, and the other way round."""
+    from .evaluation import METRICS, RIGHT_CALL, RIGHT_NO_CALL, compare, format_rate
     keys = ('args_exact_acc', 'false_positive_rate', 'tool_selection_acc', 'invalid_call_rate')
     changes = {c.key: c for c in compare(after, before)}
     lines = [f'**{after_name} vs {before_name}** on the same {after.get("n_cases")} held-out cases:']
@@ -402,8 +414,7 @@ def comparison_reading(after: dict, before: dict, per_lang: dict[str, dict[str, 
             continue
         ka, na = after['counts'][k]
         kb, nb = before['counts'][k]
-        ci = f' [{c.interval[0]:+.2f}, {c.interval[1]:+.2f}]' if c.interval else ''
-        lines.append(f'- {m.label} {m.arrow}: {format_rate(kb, nb)} → {format_rate(ka, na)}, Δ {c.delta:+.2f}{ci} '
+        lines.append(f'- {m.label} {m.arrow}: {format_rate(kb, nb)} → {format_rate(ka, na)}, Δ {c.delta:+.2f} {c.interval_text} '
                      f'({c.verdict}).')
     for lang in sorted(per_lang.get(after_name, {})):
         a, b = per_lang[after_name][lang], per_lang[before_name][lang]
@@ -412,14 +423,16 @@ def comparison_reading(after: dict, before: dict, per_lang: dict[str, dict[str, 
             (ka, na), (kb, nb) = a['counts'][k], b['counts'][k]
             parts.append(f'{METRICS[k].label} {kb}/{nb} → {ka}/{na}')
         lines.append(f'- {lang}: ' + '; '.join(parts) + '.')
-    fell = {k: (kinds_before.get(k, 0), v) for k, v in kinds_after.items() if v < kinds_before.get(k, 0)}
-    rose = {k: (kinds_before.get(k, 0), v) for k, v in kinds_after.items() if v > kinds_before.get(k, 0)}
-    if fell:
-        lines.append('- Fewer: ' + '; '.join(f'{k} {a} → {b}' for k, (a, b) in fell.items()) + '.')
-    if rose:
-        lines.append('- More: ' + '; '.join(f'{k} {a} → {b}' for k, (a, b) in rose.items()) + '.')
-    if not fell and not rose:
-        lines.append('- Every failure count stayed where it was.')
+    moved = [(k, counts_before.get(k, 0), v) for k, v in counts_after.items() if v != counts_before.get(k, 0)]
+    good = (RIGHT_CALL, RIGHT_NO_CALL)
+    better = [f'{k} {a} → {b}' for k, a, b in moved if (b > a) == (k in good)]
+    worse = [f'{k} {a} → {b}' for k, a, b in moved if (b > a) != (k in good)]
+    if better:
+        lines.append('- Better: ' + '; '.join(better) + '.')
+    if worse:
+        lines.append('- Worse: ' + '; '.join(worse) + '.')
+    if not moved:
+        lines.append('- Every count stayed where it was.')
     unclear = [METRICS[k].label for k in keys if changes[k].verdict == 'unclear']
     if unclear:
         lines.append(f'- "Unclear" ({", ".join(unclear)}): the interval of the difference includes 0, so these '

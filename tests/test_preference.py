@@ -191,3 +191,36 @@ def test_the_grpo_reward_is_the_judge(turns):
     columns = {k: [r[k] for r in rows] for k in ('expected_call', 'tools')}
     assert reward([gold, 'No tool needed: here you go.'], **columns) == [1.0, 1.0]
     assert reward([changed, gold], **columns) == [0.0, 0.0]  # a changed value earns nothing; so does a false call
+
+
+def test_the_reading_of_before_and_after_counts_right_outcomes_up_and_failures_down():
+    """A right outcome that rises is better and a failure that rises is worse (never both under "More"), argument
+    errors included; the guide's question reads as kept, gained or lost."""
+    from helpers import narrate
+    from helpers.agentfabric import EvalCase
+    from helpers.evaluation import RIGHT_CALL, RIGHT_NO_CALL, per_language, score
+    tools = [{'name': 'get_weather', 'description': 'w', 'parameters': [
+        {'name': 'city', 'type': 'string', 'description': 'c', 'required': True},
+        {'name': 'days', 'type': 'integer', 'description': 'd', 'required': False}]}]
+    cases = [EvalCase.from_dict({'id': str(i), 'lang': 'en', 'instruction': 'x', 'tools': tools, 'query': 'q',
+                                 'expected_call': {'name': 'get_weather', 'arguments': {'city': 'Paris'}} if i < 6
+                                 else None, 'observation': 'o', 'reference_answer': ''}) for i in range(10)]
+    right, extra = format_call('get_weather', {'city': 'Paris'}), format_call('get_weather', {'city': 'Paris', 'days': 2})
+    outs = {'before': [right] * 2 + [extra] * 4 + [right] * 4,  # 4 unasked options, 4 false calls
+            'after': [right] * 5 + [extra] + ['no tool needed'] * 4}
+    scored = {arm: score(cases, {c.id: {'id': c.id, 'output': o} for c, o in zip(cases, out)})
+              for arm, out in outs.items()}
+    counts = {arm: P.change_counts(cases, s) for arm, (_, s) in scored.items()}
+    assert counts['before'][RIGHT_CALL] == 2 and counts['after'][RIGHT_NO_CALL] == 4
+    assert counts['before']['right tool, an optional parameter nobody asked for'] == 4
+    langs = {arm: per_language(cases, s) for arm, (_, s) in scored.items()}
+    text = P.comparison_reading(scored['after'][0], scored['before'][0], langs, 'after', 'before',
+                                counts['before'], counts['after'])
+    better = next(line for line in text.splitlines() if line.startswith('- Better: '))
+    assert f'{RIGHT_CALL} 2 → 5' in better and f'{RIGHT_NO_CALL} 0 → 4' in better
+    assert 'an optional parameter nobody asked for 4 → 1' in better and '- Worse' not in text
+    back = P.comparison_reading(scored['before'][0], scored['after'][0], langs | {'before': langs['before']},
+                                'before', 'after', counts['after'], counts['before'])
+    assert f'{RIGHT_CALL} 5 → 2' in next(line for line in back.splitlines() if line.startswith('- Worse: '))
+    assert narrate.before_after_reading('✓ right call', '✗ no call', 'pref').startswith('Lost')
+    assert narrate.before_after_reading('✗ wrong tool', '✓ right call', 'pref').startswith('Gained')
