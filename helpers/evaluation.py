@@ -733,7 +733,8 @@ ADVICE = {
 
 
 def conclusion(arms: dict[str, dict], baseline: str, kinds: dict[str, dict[str, int]] | None = None,
-               seen_vs_holdout: dict[str, dict[str, dict]] | None = None) -> str:
+               seen_vs_holdout: dict[str, dict[str, dict]] | None = None,
+               recalls: dict[str, dict[str, int]] | None = None) -> str:
     """A written conclusion (markdown) of a comparison, from the numbers only.
 
     ``arms``: name → metrics (:func:`aggregate`), ``baseline`` one of them; ``kinds``: name → call outcome
@@ -767,6 +768,11 @@ def conclusion(arms: dict[str, dict], baseline: str, kinds: dict[str, dict[str, 
             total = m.get('n_cases') or sum(k.values())
             lines.append(f'- Most frequent failure: {OUTCOMES[worst]} in {n} of {total} cases — {why}. '
                          f'To try: {todo}.')
+        r = (recalls or {}).get(name)
+        if r and r['ran']:
+            lines.append(f"- Loops: after the tool's result it called again in {format_rate(r['recalled'], r['ran'])} "
+                         f"of the turns where a call ran ({r['stopped']} stopped at the call limit); the rates above "
+                         'score the first output only.')
         split = (seen_vs_holdout or {}).get(name) or {}
         seen, hold = split.get('seen tool'), split.get('holdout tool')
         if seen and hold and seen.get('counts') and hold.get('counts'):
@@ -842,11 +848,13 @@ def shown_reply(case: EvalCase, row: dict) -> str:
 
 
 def summarize(profile: str, cases: list[EvalCase], results: dict[str, dict], scores: dict[str, list[CaseScore]],
-              baseline: str, shown: str, hub: dict | None = None) -> dict:
+              baseline: str, shown: str, hub: dict | None = None,
+              recalls: dict[str, dict[str, int]] | None = None) -> dict:
     """The run's evaluation summary (``eval/metrics.json``, read by the report and the README generator): every
     arm's metrics, its comparison with ``baseline``, outcome counts, per-language metrics, argument errors (per
-    language for the ``shown`` arm) and the written :func:`conclusion`. Notebook 05 writes it; notebook 06 writes
-    it again with its arm added."""
+    language for the ``shown`` arm), the loops of each arm (``recalls``: :func:`helpers.narrate.recall_rate` of its
+    predictions) and the written :func:`conclusion`. Notebook 05 writes it; notebook 06 writes it again with its
+    arm added."""
     holdout = {arm: breakdown(cases, s, lambda c: 'holdout tool' if c.meta.get('holdout') else 'seen tool')
                for arm, s in scores.items()}
     kinds = {arm: Counter(x.kind for x in s) for arm, s in scores.items()}
@@ -859,7 +867,8 @@ def summarize(profile: str, cases: list[EvalCase], results: dict[str, dict], sco
                                    'interval': c.interval, 'verdict': c.verdict} for c in compare(m, results[baseline])]
                             for arm, m in results.items() if arm != baseline},
             'outcomes': {arm: outcome_counts(cases, s) for arm, s in scores.items()},
-            'conclusion': conclusion(results, baseline, kinds, holdout),
+            'conclusion': conclusion(results, baseline, kinds, holdout, recalls),
+            **({'recalls': recalls} if recalls else {}),
             'per_language': {arm: per_language(cases, s) for arm, s in scores.items()},
             'argument_errors': arg_errors, 'hub': hub or None}
 
@@ -874,9 +883,10 @@ def add_arm(run_dir: str | Path, role: str, metrics: dict) -> dict:
     roles = {name: r for r, name in ARM_NAMES.items()}
     results = {**summary['models'], ARM_NAMES[role]: metrics}
     cases = load_cases(run / 'data' / 'test_cases.jsonl')[:summary['n_cases']]
-    scores = {arm: score(cases, load_predictions(run / 'eval' / roles[arm] / 'predictions.jsonl'))[1]
-              for arm in results}
+    from .narrate import recall_rate
+    preds = {arm: load_predictions(run / 'eval' / roles[arm] / 'predictions.jsonl') for arm in results}
+    scores = {arm: score(cases, p)[1] for arm, p in preds.items()}
     new = summarize(summary['profile'], cases, results, scores, summary['baseline'], ARM_NAMES[role],
-                    summary.get('hub'))
+                    summary.get('hub'), {arm: recall_rate(p) for arm, p in preds.items()})
     write_text_atomic(path, json.dumps(new, indent=2, ensure_ascii=False))
     return new

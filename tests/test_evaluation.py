@@ -194,6 +194,9 @@ def test_the_conclusion_is_written_from_the_numbers():
     assert '- Means, without an interval: arguments F1 ↑ 0.05 → 0.63 (Δ +0.58)' in text
     worse = evaluation.conclusion({'a': arm(false_positive_rate=5), 'b': arm(false_positive_rate=25)}, 'a')
     assert '- Worse: false calls ↓ 0.10 → 0.51' in worse
+    loops = evaluation.conclusion(arms, 'base', kinds, split, {'fine-tuned': {'ran': 123, 'recalled': 42, 'stopped': 39}})
+    assert "- Loops: after the tool's result it called again in 0.34 [" in loops and '(42/123)' in loops
+    assert '(39 stopped at the call limit)' in loops and 'Loops' not in text  # said only when measured
 
 
 def test_aggregate_without_call_cases_gives_none():
