@@ -147,9 +147,36 @@ def load_calibrations(path: str | Path = CALIBRATION) -> dict[str, Calibration]:
 
 def unit_seconds(cal: dict[str, Calibration], precision: str, mine: Probe) -> tuple[dict[str, float],
                                                                                     dict[str, float], str]:
-    """Seconds per unit and per notebook's fixed part on this machine, and how they were derived: from the
-    calibration of this precision scaled by the two probes, or — where only another precision was calibrated —
-    from that one scaled by the matrix throughput of each precision (an assumption: the same share of the peak)."""
+    """Seconds per unit and per notebook's fixed part on this machine, and how they were derived.
+
+    With both precisions calibrated, each unit of compute is split in two parts solved from the two measurements:
+    matrix products (seconds × GFLOP/s of the precision, the same work in both) and the rest (scaled by the Python
+    speed); a bf16 step of the cpu recipe is mostly the rest, so the matrix speed alone would overstate how much
+    slower fp32 is. With one precision calibrated: that one, scaled by the probes (a unit of the other precision
+    by the matrix throughput of both: an upper bound where the rest is large). Starts and fixed parts scale by the
+    Python speed."""
+    py = {k: c.probe['python_ops'] / mine.python_ops for k, c in cal.items()}
+    if len(cal) >= 2 and {'bf16', 'fp32'} <= set(cal) and precision in ('bf16', 'fp32'):
+        b, f = cal['bf16'], cal['fp32']
+        gb, gf = b.probe['gflops']['bf16'], f.probe['gflops']['fp32']
+        pb, pf = b.probe['python_ops'], f.probe['python_ops']
+        units = {}
+        for u in b.units.keys() & f.units.keys():
+            if u in PYTHON_UNITS:
+                continue
+            # tb = M/gb + O/pb and tf = M/gf + O/pf: the matrix work M (GFLOP) and the rest O (M loop steps)
+            tb, tf = b.units[u], f.units[u]
+            det = (1 / gb) * (1 / pf) - (1 / gf) * (1 / pb)
+            m = (tb / pf - tf / pb) / det if det else -1
+            o = (tf / gb - tb / gf) / det if det else -1
+            if m >= 0 and o >= 0:
+                units[u] = m / mine.gflops[precision] + o / mine.python_ops
+        c = cal[precision]
+        scaled = c.probe['gflops'][precision] / mine.gflops[precision]
+        units = {u: units.get(u, s * (py[precision] if u in PYTHON_UNITS else scaled)) for u, s in c.units.items()}
+        how = (f'calibrated in bf16 ({b.source}) and fp32 ({f.source}); each unit split into matrix products and '
+               'the rest')
+        return units, {nb: s * py[precision] for nb, s in c.fixed.items()}, how
     if precision in cal:
         c, how = cal[precision], f'calibrated in {precision} ({cal[precision].source})'
         compute = c.probe['gflops'][precision] / mine.gflops[precision]
@@ -159,9 +186,8 @@ def unit_seconds(cal: dict[str, Calibration], precision: str, mine: Probe) -> tu
         how = (f'calibrated in {other} ({c.source}) only; {precision} estimated from the matrix throughput of both '
                'precisions')
         compute = c.probe['gflops'][other] / mine.gflops[precision]
-    py = c.probe['python_ops'] / mine.python_ops
-    units = {u: s * (py if u in PYTHON_UNITS else compute) for u, s in c.units.items()}
-    return units, {nb: s * py for nb, s in c.fixed.items()}, how
+    units = {u: s * (py[c.precision] if u in PYTHON_UNITS else compute) for u, s in c.units.items()}
+    return units, {nb: s * py[c.precision] for nb, s in c.fixed.items()}, how
 
 
 def estimate(settings: dict[str, int], units: dict[str, float], fixed: dict[str, float]) -> dict[str, float]:

@@ -78,3 +78,23 @@ def test_calibration_is_saved_per_precision(tmp_path):
     loaded = budget.load_calibrations(path)
     assert set(loaded) == {'bf16', 'fp32'} and loaded['bf16'] == CAL['bf16']
     assert json.loads(path.read_text())['about']
+
+
+def test_with_both_precisions_calibrated_a_unit_is_matrix_work_plus_the_rest():
+    """Units made from a known split (GFLOP of matrix work + millions of Python steps) on two calibration machines
+    are recovered on a third one, where the matrix speed alone would be far off; starts scale by Python speed."""
+    work, rest = {'sft_step': (3300.0, 30.0), 'dpo_step': (9000.0, 100.0)}, {'train_start': 25.0, 'server_start': 18.0}
+
+    def cal(precision, gflops, py):
+        p = {'gflops': gflops, 'python_ops': py, 'threads': 2, 'bf16_units': 'bf16' in gflops, 'seconds': 1.0}
+        units = {u: m / gflops[precision] + o / py for u, (m, o) in work.items()}
+        return Calibration(precision, p, {**UNITS, **units, **rest}, FIXED, f'synthetic {precision}')
+
+    both = {'bf16': cal('bf16', {'fp32': 330.0, 'bf16': 2400.0}, 7.0), 'fp32': cal('fp32', {'fp32': 340.0}, 7.5)}
+    avx2 = probe(100.0, py=5.0)  # a slower machine without bf16 units
+    units, fixed, how = budget.unit_seconds(both, 'fp32', avx2)
+    for u, (m, o) in work.items():
+        assert units[u] == pytest.approx(m / 100.0 + o / 5.0)
+    assert units['train_start'] == pytest.approx(25.0 * 7.5 / 5.0) and 'split into matrix products' in how
+    only_bf16, _, how1 = budget.unit_seconds({'bf16': both['bf16']}, 'fp32', avx2)
+    assert 'only' in how1 and only_bf16['sft_step'] > 1.5 * units['sft_step']  # the matrix speed alone overstates it
