@@ -174,6 +174,10 @@ def unit_seconds(cal: dict[str, Calibration], precision: str, mine: Probe) -> tu
         c = cal[precision]
         scaled = c.probe['gflops'][precision] / mine.gflops[precision]
         units = {u: units.get(u, s * (py[precision] if u in PYTHON_UNITS else scaled)) for u, s in c.units.items()}
+        other = f if precision == 'bf16' else b
+        for u in other.units.keys() - c.units.keys():  # a unit the run of this precision did not measure (an arm
+            sibling = 'case:finetuned' if u.startswith('case:') else 'sft_step'  # its plan dropped): the other
+            units[u] = other.units[u] * units[sibling] / other.units[sibling]  # one's, as its sibling scales
         how = (f'calibrated in bf16 ({b.source}) and fp32 ({f.source}); each unit split into matrix products and '
                'the rest')
         return units, {nb: s * py[precision] for nb, s in c.fixed.items()}, how
@@ -353,6 +357,8 @@ def calibrate(run_dir: str | Path) -> Calibration:
     units['train_start'] = statistics.mean(starts)
     servers = []
     for role in ('base', 'ms_agent', 'early', 'finetuned', 'preference'):
+        if role == 'early' and not plan.settings.get('early_arm', 1):
+            continue  # the plan dropped this arm: its unit comes from the other precision (unit_seconds)
         m = read_json(run / 'eval' / role / 'metrics.json')
         if m['eval'].get('cached'):
             raise ValueError(f'{run}: the {role} predictions came from the cache; calibrate on a run that made them')

