@@ -96,5 +96,9 @@ def test_with_both_precisions_calibrated_a_unit_is_matrix_work_plus_the_rest():
     for u, (m, o) in work.items():
         assert units[u] == pytest.approx(m / 100.0 + o / 5.0)
     assert units['train_start'] == pytest.approx(25.0 * 7.5 / 5.0) and 'split into matrix products' in how
+    dropped = {**both, 'fp32': Calibration('fp32', both['fp32'].probe, {k: v for k, v in both['fp32'].units.items()
+                                                                       if k != 'case:early'}, FIXED, 'no early arm')}
+    borrowed = budget.unit_seconds(dropped, 'fp32', avx2)[0]['case:early']  # an arm the fp32 plan dropped
+    assert borrowed == pytest.approx(UNITS['case:early'] * units['case:finetuned'] / UNITS['case:finetuned'])
     only_bf16, _, how1 = budget.unit_seconds({'bf16': both['bf16']}, 'fp32', avx2)
     assert 'only' in how1 and only_bf16['sft_step'] > 1.5 * units['sft_step']  # the matrix speed alone overstates it
