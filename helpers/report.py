@@ -395,6 +395,8 @@ def results_summary(run: str | Path, command: str) -> dict:
         'note': f'measured run {run.name}',
         'profile': env.get('profile'), 'model': env.get('model'), 'commit': env.get('commit'), 'command': command,
         **({'precision': precision} if isinstance(precision, str) and precision != 'auto' else {}),
+        'scaled': {k: [plan['reference'][k], v] for k, v in (plan.get('settings') or {}).items()
+                   if isinstance(plan.get('reference'), dict) and plan['reference'].get(k) != v},
         'machine': (f"{hw['cpu']}, " if hw.get('cpu') else '') + f"{hw.get('cpu_count')} CPU cores, {hw.get('memory_gib')} GiB, "
                    f"{', '.join(hw.get('gpus') or []) or 'no GPU'}",
         'data': {'train_samples': tr.get('train_samples'),
@@ -487,6 +489,11 @@ def _notebooks(timings: dict) -> str:
     return f'notebook {names[0]}' if len(names) == 1 else f'notebooks {names[0]}-{names[-1]}'
 
 
+KNOB_SHORT = {'sft_steps': 'training steps', 'ms_agent_steps': 'ms_agent-format steps', 'early_arm': 'equal-steps arm',
+              'eval_cases': 'cases', 'sample_turns': 'sampled turns', 'samples_per_turn': 'replies a turn',
+              'dpo_steps': 'preference steps'}  # helpers.budget.KNOBS in a few words, for the README's time box
+
+
 def _measured_on(found: dict[Path, dict]) -> list[tuple[str, tuple[Path, dict] | None]]:
     """Per kind of machine (:data:`MACHINES`): its label and the first run summary with timings measured on it."""
     return [(label, next(((p, s) for p, s in found.items() if s['profile'] == profile and s.get('timings')
@@ -504,7 +511,10 @@ def time_box(found: dict[Path, dict]) -> str:
             continue
         path, summary = match
         t = summary['timings']
-        lines.append(f"| {label} | {_duration(sum(t.values()))} for {_notebooks(t)} | `{_rel(path)}`: "
+        scaled = summary.get('scaled') or {}
+        cut = (' (recipe scaled to the budget: ' + ', '.join(f'{KNOB_SHORT.get(k, k)} {a} → {b}' for k, (a, b)
+                                                              in scaled.items()) + ')') if scaled else ''
+        lines.append(f"| {label} | {_duration(sum(t.values()))} for {_notebooks(t)}{cut} | `{_rel(path)}`: "
                      f"{summary['note']}, commit {summary.get('commit') or 'unknown'}, {summary['machine']} |")
     return '\n'.join(lines) + '\n'
 
