@@ -156,7 +156,7 @@ def unit_seconds(cal: dict[str, Calibration], precision: str, mine: Probe) -> tu
     by the matrix throughput of both: an upper bound where the rest is large). Starts and fixed parts scale by the
     Python speed."""
     py = {k: c.probe['python_ops'] / mine.python_ops for k, c in cal.items()}
-    if len(cal) >= 2 and {'bf16', 'fp32'} <= set(cal) and precision in ('bf16', 'fp32'):
+    if {'bf16', 'fp32'} <= set(cal) and precision in ('bf16', 'fp32'):
         b, f = cal['bf16'], cal['fp32']
         gb, gf = b.probe['gflops']['bf16'], f.probe['gflops']['fp32']
         pb, pf = b.probe['python_ops'], f.probe['python_ops']
