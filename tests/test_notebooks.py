@@ -133,7 +133,8 @@ def test_long_cells_announce_their_time_and_print_a_few_plain_lines(tiny_run):
           for name in ('02_training.ipynb', '04_roleplay.ipynb', '05_evaluation.ipynb')}
     train, _ = _cell_text(nb['02_training.ipynb'], 'run_training(cfg,')
     lines = train.splitlines()
-    assert lines[0].startswith('Training about') and ('expected to take' in lines[0] or 'no estimate' in lines[0])
+    assert re.match(r'Training \d+ steps of \d+ samples — ', lines[0])
+    assert 'expected to take' in lines[0] or 'no estimate' in lines[0]
     assert any(' left' in line for line in lines) and sum(line.endswith(', done') for line in lines) == 1
     evaluation, _ = _cell_text(nb['05_evaluation.ipynb'], 'evaluate_model(')
     arms = evaluation.count('Evaluating ')
