@@ -230,29 +230,41 @@ def reference(profile: str, precision: str | None = None) -> tuple[dict | None, 
     return None, ''
 
 
-def _reference_clause(summary: dict | None, notebook: str, path: str) -> str:
+def _reference_clause(summary: dict | None, notebook: str, path: str, plan=None) -> str:
     if not summary or notebook not in (summary.get('timings') or {}):
         return ''
     precision = summary.get('precision') or 'precision not recorded'
+    if plan is not None and plan.estimate and {k: list(v) for k, v in plan.scaled.items()} != \
+            {k: list(v) for k, v in (summary.get('scaled') or {}).items()}:
+        return (f' The committed reference run (`{path}`, {precision}) ran another plan of the recipe, so its time '
+                'is no measure of this one.')
     return (f" For comparison, the committed reference run took {duration(summary['timings'][notebook])} "
             f"(`{path}`: {summary['note']}, {precision}, {summary['machine']}).")
 
 
+# The knobs of a plan (helpers.budget.KNOBS) each notebook uses: its first line names only those it cut.
+NOTEBOOK_KNOBS = {'02_training.ipynb': ('sft_steps', 'ms_agent_steps'),
+                  '05_evaluation.ipynb': ('eval_cases', 'early_arm'),
+                  '06_preference.ipynb': ('sample_turns', 'samples_per_turn', 'dpo_steps', 'eval_cases')}
+
+
 def time_line(plan, notebook: str, reference: dict | None = None, reference_path: str = '') -> str:
     """What a notebook's first cell says about its run time: notebook 00's estimate for this machine (or why there
-    is none), and the committed reference run's time, labelled as such."""
-    ref = _reference_clause(reference, notebook, reference_path)
+    is none), what of the plan's scaling this notebook uses, and the committed reference run's time, labelled as
+    such and only where it ran the same plan."""
+    ref = _reference_clause(reference, notebook, reference_path, plan)
     if notebook in plan.estimate:
-        cut = ''.join(f'; to fit the time budget, {what}' for what in _cuts(plan))
+        mine = {k: v for k, v in plan.scaled.items() if k in NOTEBOOK_KNOBS.get(notebook, ())}
+        cut = ('; scaled to the time budget here: ' + ', '.join(_cuts(plan, mine))) if mine else ''
         return (f'Expected here: about {duration(plan.estimate[notebook])} for this notebook ({plan.precision}; '
                 f"notebook 00's plan{cut}).{ref}")
     why = plan.how or f'the {plan.profile} profile is not estimated'
     return f'No estimate for this machine ({why}); each long cell shows its time left as it runs.{ref}'
 
 
-def _cuts(plan) -> list[str]:
+def _cuts(plan, scaled: dict | None = None) -> list[str]:
     from .budget import KNOB_WORDS
-    return [f'{KNOB_WORDS.get(k, k)} {a} → {b}' for k, (a, b) in plan.scaled.items()]
+    return [f'{KNOB_WORDS.get(k, k)} {a} → {b}' for k, (a, b) in (plan.scaled if scaled is None else scaled).items()]
 
 
 def announce(what: str, seconds: float | None, why: str = '') -> str:
@@ -585,8 +597,10 @@ def smoke_reading(verdict_text: str, where: str) -> str:
                    'notebooks 04 and 05 count; on the `tiny` profile (a random model) it is expected.')
 
 
-def guide_reading(verdicts: Mapping[str, str], trained_languages: Iterable[str], profile: str) -> str:
-    """Notebook 04, after the guide's question (Chinese): what the verdicts show, given what this run trained on."""
+def guide_reading(verdicts: Mapping[str, str], trained_languages: Iterable[str], profile: str,
+                  outputs: Mapping[str, Sequence[str]] | None = None) -> str:
+    """Notebook 04, after the guide's question (Chinese): what the verdicts show, given what this run trained on,
+    and (``outputs``: arm → its model outputs of the turn) what the right model did after the tool's result."""
     right = [arm for arm, v in verdicts.items() if v.startswith('✓')]
     wrong = [arm for arm in verdicts if arm not in right]
     langs = set(trained_languages)
@@ -600,8 +614,22 @@ def guide_reading(verdicts: Mapping[str, str], trained_languages: Iterable[str],
             text += ('This run trained on Chinese conversations, so this is a real miss: the gallery below and '
                      "notebook 05's per-language figures say whether it is typical.")
     elif 'finetuned' in right:
-        text += ('The fine-tuned model wrote the call RolePlay could run and answered from the tool\'s result' +
-                 ('; the base model did not.' if 'base' in wrong else '.'))
+        turn = list((outputs or {}).get('finetuned') or [])
+        again = recalls(turn)
+        from .agentfabric import parse_action
+        answered = bool(turn) and parse_action(turn[-1]) is None
+        base = '; the base model did not write it' if 'base' in wrong else ''
+        if again:
+            text += (f'The fine-tuned model wrote the call RolePlay could run{base} — the verdict scores that first '
+                     f'call — but after the tool\'s result it called again {again} '
+                     f'{"time" if again == 1 else "times"} ' + ('before answering' if answered else
+                                                                 'and never answered') +
+                     ': a call loop, which notebook 05 counts over every case.')
+        elif answered or not turn:
+            text += f"The fine-tuned model wrote the call RolePlay could run and answered from the tool's result{base}."
+        else:
+            text += (f'The fine-tuned model wrote the call RolePlay could run{base}, but its turn ended without an '
+                     'answer.')
     return text.strip()
 
 

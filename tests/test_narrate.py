@@ -190,6 +190,12 @@ def test_the_guide_question_reading_depends_on_what_the_run_trained_on():
     assert 'random model' in narrate.guide_reading(miss, ['zh'], 'tiny')
     hit = narrate.guide_reading({'base': '✗ no call', 'finetuned': '✓ right call'}, ['zh'], 'cpu')
     assert hit.startswith('Right: finetuned') and 'the base model did not' in hit and 'not expected' not in hit
+    call, answer = 'Action: amap_weather\nAction Input: {"location": "朝阳区"}', '朝阳区今天阵雨。'
+    looped = narrate.guide_reading({'base': '✗ no call', 'finetuned': '✓ right call'}, ['zh'], 'cpu',
+                                   {'finetuned': [call] * 10})
+    assert 'called again 9 times and never answered' in looped and "answered from the tool's result" not in looped
+    once = narrate.guide_reading({'finetuned': '✓ right call'}, ['zh'], 'cpu', {'finetuned': [call, answer]})
+    assert "answered from the tool's result" in once and 'again' not in once
 
 
 def test_merge_and_smoke_test_lines_react_to_the_run(tmp_path):
@@ -338,8 +344,14 @@ def test_the_time_line_gives_this_machines_estimate_or_says_why_there_is_none():
                                                          'machine': '2 CPU cores', 'timings':
                                                              {'02_training.ipynb': 653.3}}, 'results/cpu-run.json')
     assert line.startswith('Expected here: about 25 min 00 s') and 'training steps (notebook 02) 85 → 40' in line
-    assert 'committed reference run took 10 min 53 s (`results/cpu-run.json`' in line
+    assert 'ran another plan of the recipe' in line and '10 min 53 s' not in line  # a 85-step run is no measure
+    same = {'note': 'measured run R', 'precision': 'fp32', 'machine': '2 CPU cores', 'scaled': {'sft_steps': [85, 40]},
+            'timings': {'02_training.ipynb': 653.3, '05_evaluation.ipynb': 100.0}}
+    line = narrate.time_line(plan, '02_training.ipynb', same, 'results/cpu-fp32-run.json')
+    assert 'committed reference run took 10 min 53 s (`results/cpu-fp32-run.json`' in line
     assert flagged(line) == ['25 min', '00 s']  # rendered from this run's plan; the reference one is labelled
+    plan.estimate['05_evaluation.ipynb'] = 60.0
+    assert 'scaled' not in narrate.time_line(plan, '05_evaluation.ipynb', same, 'r')  # 05 uses no training steps
     none = narrate.time_line(Plan('cpu', 'fp32', {}, {}, how='no calibration committed'), '02_training.ipynb')
     assert none.startswith('No estimate for this machine (no calibration committed)')
 
