@@ -338,7 +338,8 @@ def predict_case(case: EvalCase, llm: dict, max_tokens: int, max_llm_calls: int 
         row['answer'] = outputs[-1].strip() if outputs else ''
         row['n_llm_calls'] = len(turn.outputs)
         row['n_cut'] = turn.n_cut
-        row['calls_executed'] = [{'name': c.name, 'arguments': c.action_input, 'parsed': c.arguments}
+        row['calls_executed'] = [{'name': c.name, 'arguments': c.action_input, 'parsed': c.arguments,
+                                  'observation': None if c.observation is None else str(c.observation)[:2000]}
                                  for c in turn.calls]
     call = parse_action(row['output'])
     if call:
@@ -838,12 +839,20 @@ def contrasts(cases: list[EvalCase], scores: dict[str, list[CaseScore]], arm: st
 
 
 def shown_reply(case: EvalCase, row: dict) -> str:
-    """What AgentFabric showed for a prediction row: the first output, and when the tool ran, its
-    observation and the answer that followed."""
+    """What AgentFabric showed for a prediction row: the first output, and when the tool ran, what it returned
+    (recorded with the prediction: another tool than the case expects answers with an error), a line for any
+    further calls, and the last output."""
     output = row.get('output') or ''
-    if row.get('calls_executed') and (row.get('n_llm_calls') or 1) > 1:
+    executed = row.get('calls_executed') or []
+    if executed and (row.get('n_llm_calls') or 1) > 1:
         from .agentfabric import transcript
-        return transcript([output, row.get('answer') or ''], [case.observation])
+        if 'observation' not in executed[0]:
+            return output + ('\n(what the tool returned is not in these predictions: they were made before it was '
+                             'kept)')
+        last, more = row.get('answer') or '', (row.get('n_llm_calls') or 2) - 2
+        if more:
+            last = f'[… {more} more model {"output" if more == 1 else "outputs"}, each after a tool result …]\n' + last
+        return transcript([output, last], [executed[0]['observation']])
     return output or f'(no output: {row.get("error")})'
 
 

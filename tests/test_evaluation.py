@@ -304,8 +304,16 @@ def test_contrasts_prefer_cases_where_the_arms_differ():
 def test_the_reply_shown_is_what_agentfabric_showed():
     c = case('a', PARIS)
     call = format_call('get_weather', {'city': 'Paris'})
-    ran = {'output': call, 'answer': 'Sunny.', 'calls_executed': [{'name': 'get_weather'}], 'n_llm_calls': 2}
+    ran = {'output': call, 'answer': 'Sunny.', 'calls_executed': [{'name': 'get_weather', 'observation': 'sunny'}],
+           'n_llm_calls': 2}
     assert evaluation.shown_reply(c, ran) == call + '\nObservation: <result>sunny</result>\nAnswer:Sunny.'
+    wrong = {**ran, 'calls_executed': [{'name': 'wiki', 'observation': 'error: wiki is not the tool'}],
+             'n_llm_calls': 4}
+    shown = evaluation.shown_reply(c, wrong)  # what this tool really returned, not the case's recorded result
+    assert '<result>error: wiki is not the tool</result>' in shown and 'sunny' not in shown
+    assert '[… 2 more model outputs, each after a tool result …]\nSunny.' in shown
+    old = evaluation.shown_reply(c, {**ran, 'calls_executed': [{'name': 'get_weather'}]})
+    assert old.startswith(call) and 'not in these predictions' in old and 'sunny' not in old
     assert evaluation.shown_reply(c, {'output': 'Hi', 'answer': 'Hi', 'calls_executed': []}) == 'Hi'
     assert evaluation.shown_reply(c, {'output': '', 'error': 'boom'}) == '(no output: boom)'
 
