@@ -493,7 +493,9 @@ def training_reading(summary: Mapping, history: Sequence[Mapping], reference: di
     if tr.get('steps') and tr.get('wall_seconds'):
         text += (f" The committed reference run (`{reference_path}`, {ref['note']}, "
                  f"{ref.get('precision') or 'precision not recorded'}) trained {tr['steps']} steps in "
-                 f"{duration(tr['wall_seconds'])}.")
+                 f"{duration(tr['wall_seconds'])}" + (
+                     f" ({tr['wall_seconds'] / tr['steps']:.1f} s a step, start included; this run "
+                     f"{wall / steps:.1f} s)" if steps and wall and tr['steps'] != steps else '') + '.')
     return text
 
 
@@ -518,9 +520,14 @@ def curve_reading(history: Sequence[Mapping], last: int = 5) -> str:
             text += (f' The validation loss rose again after its lowest value ({min(evals):.2f} → {evals[-1]:.2f}): '
                      'the model starts to fit the training phrasings more than the format; the checkpoint with '
                      'the lowest validation loss is the one kept (`best checkpoint`).')
-        else:
+        elif evals[0] - evals[-1] > 0.05:
             text += (f' The validation loss (held-out query templates) fell from {evals[0]:.2f} to {evals[-1]:.2f}: '
                      'the model learns the format, not only the training phrasings.')
+        else:
+            steps = [r.get('step') for r in history if 'eval_loss' in r]
+            text += (f' The validation loss (held-out query templates) moved little, {evals[0]:.2f} → '
+                     f'{evals[-1]:.2f} between steps {steps[0]} and {steps[-1]}: too close to read anything into; '
+                     "notebook 05's held-out cases are the measure.")
     elif evals:
         text += f' One validation point: {evals[0]:.2f}.'
     return text

@@ -252,10 +252,12 @@ def test_losses_are_read_smoothed_and_every_figure_comes_from_the_inputs():
     assert '0.48' in text and '0.70' not in text and '55.7' not in text and '56 tokens/s' in text
     assert set(re.findall(r'\d+\.\d+', text)) <= {'9.6', '0.48', '0.82', '0.90'}  # nothing but the inputs
     ref = {'note': 'measured run R', 'precision': 'bf16', 'training': {'steps': 85, 'wall_seconds': 515}}
-    assert '(`results/cpu-run.json`, measured run R, bf16) trained 85 steps in 8 min 35 s' in \
-        narrate.training_reading(summary, h, ref, 'results/cpu-run.json')
+    assert '(`results/cpu-run.json`, measured run R, bf16) trained 85 steps in 8 min 35 s (6.1 s a step, start ' \
+        'included; this run 10.6 s).' in narrate.training_reading(summary, h, ref, 'results/cpu-run.json')
     curve = narrate.curve_reading(h)
     assert 'read the trend, not the last point' in curve and 'fell from 0.90 to 0.82' in curve
+    flat = narrate.curve_reading([*h[:-1], {'eval_loss': 0.89, 'step': 9}])
+    assert 'moved little, 0.90 → 0.89' in flat and 'learns the format' not in flat
 
 
 def test_the_ms_agent_model_is_announced_with_its_time_and_why_it_trains_less():
