@@ -399,6 +399,9 @@ def change_counts(cases: list, scores: list) -> dict[str, int]:
     return rows
 
 
+SMALL_MOVE = 2  # a count that moved by this many cases or fewer is not called better or worse
+
+
 def comparison_reading(after: dict, before: dict, per_lang: dict[str, dict[str, dict]], after_name: str,
                        before_name: str, counts_before: dict[str, int], counts_after: dict[str, int]) -> str:
     """What the stage changed, in sentences, from the numbers of the two arms on the same cases: the headline
@@ -425,12 +428,17 @@ def comparison_reading(after: dict, before: dict, per_lang: dict[str, dict[str, 
         lines.append(f'- {lang}: ' + '; '.join(parts) + '.')
     moved = [(k, counts_before.get(k, 0), v) for k, v in counts_after.items() if v != counts_before.get(k, 0)]
     good = (RIGHT_CALL, RIGHT_NO_CALL)
-    better = [f'{k} {a} → {b}' for k, a, b in moved if (b > a) == (k in good)]
-    worse = [f'{k} {a} → {b}' for k, a, b in moved if (b > a) != (k in good)]
+    big = [m for m in moved if abs(m[2] - m[1]) > SMALL_MOVE]
+    better = [f'{k} {a} → {b}' for k, a, b in big if (b > a) == (k in good)]
+    worse = [f'{k} {a} → {b}' for k, a, b in big if (b > a) != (k in good)]
+    small = [f'{k} {a} → {b}' for k, a, b in moved if abs(b - a) <= SMALL_MOVE]
     if better:
         lines.append('- Better: ' + '; '.join(better) + '.')
     if worse:
         lines.append('- Worse: ' + '; '.join(worse) + '.')
+    if small:
+        lines.append(f'- Moved by {SMALL_MOVE} cases or fewer, which one training more or less can do (not read '
+                     'as better or worse): ' + '; '.join(small) + '.')
     if not moved:
         lines.append('- Every count stayed where it was.')
     unclear = [METRICS[k].label for k in keys if changes[k].verdict == 'unclear']

@@ -222,5 +222,9 @@ def test_the_reading_of_before_and_after_counts_right_outcomes_up_and_failures_d
     back = P.comparison_reading(scored['before'][0], scored['after'][0], langs | {'before': langs['before']},
                                 'before', 'after', counts['after'], counts['before'])
     assert f'{RIGHT_CALL} 5 → 2' in next(line for line in back.splitlines() if line.startswith('- Worse: '))
+    nudged = P.comparison_reading(scored['after'][0], scored['before'][0], langs, 'after', 'before',
+                                  {RIGHT_CALL: 24, 'wrong tool': 10}, {RIGHT_CALL: 22, 'wrong tool': 11})
+    assert '- Better' not in nudged and '- Worse' not in nudged  # a case or two is what one training more can do
+    assert f'not read as better or worse): {RIGHT_CALL} 24 → 22; wrong tool 10 → 11.' in nudged
     assert narrate.before_after_reading('✓ right call', '✗ no call', 'pref').startswith('Lost')
     assert narrate.before_after_reading('✗ wrong tool', '✓ right call', 'pref').startswith('Gained')
