@@ -722,6 +722,37 @@ def recall_reading(rates: Mapping[str, Mapping[str, int]], max_llm_calls: int) -
             'loop does not lower them: this line is where it shows.')
 
 
+def full_recipe_reference(profile: str) -> tuple[dict | None, str]:
+    """The committed run summary of ``profile`` whose plan cut nothing (the whole recipe), and its path."""
+    from .environment import repo_root
+    from .report import summaries
+    for path, summary in sorted(summaries().items()):
+        if summary['profile'] == profile and not summary.get('scaled') and 'finetuned' in (summary.get('arms') or {}):
+            return summary, str(path.relative_to(repo_root()))
+    return None, ''
+
+
+def scaled_reading(plan, finetuned: Mapping, reference: dict | None = None, reference_path: str = '') -> str:
+    """Notebook 05, under the table of every arm, for a run whose plan cut the training steps: its fine-tuned model
+    beside the committed run of the whole recipe (``reference``), so a scaled run is not taken for a broken one."""
+    from .evaluation import METRICS, metric_cell
+    cut = plan.scaled.get('sft_steps')
+    if not cut:
+        return ''
+    text = (f"This run's plan cut the training to {cut[1]} of the recipe's {cut[0]} steps to fit this machine's time "
+            'budget (notebook 00).')
+    ref = ((reference or {}).get('arms') or {}).get('finetuned')
+    if not ref:
+        return text + ' There is no committed run of the whole recipe to compare it with.'
+    keys = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate', 'invalid_call_rate')
+    there = '; '.join(f'{METRICS[k].label} {metric_cell(ref, k)}' for k in keys)
+    here = '; '.join(f'{METRICS[k].label} {metric_cell(finetuned, k)}' for k in keys)
+    return (text + f" The committed run of the whole recipe (`{reference_path}`, {reference['note']}, its own "
+            f"{ref['n_cases']} cases) measured its fine-tuned model at: {there}. This run's: {here}. Where this run "
+            'is worse, the fewer training steps are the first suspect, not a broken set-up; what fewer steps cost '
+            'is measured in docs/bench.md.')
+
+
 def metrics_reading(results: Mapping[str, Mapping], baseline: str) -> str:
     """Notebook 05, under the table of every arm: the headline figures in words, best arm per headline metric."""
     from .evaluation import METRICS, metric_cell

@@ -407,3 +407,21 @@ def test_tables_show_counts_as_whole_numbers():
     assert cells == ['120', '173', '150', '–']  # a count with a gap is still a count, not 150.00
     run = pd.Series({'steps': 85, 'wall_seconds': 655.5, 'loss': 0.70771, 'ok': True}, dtype=object).to_frame()
     assert re.findall(r'>([^<>]+)</td>', plots.table(run).to_html()) == ['85', '655.50', '0.71', 'True']
+
+
+def test_a_scaled_run_is_read_beside_the_committed_run_of_the_whole_recipe():
+    from helpers.budget import Plan
+    scaled = Plan('cpu', 'fp32', {'sft_steps': 53, 'eval_cases': 94}, {'sft_steps': 85, 'eval_cases': 150})
+    mine = {'n_cases': 94, 'counts': {'tool_selection_acc': [55, 68], 'args_exact_acc': [24, 68],
+                                      'false_positive_rate': [22, 26], 'invalid_call_rate': [1, 89]}}
+    ref = {'note': 'measured run R', 'arms': {'finetuned': {
+        'n_cases': 150, 'counts': {'tool_selection_acc': [84, 109], 'args_exact_acc': [39, 109],
+                                   'false_positive_rate': [16, 41], 'invalid_call_rate': [3, 123]}}}}
+    text = narrate.scaled_reading(scaled, mine, ref, 'results/cpu-run.json')
+    assert text.startswith("This run's plan cut the training to 53 of the recipe's 85 steps")
+    assert '(`results/cpu-run.json`, measured run R, its own 150 cases)' in text
+    assert 'false calls ↓' not in text and '(16/41)' in text and '(22/26)' in text
+    assert 'no committed run of the whole recipe' in narrate.scaled_reading(scaled, mine)
+    assert narrate.scaled_reading(Plan('cpu', 'bf16', {'sft_steps': 85}, {'sft_steps': 85}), mine, ref) == ''
+    summary, path = narrate.full_recipe_reference('cpu')
+    assert path == 'results/cpu-run.json' and not summary.get('scaled')
