@@ -514,8 +514,10 @@ def time_box(found: dict[Path, dict]) -> str:
         scaled = summary.get('scaled') or {}
         cut = (' (recipe scaled to the budget: ' + ', '.join(f'{KNOB_SHORT.get(k, k)} {a} → {b}' for k, (a, b)
                                                               in scaled.items()) + ')') if scaled else ''
+        forced = (' — fp32 forced (`AFT_PRECISION=fp32`) on a CPU that has bf16 units: a CPU without them may be '
+                  'slower' if summary.get('precision') == 'fp32' and 'bf16' in summary['machine'] else '')
         lines.append(f"| {label} | {_duration(sum(t.values()))} for {_notebooks(t)}{cut} | `{_rel(path)}`: "
-                     f"{summary['note']}, commit {summary.get('commit') or 'unknown'}, {summary['machine']} |")
+                     f"{summary['note']}, commit {summary.get('commit') or 'unknown'}, {summary['machine']}{forced} |")
     return '\n'.join(lines) + '\n'
 
 

@@ -86,6 +86,10 @@ def test_the_time_box_fills_a_row_only_from_a_summary_of_that_kind_of_machine():
     total = f"{report._duration(sum(base['timings'].values()))} for {report._notebooks(base['timings'])}"
     assert [r.split(' | ')[1] for r in rows] == ['not measured yet', total, '61 min for notebooks 00-06',
                                                  'not measured yet']
+    forced = report.time_box({SUMMARY: base, SUMMARY.with_name('cpu-fp32-run.json'): {
+        **fp32, 'machine': 'Intel Xeon (amx_bf16 avx512_bf16), 2 CPU cores'}}).splitlines()[4]
+    assert 'fp32 forced (`AFT_PRECISION=fp32`) on a CPU that has bf16 units' in forced
+    assert 'forced' not in rows[2]  # a machine description without bf16 units
     unknown = {k: v for k, v in base.items() if k != 'precision'}  # a summary that does not say its precision …
     rows = report.time_box({SUMMARY: unknown}).splitlines()[2:]
     assert all('not measured yet' in r for r in rows)  # … fills no cpu row: it could be either
