@@ -395,6 +395,8 @@ def cmd_ablate(args) -> int:
     try:  # the runs and arms read are checked (report.load_run_file): a corrupt one is named, nothing regenerated
         if args.reference:
             ablate.from_run(args.reference, args.out, args.reference_arm)
+        if args.start_run and (Path(args.start_run) / 'eval' / 'finetuned' / 'metrics.json').is_file():
+            ablate.start_arm(args.start_run, args.out, args.cases)  # the row the preference arms compare with
         results = (ablate.collect(args.out, args.cases) if args.report else
                    ablate.run(names, args.cases, args.out, args.profile, start_run=args.start_run))
     except RunFileError as e:
@@ -406,9 +408,13 @@ def cmd_ablate(args) -> int:
     if args.readme:
         from .environment import repo_root
         from .report import replace_section
-        saved = ablate.save(results, args.cases, repo_root() / 'results' / 'ablation.json')
-        changed = replace_section(repo_root() / ablate.DOC, ablate.README_BEGIN, ablate.README_END,
-                                  ablate.readme_section(json.loads(saved.read_text())))
+        try:
+            record, begin, end = ablate.record_for(results)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        saved = ablate.save(results, args.cases, record)
+        body = ablate.readme_section(json.loads(saved.read_text()))
+        changed = replace_section(repo_root() / ablate.DOC, begin, end, body)
         print(f'wrote {saved}; {ablate.DOC} ablation table {"regenerated" if changed else "already up to date"}')
     return 0
 
@@ -532,8 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           'model they start from (notebooks 00-05 done)')
     p.add_argument('--report', action='store_true', help='only print the arms already finished on these cases')
     p.add_argument('--markdown', action='store_true', help='print a Markdown table (headline metrics)')
-    p.add_argument('--readme', action='store_true', help='save the arms to results/ablation.json and regenerate '
-                                                         'the ablation table of docs/ablations.md from it')
+    p.add_argument('--readme', action='store_true', help='save the arms to results/ablation.json (preference arms: '
+                                                         'results/ablation-preference.json) and regenerate their '
+                                                         'table in docs/ablations.md')
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser('pipeline', help='run the notebooks in order with papermill into one run directory')
