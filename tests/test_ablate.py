@@ -74,6 +74,26 @@ def test_an_arm_trains_serves_and_scores_on_the_given_cases(tmp_path):
     assert 'Learning curve of `short`' in ablate.readme_section({'cases': str(cases), 'arms': [result]})
 
 
+def test_training_arms_and_preference_arms_are_saved_to_their_own_records():
+    training, preference = {'arm': {'name': 'short'}}, {'arm': {'name': 'dpo', 'stage': 'preference'}}
+    assert ablate.record_for([training])[0] == ablate.RECORD
+    assert ablate.record_for([{'arm': {'name': 'sft', 'stage': 'start'}}, preference])[0] == ablate.PREFERENCE_RECORD
+    with pytest.raises(ValueError, match='mix training arms and preference arms'):
+        ablate.record_for([training, preference])
+
+
+def test_the_preference_table_of_the_docs_is_the_committed_record():
+    from helpers.environment import repo_root
+    doc = (repo_root() / ablate.DOC).read_text()
+    saved = json.loads(ablate.PREFERENCE_RECORD.read_text())
+    start = doc.index(ablate.PREFERENCE_BEGIN) + len(ablate.PREFERENCE_BEGIN) + 1
+    assert doc[start:doc.index(ablate.PREFERENCE_END)] == ablate.readme_section(saved), \
+        'regenerate it: python -m helpers ablate --start-run … --cases … --out … --report --readme'
+    names = [a['arm']['name'] for a in saved['arms']]
+    assert names[0] == ablate.START and {'dpo', 'dpo-seed1'} <= set(names)
+    assert all(a['cases'] == saved['cases'] for a in saved['arms'])
+
+
 def test_the_ablation_table_of_the_docs_is_the_committed_record():
     from helpers.environment import repo_root
     doc = (repo_root() / ablate.DOC).read_text()
@@ -105,3 +125,13 @@ def test_a_preference_arm_samples_pairs_trains_and_scores_from_a_runs_model(tiny
     assert second['data']['sample_seconds'] == result['data']['sample_seconds']  # the rollouts were reused
     assert ablate.table([result, second]).loc['pref', 'steps'] == 2
     assert [r['arm']['name'] for r in ablate.collect(tmp_path / 'arms', cases)] == ['pref', 'pref-perturbed']
+    said = []
+    assert ablate.start_arm(run, tmp_path / 'arms', cases, log=said.append) is None and 'no row' in said[0]
+    start = ablate.start_arm(run, tmp_path / 'start', run / 'data' / 'test_cases.jsonl')
+    own_cases = (run / 'data' / 'test_cases.jsonl').read_text().splitlines()
+    assert start['arm']['stage'] == 'start' and start['n_cases'] == len(own_cases)
+    assert ablate.record_for([start, result, second])[0] == ablate.PREFERENCE_RECORD
+    section = ablate.readme_section({'cases': 'c.jsonl', 'arms': [start, result, second]})
+    assert f'fine-tuned model of the run `{run.name}`' in section and '| pairs | sample min |' in section
+    sft_row = next(line for line in section.splitlines() if line.startswith('| sft |'))
+    assert '| - | - |' in sft_row and 'nan' not in section
