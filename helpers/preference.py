@@ -448,9 +448,9 @@ def comparison_reading(after: dict, before: dict, per_lang: dict[str, dict[str, 
     return '\n'.join(lines)
 
 
-def sft_reading(curve: list[dict], sft: dict) -> str:
-    """The learning curves (:func:`helpers.ablate.learning_curves`) and this run's fine-tuned model, in sentences
-    written from their numbers."""
+def sft_reading(curve: list[dict], sft: dict, steps: int | None = None) -> str:
+    """The learning curves (:func:`helpers.ablate.learning_curves`) and this run's fine-tuned model (trained
+    ``steps`` steps), in sentences written from their numbers."""
     from .evaluation import METRICS, format_rate
     by_training = defaultdict(list)
     for row in curve:
@@ -468,6 +468,11 @@ def sft_reading(curve: list[dict], sft: dict) -> str:
     kf, nf = sft['counts']['false_positive_rate']
     lines.append(f'This run\'s fine-tuned model (notebook 05): arguments exact {format_rate(k, n)}, false calls '
                  f'{format_rate(kf, nf)}.')
+    first = min((row['step'] for row in curve), default=None)
+    if steps and first and steps < first:
+        lines.append(f'This run trained {steps} steps, fewer than the first point of the curves (step {first}): '
+                     'the plateau above is not reached here, so more supervised training would likely still help '
+                     'this model; what follows shows what preference training adds to it as it is.')
     return '\n'.join(lines)
 
 

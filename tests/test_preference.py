@@ -228,3 +228,13 @@ def test_the_reading_of_before_and_after_counts_right_outcomes_up_and_failures_d
     assert f'not read as better or worse): {RIGHT_CALL} 24 → 22; wrong tool 10 → 11.' in nudged
     assert narrate.before_after_reading('✓ right call', '✗ no call', 'pref').startswith('Lost')
     assert narrate.before_after_reading('✗ wrong tool', '✓ right call', 'pref').startswith('Gained')
+
+
+def test_the_sft_reading_says_when_this_run_stopped_before_the_curves_plateau():
+    from helpers import ablate
+    curve = ablate.learning_curves()
+    sft = {'counts': {'args_exact_acc': [24, 68], 'false_positive_rate': [22, 26]}}
+    short = P.sft_reading(curve, sft, steps=53)
+    assert 'This run trained 53 steps, fewer than the first point of the curves (step 85)' in short
+    assert 'fewer than the first point' not in P.sft_reading(curve, sft, steps=85)
+    assert '(24/68)' in short and '(22/26)' in short
