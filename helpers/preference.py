@@ -371,11 +371,15 @@ def _smoothed(history: list[dict], key: str, last: int = 5) -> tuple[float | Non
 
 
 def training_reading(history: list[dict]) -> str:
-    """The preference training's curves in sentences: loss, margin and reward accuracy at the start and the end
-    (means of the first and last five logged steps, so one noisy step does not decide)."""
+    """The preference training's curves in sentences: loss, margin and reward accuracy (DPO) or mean reward and the
+    share of groups without signal (GRPO) at the start and the end (means of the first and last five logged steps,
+    so one noisy step does not decide)."""
     parts = []
     for key, name in (('loss', 'loss'), ('rewards/margins', 'reward margin'), ('rewards/accuracies', 'reward accuracy'),
-                      ('rewards/chosen', 'chosen reward')):
+                      ('rewards/chosen', 'chosen reward'),
+                      # GRPO: the share of sampled replies the judge calls right, and of groups that teach nothing
+                      ('reward', 'mean reward (replies judged right)'),
+                      ('frac_reward_zero_std', 'groups whose replies all scored alike (no signal)')):
         first, last = _smoothed(history, key)
         if first is not None:
             parts.append(f'{name} {first:.3f} → {last:.3f}')
@@ -481,4 +485,4 @@ def grpo_rows(cases: list[EvalCase]) -> list[dict]:
     trainer samples a group of replies itself), and what the judge needs to reward them (``swift_rewards.py``)."""
     return [{'messages': case.messages(),
              'expected_call': json.dumps(case.expected_call, ensure_ascii=False) if case.expected_call else '',
-             'tools': json.dumps([t.to_dict() for t in case.tools], ensure_ascii=False)} for case in cases]
+             'offered_tools': json.dumps([t.to_dict() for t in case.tools], ensure_ascii=False)} for case in cases]

@@ -125,6 +125,11 @@ def test_a_preference_arm_samples_pairs_trains_and_scores_from_a_runs_model(tiny
     assert second['data']['sample_seconds'] == result['data']['sample_seconds']  # the rollouts were reused
     assert ablate.table([result, second]).loc['pref', 'steps'] == 2
     assert [r['arm']['name'] for r in ablate.collect(tmp_path / 'arms', cases)] == ['pref', 'pref-perturbed']
+    grpo = PreferenceArm('pref-grpo', 'GRPO, rewards by the judge', sample=sample,
+                         train={'stage': 'grpo', 'max_steps': 1})
+    third = run_preference_arm(grpo, run, cases, tmp_path / 'grpo', profile='tiny', log=lambda *_: None)
+    assert third['train']['steps'] == 1 and third['data']['pairs'] == 0 and third['metrics']['n_cases'] == 3
+    assert 'mean reward (replies judged right)' in third['train']['reading']  # ms-swift ran our judge as reward
     said = []
     assert ablate.start_arm(run, tmp_path / 'arms', cases, log=said.append) is None and 'no row' in said[0]
     start = ablate.start_arm(run, tmp_path / 'start', run / 'data' / 'test_cases.jsonl')

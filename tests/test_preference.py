@@ -188,7 +188,8 @@ def test_the_grpo_reward_is_the_judge(turns):
     key = next(iter(case.expected_call['arguments']))
     changed = format_call(case.expected_call['name'], {**case.expected_call['arguments'], key: 'zzz'})
     reward = rewards.JudgeReward()
-    columns = {k: [r[k] for r in rows] for k in ('expected_call', 'tools')}
+    assert not set(rows[0]) & {'tools', 'rejected_response', 'images', 'label'}  # columns ms-swift reads itself
+    columns = {k: [r[k] for r in rows] for k in ('expected_call', 'offered_tools')}
     assert reward([gold, 'No tool needed: here you go.'], **columns) == [1.0, 1.0]
     assert reward([changed, gold], **columns) == [0.0, 0.0]  # a changed value earns nothing; so does a false call
 
@@ -238,3 +239,11 @@ def test_the_sft_reading_says_when_this_run_stopped_before_the_curves_plateau():
     assert 'This run trained 53 steps, fewer than the first point of the curves (step 85)' in short
     assert 'fewer than the first point' not in P.sft_reading(curve, sft, steps=85)
     assert '(24/68)' in short and '(22/26)' in short
+
+
+def test_a_grpo_training_is_read_by_its_rewards():
+    history = [{'loss': 0.0, 'reward': r, 'frac_reward_zero_std': z} for r, z in
+               [(0.25, 0.75)] * 5 + [(0.5, 0.5)] * 5]
+    text = P.training_reading(history)
+    assert 'mean reward (replies judged right) 0.250 → 0.500' in text
+    assert 'groups whose replies all scored alike (no signal) 0.750 → 0.500' in text
