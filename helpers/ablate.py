@@ -468,6 +468,8 @@ PREFERENCE_ARMS = {a.name: a for a in [
     PreferenceArm('dpo-nocall50', 'half the sampled turns need no call (instead of their share of about a quarter): '
                                   'more pairs against calling tools on questions that need none',
                   sample={'no_call_share': 0.5}),
+    PreferenceArm('dpo-nocall50-seed1', 'dpo-nocall50 trained in another order (training seed 1)',
+                  sample={'no_call_share': 0.5}, train={'seed': 1}),
     PreferenceArm('dpo-2samples', 'two replies per turn instead of four (cheaper sampling)',
                   sample={'samples_per_turn': 2}),
     PreferenceArm('dpo-perturbed', 'pairs made by breaking the expected reply by rule instead of the model\'s own '
@@ -524,7 +526,7 @@ def run_preference_arm(arm: PreferenceArm, run_dir: str | Path, cases_path: str 
               'loops': False, **arm.sample}
     pairs_opt = {'source': 'on-policy', 'per_prompt': 2, 'per_kind': None, **arm.pairs}
     stage = arm.train.get('stage', 'dpo')
-    if stage == 'grpo':  # the trainer samples its own replies: only the turns are needed
+    if stage == 'grpo' or pairs_opt['source'] == 'perturbed':  # no sampled replies needed: only the turns
         turns = preference.pick_turns(preference.training_turns(preference.load_conversations(
             run / 'data' / 'train_conversations.jsonl')), sample['turns'], seed=0, no_call_share=sample.get('no_call_share'))
         rollouts, sample_seconds = [], 0.0

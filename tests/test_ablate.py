@@ -119,16 +119,17 @@ def test_a_preference_arm_samples_pairs_trains_and_scores_from_a_runs_model(tiny
     assert result['n_cases'] == 3 and result['train']['steps'] == 2 and result['arm']['stage'] == 'preference'
     assert result['data']['turns'] == 4 and result['data']['samples'] <= result['data']['pairs']
     assert list((tmp_path / 'arms' / '_rollouts').glob('*.jsonl'))
-    other = PreferenceArm('pref-perturbed', 'rule-made pairs', sample=sample, pairs={'source': 'perturbed'},
+    other = PreferenceArm('pref-perkind', 'one pair per failure kind', sample=sample, pairs={'per_kind': 1},
                           train={'max_steps': 1})
     second = run_preference_arm(other, run, cases, tmp_path / 'arms', profile='tiny', log=lambda *_: None)
     assert second['data']['sample_seconds'] == result['data']['sample_seconds']  # the rollouts were reused
     assert ablate.table([result, second]).loc['pref', 'steps'] == 2
-    assert [r['arm']['name'] for r in ablate.collect(tmp_path / 'arms', cases)] == ['pref', 'pref-perturbed']
+    assert [r['arm']['name'] for r in ablate.collect(tmp_path / 'arms', cases)] == ['pref', 'pref-perkind']
     grpo = PreferenceArm('pref-grpo', 'GRPO, rewards by the judge', sample=sample,
                          train={'stage': 'grpo', 'max_steps': 1})
     third = run_preference_arm(grpo, run, cases, tmp_path / 'grpo', profile='tiny', log=lambda *_: None)
     assert third['train']['steps'] == 1 and third['data']['pairs'] == 0 and third['metrics']['n_cases'] == 3
+    assert third['data']['sample_seconds'] == 0  # the trainer samples: no rollouts made or borrowed
     assert 'mean reward (replies judged right)' in third['train']['reading']  # ms-swift ran our judge as reward
     said = []
     assert ablate.start_arm(run, tmp_path / 'arms', cases, log=said.append) is None and 'no row' in said[0]
