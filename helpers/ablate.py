@@ -456,8 +456,9 @@ class PreferenceArm:
 
 
 PREFERENCE_ARMS = {a.name: a for a in [
-    PreferenceArm('dpo', "notebook 06's recipe: 120 training turns, 4 replies each (the first greedy), on-policy "
-                         'pairs, at most 2 per turn, DPO beta 0.1 with rpo_alpha 1, lr 2e-5, 12 steps of 4 pairs'),
+    PreferenceArm('dpo', "notebook 06's recipe until the ablation below: 120 training turns (no-call turns at their "
+                         'share of the data), 4 replies each (the first greedy), on-policy pairs, at most 2 per turn, '
+                         'DPO beta 0.1 with rpo_alpha 1, lr 2e-5, 12 steps of 4 pairs'),
     PreferenceArm('dpo-seed1', 'the recipe trained in another order (training seed 1): the spread of one training',
                   train={'seed': 1}),
     PreferenceArm('dpo-36steps', 'three times the DPO steps (36)', train={'max_steps': 36}),
@@ -466,7 +467,8 @@ PREFERENCE_ARMS = {a.name: a for a in [
     PreferenceArm('dpo-lr5', 'learning rate 5e-5', train={'learning_rate': 5e-5}),
     PreferenceArm('dpo-perkind8', 'at most 8 pairs of each failure kind (balanced kinds)', pairs={'per_kind': 8}),
     PreferenceArm('dpo-nocall50', 'half the sampled turns need no call (instead of their share of about a quarter): '
-                                  'more pairs against calling tools on questions that need none',
+                                  'more pairs against calling tools on questions that need none; notebook 06\'s '
+                                  'recipe since this ablation',
                   sample={'no_call_share': 0.5}),
     PreferenceArm('dpo-nocall50-seed1', 'dpo-nocall50 trained in another order (training seed 1)',
                   sample={'no_call_share': 0.5}, train={'seed': 1}),
