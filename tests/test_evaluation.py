@@ -224,7 +224,7 @@ def test_evaluate_runs_the_real_roleplay_loop(tmp_path):
         metrics = evaluate(cases, srv.base_url, 'scripted', tmp_path, workers=2, progress=False)
     rows = {r['id']: r for r in map(json.loads, (tmp_path / 'predictions.jsonl').read_text().splitlines())}
     assert rows['ok']['calls_executed'] == [{'name': 'get_weather', 'arguments': '{"city": "Paris", "days": 3}',
-                                            'parsed': {'city': 'Paris', 'days': 3}}]
+                                            'parsed': {'city': 'Paris', 'days': 3}, 'observation': 'sunny'}]
     assert rows['ok']['output'].endswith('{"city": "Paris", "days": 3}\n')  # cut at Observation:
     assert rows['ok']['answer'] == 'It is sunny in Paris.' and rows['ok']['n_llm_calls'] == 2
     assert rows['wrong']['calls_executed'][0]['name'] == 'search'
