@@ -395,7 +395,7 @@ def cmd_ablate(args) -> int:
     try:  # the runs and arms read are checked (report.load_run_file): a corrupt one is named, nothing regenerated
         if args.reference:
             ablate.from_run(args.reference, args.out, args.reference_arm)
-        if args.start_run and (Path(args.start_run) / 'eval' / 'finetuned' / 'metrics.json').is_file():
+        if args.report and args.start_run and (Path(args.start_run) / 'eval' / 'finetuned' / 'metrics.json').is_file():
             ablate.start_arm(args.start_run, args.out, args.cases)  # the row the preference arms compare with
         results = (ablate.collect(args.out, args.cases) if args.report else
                    ablate.run(names, args.cases, args.out, args.profile, start_run=args.start_run))

@@ -380,11 +380,13 @@ def run(names: list[str], cases_path: str | Path, out_dir: str | Path, profile: 
     if not Path(cases_path).exists():
         raise FileNotFoundError(f'{cases_path} does not exist: give the test_cases.jsonl of a run '
                                 '(runs/<run>/data/test_cases.jsonl, written by notebook 01)')
+    preference = [n for n in names if n in PREFERENCE_ARMS]
+    if preference:
+        if not start_run:
+            raise ValueError(f'{preference[0]} is a preference arm: give the run it starts from (start_run)')
+        start_arm(start_run, out_dir, cases_path)
     for n in names:
         if n in PREFERENCE_ARMS:
-            if not start_run:
-                raise ValueError(f'{n} is a preference arm: give the run it starts from (start_run)')
-            start_arm(start_run, out_dir, cases_path)
             run_preference_arm(PREFERENCE_ARMS[n], start_run, cases_path, out_dir, profile, backend)
         else:
             run_arm(ARMS[n], cases_path, out_dir, profile, backend, precision)
@@ -485,6 +487,14 @@ PREFERENCE_ARMS = {a.name: a for a in [
 ]}
 
 
+def _turns(run: Path, sample: dict) -> list:
+    """The training turns the ``sample`` settings pick from the run's training conversations."""
+    from . import preference
+    return preference.pick_turns(preference.training_turns(
+        preference.load_conversations(run / 'data' / 'train_conversations.jsonl')), sample['turns'], seed=0,
+        no_call_share=sample.get('no_call_share'))
+
+
 def _rollouts(run: Path, sample: dict, out_dir: Path, backend: str, log) -> tuple[list, list, float, Path]:
     """The sampled turns and rollouts of ``sample`` settings from the run's fine-tuned model: sampled once and kept
     under ``out_dir/_rollouts`` for every arm that shares the settings. Returns (turns, rollouts, seconds, path)."""
@@ -492,9 +502,7 @@ def _rollouts(run: Path, sample: dict, out_dir: Path, backend: str, log) -> tupl
     from . import evaluation, preference, serving
     key = hashlib.sha256(json.dumps([str(run.resolve()), sample], sort_keys=True).encode()).hexdigest()[:16]
     path = out_dir / '_rollouts' / f'{key}.jsonl'
-    turns = preference.pick_turns(preference.training_turns(
-        preference.load_conversations(run / 'data' / 'train_conversations.jsonl')), sample['turns'], seed=0,
-        no_call_share=sample.get('no_call_share'))
+    turns = _turns(run, sample)
     if path.exists():
         meta = json.loads(path.with_suffix('.json').read_text())
         return turns, preference.read_rollouts(path), meta['seconds'], path
@@ -529,9 +537,7 @@ def run_preference_arm(arm: PreferenceArm, run_dir: str | Path, cases_path: str 
     pairs_opt = {'source': 'on-policy', 'per_prompt': 2, 'per_kind': None, **arm.pairs}
     stage = arm.train.get('stage', 'dpo')
     if stage == 'grpo' or pairs_opt['source'] == 'perturbed':  # no sampled replies needed: only the turns
-        turns = preference.pick_turns(preference.training_turns(preference.load_conversations(
-            run / 'data' / 'train_conversations.jsonl')), sample['turns'], seed=0, no_call_share=sample.get('no_call_share'))
-        rollouts, sample_seconds = [], 0.0
+        turns, rollouts, sample_seconds = _turns(run, sample), [], 0.0
     else:
         turns, rollouts, sample_seconds, _ = _rollouts(run, sample, Path(out_dir), backend, log)
     if stage == 'grpo':

@@ -99,6 +99,10 @@ KNOB_WORDS = {'sft_steps': 'training steps (notebook 02)', 'ms_agent_steps': 'st
               'early_arm': 'the fine-tuned model evaluated after as few steps as the ms_agent-format one (1: yes)',
               'eval_cases': 'held-out cases per model (notebooks 05, 06)', 'sample_turns': 'training turns sampled '
               '(notebook 06)', 'samples_per_turn': 'replies sampled per turn', 'dpo_steps': 'preference steps'}
+# The knobs each notebook uses: its first line names only the cuts it is affected by.
+NOTEBOOK_KNOBS = {'02_training.ipynb': ('sft_steps', 'ms_agent_steps'),
+                  '05_evaluation.ipynb': ('eval_cases', 'early_arm'),
+                  '06_preference.ipynb': ('sample_turns', 'samples_per_turn', 'dpo_steps', 'eval_cases')}
 NOTEBOOKS = ('00_environment.ipynb', '01_data.ipynb', '02_training.ipynb', '03_serving.ipynb', '04_roleplay.ipynb',
              '05_evaluation.ipynb', '06_preference.ipynb')
 
@@ -234,11 +238,17 @@ class Plan:
     def total(self) -> float:
         return sum(self.estimate.values())
 
+    def cuts(self, notebook: str | None = None) -> list[str]:
+        """What the plan cut, in words (``training steps (notebook 02) 85 → 53``): every cut, or those of the
+        knobs ``notebook`` uses (:data:`NOTEBOOK_KNOBS`)."""
+        mine = NOTEBOOK_KNOBS.get(notebook, ()) if notebook else self.scaled
+        return [f'{KNOB_WORDS.get(k, k)} {a} → {b}' for k, (a, b) in self.scaled.items() if k in mine]
+
     def notebook_line(self, notebook: str) -> str:
         """What notebook 00 expects a notebook to take here, in one line (for its first cell)."""
         if notebook not in self.estimate:
             return f'{notebook}: no estimate for the {self.profile} profile on this machine'
-        cut = ', '.join(f'{KNOB_WORDS[k]} {a} → {b}' for k, (a, b) in self.scaled.items())
+        cut = ', '.join(self.cuts())
         return (f'{notebook}: expected to take about {minutes(self.estimate[notebook])} on this machine '
                 f'({self.precision}; notebook 00\'s plan)' + (f'; scaled to the time budget: {cut}' if cut else ''))
 
@@ -316,7 +326,7 @@ def describe(plan: Plan) -> str:
                  f'{minutes(plan.budget_seconds)} ({plan.how}).')
     if plan.scaled:
         lines.append('To fit the budget, the recipe is scaled on this machine: '
-                     + '; '.join(f'{KNOB_WORDS[k]} {a} → {b}' for k, (a, b) in plan.scaled.items())
+                     + '; '.join(plan.cuts())
                      + '. Notebooks 02, 05 and 06 use these values and say so.')
         if plan.total > plan.budget_seconds:
             lines.append('Even at the floors of every setting the estimate is over the budget: expect the time above.')

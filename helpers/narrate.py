@@ -242,29 +242,18 @@ def _reference_clause(summary: dict | None, notebook: str, path: str, plan=None)
             f"(`{path}`: {summary['note']}, {precision}, {summary['machine']}).")
 
 
-# The knobs of a plan (helpers.budget.KNOBS) each notebook uses: its first line names only those it cut.
-NOTEBOOK_KNOBS = {'02_training.ipynb': ('sft_steps', 'ms_agent_steps'),
-                  '05_evaluation.ipynb': ('eval_cases', 'early_arm'),
-                  '06_preference.ipynb': ('sample_turns', 'samples_per_turn', 'dpo_steps', 'eval_cases')}
-
-
 def time_line(plan, notebook: str, reference: dict | None = None, reference_path: str = '') -> str:
     """What a notebook's first cell says about its run time: notebook 00's estimate for this machine (or why there
     is none), what of the plan's scaling this notebook uses, and the committed reference run's time, labelled as
     such and only where it ran the same plan."""
     ref = _reference_clause(reference, notebook, reference_path, plan)
     if notebook in plan.estimate:
-        mine = {k: v for k, v in plan.scaled.items() if k in NOTEBOOK_KNOBS.get(notebook, ())}
-        cut = ('; scaled to the time budget here: ' + ', '.join(_cuts(plan, mine))) if mine else ''
+        mine = plan.cuts(notebook)
+        cut = ('; scaled to the time budget here: ' + ', '.join(mine)) if mine else ''
         return (f'Expected here: about {duration(plan.estimate[notebook])} for this notebook ({plan.precision}; '
                 f"notebook 00's plan{cut}).{ref}")
     why = plan.how or f'the {plan.profile} profile is not estimated'
     return f'No estimate for this machine ({why}); each long cell shows its time left as it runs.{ref}'
-
-
-def _cuts(plan, scaled: dict | None = None) -> list[str]:
-    from .budget import KNOB_WORDS
-    return [f'{KNOB_WORDS.get(k, k)} {a} → {b}' for k, (a, b) in (plan.scaled if scaled is None else scaled).items()]
 
 
 def announce(what: str, seconds: float | None, why: str = '') -> str:
