@@ -248,7 +248,7 @@ class Plan:
         """What notebook 00 expects a notebook to take here, in one line (for its first cell)."""
         if notebook not in self.estimate:
             return f'{notebook}: no estimate for the {self.profile} profile on this machine'
-        cut = ', '.join(self.cuts())
+        cut = ', '.join(self.cuts(notebook))
         return (f'{notebook}: expected to take about {minutes(self.estimate[notebook])} on this machine '
                 f'({self.precision}; notebook 00\'s plan)' + (f'; scaled to the time budget: {cut}' if cut else ''))
 

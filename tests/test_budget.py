@@ -102,3 +102,12 @@ def test_with_both_precisions_calibrated_a_unit_is_matrix_work_plus_the_rest():
     assert borrowed == pytest.approx(UNITS['case:early'] * units['case:finetuned'] / UNITS['case:finetuned'])
     only_bf16, _, how1 = budget.unit_seconds({'bf16': both['bf16']}, 'fp32', avx2)
     assert 'only' in how1 and only_bf16['sft_step'] > 1.5 * units['sft_step']  # the matrix speed alone overstates it
+
+
+def test_a_notebooks_line_names_only_the_cuts_it_uses():
+    plan = budget.Plan('cpu', 'fp32', {'sft_steps': 53, 'eval_cases': 94}, {'sft_steps': 85, 'eval_cases': 150},
+                       {'06_preference.ipynb': 50.0})
+    assert plan.cuts() == ['training steps (notebook 02) 85 → 53',
+                           'held-out cases per model (notebooks 05, 06) 150 → 94']
+    line = plan.notebook_line('06_preference.ipynb')
+    assert 'held-out cases per model (notebooks 05, 06) 150 → 94' in line and 'training steps' not in line
