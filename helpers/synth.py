@@ -437,25 +437,26 @@ class DataPlan:
     n_test: int
     answer_share: float = 1.0  # share of answer samples kept (call samples are always kept)
     train_history: bool = False  # sessions: train the earlier turns too (needs --loss_scale agentfabric)
-    why: str = ''
+    why: tuple[str, ...] = ()  # the reasons for this mix, one sentence each (notebook 01 lists them)
 
 
 PROFILE_DATA = {
-    'tiny': DataPlan(SynthConfig(), n_train=24, n_val=8, n_test=12, why='just enough to exercise every step'),
+    'tiny': DataPlan(SynthConfig(), n_train=24, n_val=8, n_test=12, why=('Just enough to exercise every step.',)),
     'cpu': DataPlan(SynthConfig(langs=('zh', 'en'), p_zh=0.5, max_tools=3, p_no_call=0.3, p_session=0.9,
                                 session_turns=(4, 6), p_option_train=0.1),
                     n_train=120, n_val=12, n_test=150, answer_share=0.5, train_history=True,
-                    why='both languages, half the conversations Chinese, at most 3 tools offered. Chinese costs '
-                        "SmolLM2's tokenizer more tokens per sample than English (section 5 measures how many here), "
-                        'so the number of conversations is what the 2-core time budget affords. Nine in ten are '
-                        'sessions of several queries to one agent whose earlier turns are trained too, three in ten '
-                        'queries need no tool: one long sample then teaches several decisions, which cut false calls '
-                        'and call loops in the ablations (docs/ablations.md). Option clauses (an optional parameter '
-                        'stated in the query) go into one call turn in ten in training, three in ten in the held-out '
-                        'data: with more of them in training, the model filled in optional parameters nobody asked '
-                        'for (docs/ablations.md)'),
+                    why=('Both languages, half the conversations Chinese, at most 3 tools offered.',
+                         "Chinese costs SmolLM2's tokenizer more tokens per sample than English (section 5 measures "
+                         'how many), so the number of conversations is what the 2-core time budget affords.',
+                         'Nine in ten are sessions of several queries to one agent, whose earlier turns are trained '
+                         'too: one long sample teaches several decisions.',
+                         'Three in ten queries need no tool. With sessions, this cut false calls and call loops in '
+                         'the ablations (docs/ablations.md).',
+                         'An option clause (a query that states an optional parameter) is in one call turn in ten '
+                         'in training and three in ten in the held-out data: with more of them in training, the '
+                         'model filled in optional parameters nobody asked for (docs/ablations.md).')),
     'gpu': DataPlan(SynthConfig(), n_train=6000, n_val=300, n_test=500,
-                    why='both languages, up to 4 tools, thousands of conversations'),
+                    why=('Both languages, up to 4 tools, thousands of conversations.',)),
 }
 
 
