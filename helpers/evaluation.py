@@ -75,7 +75,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from .agentfabric import DuplicateIdError, EvalCase, format_call, has_chinese, load_cases, parse_action
 from .judge import ARG_ERRORS, OUTCOMES, judge, verdict  # noqa: F401  (verdict: the notebooks' evaluation.verdict)
@@ -613,6 +613,25 @@ def metric_cell(metrics: dict, key: str) -> str:
         return format_rate(k, n)
     v = metrics.get(key)
     return '–' if v is None else f'{v:.2f}'
+
+
+GROUP_METRICS = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate')  # notebook 05's per-group tables
+
+
+def group_column(arm: str, key: str) -> str:
+    """The column of metric ``key`` of ``arm`` in a per-group table (:func:`group_rows`)."""
+    return f'{arm} · {METRICS[key].label} {METRICS[key].arrow}'
+
+
+def group_rows(cases: list[EvalCase], scores: Mapping[str, list[CaseScore]], key) -> dict[str, dict]:
+    """Per group (``key(case) -> label``): its number of cases and, for every arm of ``scores``, the cells of
+    :data:`GROUP_METRICS`, one row per group."""
+    rows: dict[str, dict] = {}
+    for arm, arm_scores in scores.items():
+        for group, m in breakdown(cases, arm_scores, key).items():
+            row = rows.setdefault(group, {'cases': m['n_cases']})
+            row.update({group_column(arm, k): metric_cell(m, k) for k in GROUP_METRICS})
+    return rows
 
 
 def diff_interval(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> tuple[float, float] | None:

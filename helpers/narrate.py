@@ -801,8 +801,8 @@ def outcome_reading(kinds: Mapping[str, Mapping[str, int]]) -> str:
 def group_reading(table: Mapping[str, Mapping[str, str]], arm: str, label: str, key: str = 'tool_selection_acc',
                   minimum: int = 10) -> str:
     """Notebook 05, under a per-group table: the weakest group of ``arm`` among those with enough cases."""
-    from .evaluation import METRICS
-    col = f'{arm} · {METRICS[key].label} {METRICS[key].arrow}'
+    from .evaluation import METRICS, group_column
+    col = group_column(arm, key)
     scored = []
     for group, row in table.items():
         cell = str(row.get(col, ''))

@@ -18,6 +18,8 @@ from .agent_tools import catalog_runners, llm_config, roleplay_turn, use_real_to
 from .agentfabric import detect_lang
 from .catalog import CatalogTool
 from .environment import web_link
+from .scripted_server import ScriptedServer
+from .serving import Server, free_port
 
 DEFAULT_TOOLS = ('amap_weather', 'image_gen')
 DEFAULT_INSTRUCTION = '你扮演一个天气预报助手，你需要查询相应地区的天气，并调用给你的画图工具绘制一张城市的图。'
@@ -28,10 +30,14 @@ class Playground:
     app: object  # gradio.Blocks
     url: str  # the link for the browser (see helpers.environment.web_link)
     local_url: str  # the page itself, http://127.0.0.1:<port>/
+    server: Server | ScriptedServer | None = None  # the model server behind the page, stopped with it
 
     def close(self) -> None:
+        """Stop the page and the model server behind it."""
         with contextlib.redirect_stdout(io.StringIO()):  # Gradio prints "Closing server running on port: …"
             self.app.close()
+        if self.server:
+            self.server.stop()
 
 
 def build_app(base_url: str, model: str, catalog: list[CatalogTool], max_tokens: int = 256):
@@ -94,9 +100,9 @@ def _maybe_json(text: str):
 
 
 def launch(base_url: str, model: str, catalog: list[CatalogTool], host: str = '127.0.0.1', port: int | None = None,
-           max_tokens: int = 256) -> Playground:
-    """Start the page without blocking; ``.close()`` stops it."""
-    from .serving import free_port
+           max_tokens: int = 256, server: Server | ScriptedServer | None = None) -> Playground:
+    """Start the page without blocking; ``.close()`` stops it, and ``server`` (the model server behind
+    ``base_url``) with it."""
     port = port or free_port(host)
     link = web_link(port, host)
     app = build_app(base_url, model, catalog, max_tokens)
@@ -104,4 +110,4 @@ def launch(base_url: str, model: str, catalog: list[CatalogTool], host: str = '1
     _, local_url, _ = app.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
                                  share=False, show_error=True, root_path=link.root_path,
                                  inline=False)  # no iframe of 127.0.0.1: a remote browser cannot load it
-    return Playground(app, link.url, local_url)
+    return Playground(app, link.url, local_url, server)

@@ -14,6 +14,7 @@ README, is made only from a complete run: every file present, no notebook record
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 from pathlib import Path
@@ -322,7 +323,7 @@ def build_report(run: str | Path) -> tuple[Path, Path]:
             section('Conclusion', '<pre>' + html.escape(ev['conclusion']) + '</pre>', ev['conclusion'])
         per_tool = run / 'eval' / 'per_tool.csv'
         if per_tool.exists():
-            lines = [line.split(',') for line in per_tool.read_text().strip().splitlines()]
+            lines = list(csv.reader(per_tool.read_text(encoding='utf-8').splitlines()))  # cells hold commas
             h, m = _table(lines[0], lines[1:])
             section('Per tool', h, m)
         ok, bad = _transcripts(run)

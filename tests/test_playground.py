@@ -6,6 +6,8 @@ import json
 import re
 import shutil
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -84,7 +86,7 @@ def test_weather_question_shows_the_tool_result_in_the_reply(monkeypatch, proxie
         return format_call('amap_weather', {'location': '朝阳区'}) + 'Observation:'
 
     with ScriptedServer(script) as llm:
-        page = launch(llm.base_url, 'scripted', catalog)
+        page = launch(llm.base_url, 'scripted', catalog, server=llm)
         assert page.url.startswith('/user/ada/proxy/') if proxied else page.url == page.local_url
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
@@ -108,6 +110,8 @@ def test_weather_question_shows_the_tool_result_in_the_reply(monkeypatch, proxie
             page.close()
             if proxy:
                 proxy.shutdown()
+        with pytest.raises(urllib.error.URLError):  # page.close() stopped the model server behind the page too
+            urllib.request.urlopen(llm.base_url + '/models', timeout=5)
     # the model saw the real RolePlay prompt with the playground's default tools
     first = llm.chat_requests()[0]['messages']
     assert first[-1]['content'].startswith('(。你可以使用工具：[amap_weather,image_gen])朝阳区天气怎样？')
