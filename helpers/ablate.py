@@ -478,6 +478,12 @@ PREFERENCE_ARMS = {a.name: a for a in [
                   sample={'samples_per_turn': 2}),
     PreferenceArm('dpo-perturbed', 'pairs made by breaking the expected reply by rule instead of the model\'s own '
                                    'mistakes (one per turn)', pairs={'source': 'perturbed'}),
+    PreferenceArm('dpo-nocall50-both', 'dpo-nocall50, and a turn the model got right in every sample gets a pair '
+                                       'too: the right reply against the same reply broken by rule (one value or '
+                                       'parameter changed, as in dpo-perturbed)',
+                  sample={'no_call_share': 0.5}, pairs={'source': 'both'}),
+    PreferenceArm('dpo-nocall50-36steps', 'dpo-nocall50 trained three times as long (36 steps)',
+                  sample={'no_call_share': 0.5}, train={'max_steps': 36}),
     PreferenceArm('dpo-lora', 'a rank-16 LoRA adapter instead of every weight (lr 5e-5)',
                   train={'tuner': 'lora', 'learning_rate': 5e-5, 'lora_dropout': 0.0}),
     PreferenceArm('grpo', 'GRPO instead of DPO: groups of 4 replies per training turn sampled by the trainer, reward 1 '
@@ -540,13 +546,8 @@ def run_preference_arm(arm: PreferenceArm, run_dir: str | Path, cases_path: str 
         turns, rollouts, sample_seconds = _turns(run, sample), [], 0.0
     else:
         turns, rollouts, sample_seconds, _ = _rollouts(run, sample, Path(out_dir), backend, log)
-    if stage == 'grpo':
-        pairs = []
-    elif pairs_opt['source'] == 'perturbed':
-        pairs = preference.perturbed_pairs(turns, seed=0)
-    else:
-        pairs = preference.build_pairs(turns, rollouts, per_prompt=pairs_opt['per_prompt'],
-                                       per_kind=pairs_opt['per_kind'], seed=0)
+    pairs = [] if stage == 'grpo' else preference.make_pairs(pairs_opt['source'], turns, rollouts,
+                                                               pairs_opt['per_prompt'], pairs_opt['per_kind'])
     if stage == 'grpo':
         (out / 'pairs').mkdir(parents=True, exist_ok=True)
         paths = {'train': out / 'pairs' / 'grpo_train.jsonl', 'val': out / 'pairs' / 'grpo_val.jsonl'}

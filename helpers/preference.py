@@ -294,6 +294,27 @@ def perturbed_pairs(cases: list[EvalCase], seed: int = 0) -> list[PreferencePair
     return pairs
 
 
+PAIR_SOURCES = {'on-policy': "the model's own wrong replies", 'perturbed': 'the right reply broken by rule',
+                'both': "the model's own wrong replies, and the right reply broken by rule on the turns where every "
+                        'reply was right'}
+
+
+def make_pairs(source: str, turns: list[EvalCase], rollouts: list[Rollout], per_prompt: int = 2,
+               per_kind: int | None = None, seed: int = 0) -> list[PreferencePair]:
+    """The pairs of ``source`` (a key of :data:`PAIR_SOURCES`): on-policy from the rollouts (:func:`build_pairs`),
+    perturbed from the turns alone (:func:`perturbed_pairs`), or both — a turn the model got right in every
+    sample still gets one pair, the contrast of one value or one parameter that the model did not get wrong."""
+    if source not in PAIR_SOURCES:
+        raise ValueError(f'pair source {source!r}: choose one of {", ".join(PAIR_SOURCES)}')
+    if source == 'perturbed':
+        return perturbed_pairs(turns, seed=seed)
+    pairs = build_pairs(turns, rollouts, per_prompt=per_prompt, per_kind=per_kind, seed=seed)
+    if source == 'both':
+        covered = {p.case_id for p in pairs}
+        pairs += perturbed_pairs([t for t in turns if t.id not in covered], seed=seed)
+    return pairs
+
+
 def pair_counts(pairs: list[PreferencePair]) -> dict[str, int]:
     """Pairs per failure kind of the rejected reply, in FAILURE_KINDS order."""
     n = Counter(p.kind for p in pairs)

@@ -121,6 +121,22 @@ def test_perturbed_pairs_are_always_wrong_by_the_judge(turns):
         assert p.source == 'perturbed'
 
 
+
+def test_both_sources_give_every_turn_a_pair_and_the_models_own_mistakes_come_first(turns):
+    case = _call_turn(turns)
+    key = next(iter(case.expected_call['arguments']))
+    changed = format_call(case.expected_call['name'], {**case.expected_call['arguments'], key: 'zzz'})
+    rollouts = [P.Rollout(case.id, 0, changed, P.label(case, changed))]  # one turn wrong, the others right
+    on_policy = P.make_pairs('on-policy', turns, rollouts)
+    assert [(p.case_id, p.source) for p in on_policy] == [(case.id, 'on-policy')]
+    both = P.make_pairs('both', turns, rollouts)
+    assert both[0] == on_policy[0] and {p.source for p in both[1:]} == {'perturbed'}
+    assert case.id not in {p.case_id for p in both[1:]}  # a turn with a pair of its own gets no perturbed one
+    assert {p.case_id for p in both} == {p.case_id for p in P.perturbed_pairs(turns)} | {case.id}
+    assert P.make_pairs('perturbed', turns, rollouts) == P.perturbed_pairs(turns)
+    with pytest.raises(ValueError, match="choose one of on-policy, perturbed, both"):
+        P.make_pairs('mixed', turns, rollouts)
+
 def test_pairs_are_split_by_conversation(turns, tmp_path):
     pairs = P.perturbed_pairs(turns, seed=0)
     paths = P.write_pairs(tmp_path, pairs, val_share=0.2)
