@@ -38,7 +38,7 @@ RUN_FILES: dict[str, Any] = {
     'environment.json': {'profile': str, 'model': str, '?reason': str, '?commit': (str, type(None)),
                          'hardware': {'cpu_count': (int, type(None)), 'memory_gib': NUMBER, 'gpus': [str], '*': ANY},
                          '?versions': {'*': (str, type(None))}, '*': ANY},
-    'data/data_summary.json': {'train': {'conversations': int, '*': ANY}, '?plan': {'?why': str, '*': ANY}, '*': ANY},
+    'data/data_summary.json': {'train': {'conversations': int, '*': ANY}, '?plan': {'?why': (list, str), '*': ANY}, '*': ANY},
     'run_summary.json': {'steps': int, 'wall_seconds': NUMBER, 'train_samples': int, '?shell': str,
                          'config': {'tuner': str, 'learning_rate': NUMBER, '?lora_rank': (int, type(None)), '*': ANY},
                          '*': ANY},
@@ -294,6 +294,7 @@ def build_report(run: str | Path) -> tuple[Path, Path]:
     rows = [[s, json.dumps(data.get(s), ensure_ascii=False)] for s in ('train', 'val', 'test') if data.get(s)]
     h, m = _table(['split', 'contents'], rows) if rows else ('<p>(no data summary)</p>', '(no data summary)')
     why = (data.get('plan') or {}).get('why', '')
+    why = why if isinstance(why, str) else ' '.join(map(str, why))  # a list of reasons (a string before 2026-12-04)
     section('Data', f'<p>{html.escape(why)}</p>' + h, f'{why}\n\n{m}')
 
     tr = info['training'] or {}

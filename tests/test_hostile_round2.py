@@ -347,7 +347,7 @@ def complete_run(root: Path) -> Path:
                              'hardware': {'cpu_count': 2, 'memory_gib': 7.6, 'gpus': [], 'cuda': False},
                              'versions': {'torch': '2.13.0', 'vllm': None}},
         'data/data_summary.json': {'seed': 0, 'train': {'conversations': 120, 'samples': 300},
-                                   'plan': {'why': 'because'}},
+                                   'plan': {'why': ['Because.', 'Reasons.']}},
         'run_summary.json': {'steps': 80, 'wall_seconds': 480.5, 'train_samples': 300, 'shell': 'swift sft …',
                              'config': {'tuner': 'lora', 'lora_rank': 16, 'target_modules': 'all-linear',
                                         'learning_rate': 0.0003}},
