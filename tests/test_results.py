@@ -80,8 +80,8 @@ def test_a_summary_is_made_from_a_run_and_rewrites_the_docs(tiny_run, tmp_path):
 
 def test_the_time_box_fills_a_row_only_from_a_summary_of_that_kind_of_machine():
     base = json.loads(SUMMARY.read_text())
-    fp32 = {**base, 'precision': 'fp32', 'note': 'measured run X-cpu', 'timings': {'00_environment.ipynb': 30.0,
-                                                                                 '06_preference.ipynb': 3630.0}}
+    fp32 = {**base, 'precision': 'fp32', 'note': 'measured run X-cpu', 'machine': 'AMD EPYC (avx2), 2 CPU cores',
+            'timings': {'00_environment.ipynb': 30.0, '06_preference.ipynb': 3630.0}}
     rows = report.time_box({SUMMARY: base, SUMMARY.with_name('cpu-fp32-run.json'): fp32}).splitlines()[2:]
     total = f"{report._duration(sum(base['timings'].values()))} for {report._notebooks(base['timings'])}"
     assert [r.split(' | ')[1] for r in rows] == ['not measured yet', total, '61 min for notebooks 00-06',
