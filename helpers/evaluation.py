@@ -634,6 +634,13 @@ def group_rows(cases: list[EvalCase], scores: Mapping[str, list[CaseScore]], key
     return rows
 
 
+def difference_rows(comparisons: Mapping[str, list[Change]], baseline: str) -> list[dict]:
+    """One table row per arm and metric of ``comparisons`` (arm → :func:`compare` against ``baseline``)."""
+    return [{'arm': arm, 'metric': f'{METRICS[c.key].label} {METRICS[c.key].arrow}', baseline: c.base,
+             'arm value': c.value, 'Δ (arm − baseline)': c.delta, '95% interval of Δ': c.interval_text,
+             'verdict': c.verdict} for arm, changes in comparisons.items() for c in changes]
+
+
 def diff_interval(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> tuple[float, float] | None:
     """95% interval of p1 − p2 for two proportions (Newcombe's hybrid score method, from the two Wilson
     intervals; it treats the samples as independent, which is cautious for two models on the same cases)."""

@@ -424,14 +424,17 @@ def change_counts(cases: list, scores: list) -> dict[str, int]:
     return rows
 
 
-SMALL_MOVE = 2  # a count that moved by this many cases or fewer is not called better or worse
+SMALL_MOVE = 2  # a count that moved by this many cases or fewer is not read as a move either way
+# case counts that moved by more: named by their direction, untested (the tested verdicts are the metrics' intervals)
+GOOD_WAY = f'Moved the good way by more than {SMALL_MOVE} cases (case counts, not tested)'
+BAD_WAY = f'Moved the bad way by more than {SMALL_MOVE} cases (case counts, not tested)'
 
 
 def comparison_reading(after: dict, before: dict, per_lang: dict[str, dict[str, dict]], after_name: str,
                        before_name: str, counts_before: dict[str, int], counts_after: dict[str, int]) -> str:
     """What the stage changed, in sentences, from the numbers of the two arms on the same cases: the headline
-    metrics with the interval of each difference, per language, and which counts (:func:`change_counts`) got
-    better and which worse: a right outcome that rose, a failure that fell, and the other way round."""
+    metrics with the interval of each difference, per language, and which counts (:func:`change_counts`) moved
+    the good way (a right outcome that rose, a failure that fell) and which the bad way: counts, not tested."""
     from .evaluation import METRICS, RIGHT_CALL, RIGHT_NO_CALL, compare, format_rate
     keys = ('args_exact_acc', 'false_positive_rate', 'tool_selection_acc', 'invalid_call_rate')
     changes = {c.key: c for c in compare(after, before)}
@@ -458,9 +461,9 @@ def comparison_reading(after: dict, before: dict, per_lang: dict[str, dict[str, 
     worse = [f'{k} {a} → {b}' for k, a, b in big if (b > a) != (k in good)]
     small = [f'{k} {a} → {b}' for k, a, b in moved if abs(b - a) <= SMALL_MOVE]
     if better:
-        lines.append('- Better: ' + '; '.join(better) + '.')
+        lines.append(f'- {GOOD_WAY}: ' + '; '.join(better) + '.')
     if worse:
-        lines.append('- Worse: ' + '; '.join(worse) + '.')
+        lines.append(f'- {BAD_WAY}: ' + '; '.join(worse) + '.')
     if small:
         lines.append(f'- Moved by {SMALL_MOVE} cases or fewer, which one training more or less can do (not read '
                      'as better or worse): ' + '; '.join(small) + '.')

@@ -233,15 +233,15 @@ def test_the_reading_of_before_and_after_counts_right_outcomes_up_and_failures_d
     langs = {arm: per_language(cases, s) for arm, (_, s) in scored.items()}
     text = P.comparison_reading(scored['after'][0], scored['before'][0], langs, 'after', 'before',
                                 counts['before'], counts['after'])
-    better = next(line for line in text.splitlines() if line.startswith('- Better: '))
+    better = next(line for line in text.splitlines() if line.startswith(f'- {P.GOOD_WAY}: '))
     assert f'{RIGHT_CALL} 2 → 5' in better and f'{RIGHT_NO_CALL} 0 → 4' in better
-    assert 'an optional parameter nobody asked for 4 → 1' in better and '- Worse' not in text
+    assert 'an optional parameter nobody asked for 4 → 1' in better and P.BAD_WAY not in text
     back = P.comparison_reading(scored['before'][0], scored['after'][0], langs | {'before': langs['before']},
                                 'before', 'after', counts['after'], counts['before'])
-    assert f'{RIGHT_CALL} 5 → 2' in next(line for line in back.splitlines() if line.startswith('- Worse: '))
+    assert f'{RIGHT_CALL} 5 → 2' in next(line for line in back.splitlines() if line.startswith(f'- {P.BAD_WAY}: '))
     nudged = P.comparison_reading(scored['after'][0], scored['before'][0], langs, 'after', 'before',
                                   {RIGHT_CALL: 24, 'wrong tool': 10}, {RIGHT_CALL: 22, 'wrong tool': 11})
-    assert '- Better' not in nudged and '- Worse' not in nudged  # a case or two is what one training more can do
+    assert P.GOOD_WAY not in nudged and P.BAD_WAY not in nudged  # a case or two is what one training more can do
     assert f'not read as better or worse): {RIGHT_CALL} 24 → 22; wrong tool 10 → 11.' in nudged
     assert narrate.before_after_reading('✓ right call', '✗ no call', 'pref').startswith('Lost')
     assert narrate.before_after_reading('✗ wrong tool', '✓ right call', 'pref').startswith('Gained')
