@@ -68,7 +68,8 @@ def register_tool(tool: Tool, run: Callable[[dict], Any], calls: list[ToolCall] 
 
     Arguments go through ``BaseTool._verify_args`` like any real tool (json5, required parameters),
     so a malformed call fails the way it would in AgentFabric. Every call is appended to ``calls``: the text
-    RolePlay passed, the arguments the tool read (None when it refused them) and the result.
+    RolePlay passed, the arguments the tool read (None when it refused them) and the result (``error: …`` when
+    the tool refused the call or its arguments).
     """
     msa = modelscope_agent()
     log = calls if calls is not None else []
@@ -76,8 +77,8 @@ def register_tool(tool: Tool, run: Callable[[dict], Any], calls: list[ToolCall] 
     def call(self, params: str, **kwargs):
         try:
             args = self._verify_args(params)
-        except Exception:
-            log.append(ToolCall(self.name, None, params, ''))
+        except Exception as e:  # RolePlay shows the model its "failed to call" observation; the record says why
+            log.append(ToolCall(self.name, None, params, f'error: the arguments were rejected ({e})'))
             raise
         try:
             result = str(run(args if isinstance(args, dict) else {'input': args}))
