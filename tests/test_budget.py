@@ -48,6 +48,23 @@ def test_a_slower_machine_is_estimated_slower_and_scaled_to_its_budget():
     assert fast.training_overrides() == {}
 
 
+
+def test_the_evaluation_is_cut_before_the_training():
+    """A budget a little short of the recipe cuts only cases, the early arm and replies per turn; a much shorter one
+    cuts those to their first-cut values and then every knob by one factor."""
+    fast = probe(200.0, 600.0)
+    full = budget.make_plan('cpu', 'bf16', measured=fast, calibration=CAL).total / 60
+    first = budget.FIRST_CUT['cpu']
+    near = budget.make_plan('cpu', 'bf16', budget_minutes=full * 0.93, measured=fast, calibration=CAL)
+    assert near.scaled and set(near.scaled) <= set(first) and near.total <= near.budget_seconds
+    assert all(first[k] <= b for k, (_, b) in near.scaled.items())
+    far = budget.make_plan('cpu', 'bf16', budget_minutes=full * 0.5, measured=fast, calibration=CAL)
+    assert far.settings['sft_steps'] < far.reference['sft_steps'] and far.total <= far.budget_seconds
+    assert all(far.settings[k] <= v for k, v in first.items())
+    uniform = budget.scale(budget.KNOBS['cpu'], 0.0)  # what scaling everything together reaches first: the floors
+    assert far.settings['sft_steps'] > uniform['sft_steps']
+    assert 'the evaluation first' in budget.describe(far)
+
 def test_a_machine_too_slow_for_the_floors_gets_the_floors_and_says_so():
     plan = budget.make_plan('cpu', 'fp32', measured=probe(2.0, py=0.5), calibration=CAL)
     assert plan.settings == {k: f for k, (_, f) in budget.KNOBS['cpu'].items()}
