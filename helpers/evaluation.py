@@ -105,6 +105,7 @@ class Metric:
     definition: str
     denominator: str  # what the rate counts over; for a mean, what it averages over
     proportion: bool = True  # k of n, with a Wilson interval; False for F1 and mean ROUGE-L
+    mirrors: str = ''  # the metric this one is 1 − of (the same finding, not counted twice)
 
     @property
     def arrow(self) -> str:
@@ -130,7 +131,7 @@ METRICS = {m.key: m for m in (
     Metric('false_positive_rate', 'false calls', False, 'a tool is called although the question needs none',
            'cases that need no call'),
     Metric('irrelevance_detection', 'irrelevance detection (BFCL)', True, '1 − false calls: no tool is called when the '
-           'question needs none', 'cases that need no call'),
+           'question needs none', 'cases that need no call', mirrors='false_positive_rate'),
     Metric('invalid_call_rate', 'invalid Action Input', False, 'the Action Input is not a JSON object',
            'cases where the model called a tool'),
     Metric('answer_rouge_l', 'answer ROUGE-L', True, 'mean ROUGE-L F1 of the final answer against the reference',

@@ -769,15 +769,17 @@ def comparison_reading(comparisons: Mapping[str, Sequence], baseline: str) -> st
     from .evaluation import METRICS
     lines = []
     for arm, changes in comparisons.items():
-        by = {v: [METRICS[c.key].label for c in changes if c.verdict == v and METRICS[c.key].proportion]
-              for v in ('better', 'worse', 'unclear')}
+        by = {v: [METRICS[c.key].label for c in changes if c.verdict == v and METRICS[c.key].proportion
+                  and not METRICS[c.key].mirrors] for v in ('better', 'worse', 'unclear')}
         line = (f'**{arm}** vs {baseline}: {len(by["better"])} rates better, {len(by["worse"])} worse, '
                 f'{len(by["unclear"])} unclear')
         if by['worse']:
             line += f' — worse: {_list(by["worse"])}'
         lines.append(line + '.')
+    mirrored = [f'{m.label} (1 − {METRICS[m.mirrors].label})' for m in METRICS.values() if m.mirrors]
     return ('\n'.join(f'- {line}' for line in lines) + '\n\n"Worse" is a regression these cases can see; '
-            '"unclear" is no finding either way.') if lines else ''
+            '"unclear" is no finding either way. Not counted, as it repeats another rate: ' + _list(mirrored) + '.'
+            ) if lines else ''
 
 
 def outcome_reading(kinds: Mapping[str, Mapping[str, int]]) -> str:

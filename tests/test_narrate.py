@@ -291,6 +291,7 @@ def test_the_readings_of_notebook_05_name_counts_best_arms_and_regressions():
     assert 'tool selection ↑: every arm the same, 0/8' in tied and 'best' not in tied
     comp = narrate.comparison_reading({'finetuned': compare(results['finetuned'], results['base'])}, 'base')
     assert '**finetuned** vs base:' in comp and 'worse: false calls' in comp
+    assert 'irrelevance' not in comp.split('\n\n')[0] and 'repeats another rate: irrelevance detection' in comp
     kinds = {arm: Counter(s.kind for s in scores) for arm, (_, scores) in scored.items()}
     outcome = narrate.outcome_reading(kinds)
     assert 'base: right in 4 of 12 cases, most often wrong by *no call (one was needed)* (8)' in outcome
