@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .evaluation import METRICS, compare, metric_cell
+from .evaluation import METRICS, compare, format_rate, metric_cell
 from .jsonl import JsonlError, atomic_write, read_json
 
 
@@ -390,7 +390,7 @@ def results_summary(run: str | Path, command: str) -> dict:
     info = collect(run, complete=True)
     env, data, tr, ev = info['environment'], info['data'], info['training'], info['evaluation']
     cfg, hw = tr['config'], env['hardware']
-    keep = ('n_cases', 'n_with_call', 'n_without_call', 'counts', *METRICS)
+    keep = ('n_cases', 'n_with_call', 'n_without_call', 'counts', 'n_stopped', *METRICS)
     plan = load_run_file(run, 'plan.json') or {}
     precision = plan.get('precision') or env.get('precision') or cfg.get('precision')
     return {
@@ -413,6 +413,16 @@ def results_summary(run: str | Path, command: str) -> dict:
                          for name, langs in (ev.get('per_language') or {}).items()},
         'argument_errors': ev.get('argument_errors') or {},
     }
+
+
+LOOPS = 'stopped at the call limit (call loops) ↓'  # cases whose model kept calling tools after the result
+
+
+def loop_cells(arms: dict) -> list[str] | None:
+    """Each arm's cases stopped at the call limit, ``k/n`` with its interval; None when a summary lacks them."""
+    if not all(isinstance(a.get('n_stopped'), int) for a in arms.values()):
+        return None
+    return [format_rate(a['n_stopped'], a['n_cases']) for a in arms.values()]
 
 
 def _duration(seconds: float) -> str:
@@ -447,6 +457,8 @@ def readme_results(summary: dict) -> str:
             row.append('; '.join(f'{c[key].delta:+.2f} ({c[key].verdict})' if c[key].delta is not None else '–'
                                  for c in changes.values()))
         lines.append('| ' + ' | '.join(row) + ' |')
+    if (loops := loop_cells(arms)):
+        lines.append('| ' + ' | '.join([LOOPS, *loops, *(['–'] if changes else [])]) + ' |')
     per_language = summary.get('per_language') or {}
     if per_language:
         keys = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate', 'invalid_call_rate')
@@ -565,6 +577,8 @@ def headline(summary: dict, path: Path) -> str:
              '| | ' + ' | '.join(arms) + ' |', '|---|' + '---|' * len(arms)]
     lines += [f'| {METRICS[k].label} {METRICS[k].arrow} | ' + ' | '.join(metric_cell(a, k) for a in arms.values())
               + ' |' for k in keys if any(a.get(k) is not None for a in arms.values())]
+    if (loops := loop_cells(arms)):
+        lines.append(f'| {LOOPS} | ' + ' | '.join(loops) + ' |')
     return '\n'.join(lines) + '\n'
 
 

@@ -143,3 +143,16 @@ def test_a_section_is_found_by_its_key_and_added_under_a_title_when_missing(tmp_
                                     '<!-- results:end -->\n')
     with pytest.raises(ValueError, match='no section'):  # without a title a missing section is an error
         report.replace_section(doc, '<!-- results:begin — d -->', '<!-- results:end -->', 'D\n', key='d-run')
+
+
+def test_the_headline_counts_call_loops_when_the_summary_has_them():
+    summary = json.loads(SUMMARY.read_text())
+    arms = summary['arms']
+    text = report.headline(summary, SUMMARY)
+    row = next(line for line in text.splitlines() if line.startswith(f'| {report.LOOPS} |'))
+    assert row.count('|') == len(arms) + 2
+    first = next(iter(arms.values()))
+    assert f"({first['n_stopped']}/{first['n_cases']})" in row
+    older = {**summary, 'arms': {k: {f: v for f, v in a.items() if f != 'n_stopped'} for k, a in arms.items()}}
+    assert report.LOOPS not in report.headline(older, SUMMARY)  # a summary made before loops were kept
+
