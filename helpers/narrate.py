@@ -418,6 +418,8 @@ def counts_reading(counts: Mapping[str, Mapping]) -> str:
     tests = counts.get('test cases') or {}
     per_tool = counts.get('training samples per tool (calls)') or {}
     tools = counts.get('tools offered per conversation') or {}
+    langs = counts.get('conversations by language') or {}
+    types = counts.get('conversations by type') or {}
     out = []
     if kinds:
         out.append(f"{sum(kinds.values())} training samples: " + _list(
@@ -429,6 +431,12 @@ def counts_reading(counts: Mapping[str, Mapping]) -> str:
                    'dominates' if hi <= 3 * max(lo, 1) else
                    f'{len(per_tool)} tools are called in training, from {lo} to {hi} call samples each: the model '
                    'sees the frequent ones far more often')
+    if langs:
+        out.append('conversations by language: ' + _list([f'{n} {k}' for k, n in sorted(langs.items(),
+                                                                                   key=lambda kv: -kv[1])]))
+    if types:
+        top, n = max(types.items(), key=lambda kv: kv[1])
+        out.append(f'{len(types)} types of conversation, the most frequent *{top}* ({n} of {sum(types.values())})')
     if tools:
         out.append('conversations offer ' + _list([f'{k} tools' if str(k) != '1' else '1 tool'
                                                     for k in sorted(tools)]) + ' (more tools, harder choice)')

@@ -426,3 +426,18 @@ def test_a_scaled_run_is_read_beside_the_committed_run_of_the_whole_recipe():
     assert narrate.scaled_reading(Plan('cpu', 'bf16', {'sft_steps': 85}, {'sft_steps': 85}), mine, ref) == ''
     summary, path = narrate.full_recipe_reference('cpu')
     assert path == 'results/cpu-run.json' and not summary.get('scaled')
+
+
+def test_the_data_charts_reading_names_every_chart_it_can():
+    counts = {'training samples by kind': {'call': 60, 'answer': 30, 'direct': 10},
+              'training samples per tool (calls)': {'a': 10, 'b': 50},
+              'conversations by language': {'zh': 55, 'en': 45},
+              'tools offered per conversation': {1: 5, 3: 40},
+              'conversations by type': {'session': 90, 'single': 10},
+              'test cases': {'seen tool': 8, 'no call expected': 4}}
+    text = narrate.counts_reading(counts)
+    assert '100 training samples: 60 call, 30 answer and 10 direct' in text
+    assert 'conversations by language: 55 zh and 45 en' in text
+    assert '2 types of conversation, the most frequent *session* (90 of 100)' in text
+    assert 'the frequent ones far more often' in text and 'the held-out test cases: 8 seen tool' in text
+    assert narrate.counts_reading({}) == ''
