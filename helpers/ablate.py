@@ -438,7 +438,7 @@ def learning_curves(path: str | Path = RECORD) -> list[dict]:
                    'loop limit': p['metrics'].get('n_stopped')}
             for k in HEADLINE:
                 got, n = p['metrics']['counts'][k]
-                row[f'{METRICS[k].label} {METRICS[k].arrow}'] = f'{got}/{n}'
+                row[METRICS[k].heading] = f'{got}/{n}'
             rows.append(row)
     return rows
 

@@ -111,6 +111,11 @@ class Metric:
     def arrow(self) -> str:
         return '↑' if self.higher_is_better else '↓'
 
+    @property
+    def heading(self) -> str:
+        """The metric's name in a table: its label and which way is better (``false calls ↓``)."""
+        return f'{self.label} {self.arrow}'
+
 
 # The models a run evaluates: their role in serve/model.json and eval/<role>/ -> the arm's name in tables.
 ARM_NAMES = {'base': 'base', 'ms_agent': 'trained on ms_agent prompts', 'early': 'finetuned, as few steps',
@@ -621,7 +626,7 @@ GROUP_METRICS = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate') 
 
 def group_column(arm: str, key: str) -> str:
     """The column of metric ``key`` of ``arm`` in a per-group table (:func:`group_rows`)."""
-    return f'{arm} · {METRICS[key].label} {METRICS[key].arrow}'
+    return f'{arm} · {METRICS[key].heading}'
 
 
 def group_rows(cases: list[EvalCase], scores: Mapping[str, list[CaseScore]], key) -> dict[str, dict]:
@@ -637,7 +642,7 @@ def group_rows(cases: list[EvalCase], scores: Mapping[str, list[CaseScore]], key
 
 def difference_rows(comparisons: Mapping[str, list[Change]], baseline: str) -> list[dict]:
     """One table row per arm and metric of ``comparisons`` (arm → :func:`compare` against ``baseline``)."""
-    return [{'arm': arm, 'metric': f'{METRICS[c.key].label} {METRICS[c.key].arrow}', baseline: c.base,
+    return [{'arm': arm, 'metric': METRICS[c.key].heading, baseline: c.base,
              'arm value': c.value, 'Δ (arm − baseline)': c.delta, '95% interval of Δ': c.interval_text,
              'verdict': c.verdict} for arm, changes in comparisons.items() for c in changes]
 
@@ -684,9 +689,9 @@ class Change:
     def text(self) -> str:
         m = METRICS[self.key]
         if self.delta is None:
-            return f'{m.label} {m.arrow}: not measured'
+            return f'{m.heading}: not measured'
         ci = f' {self.interval_text}' if self.interval else ''
-        return f'{m.label} {m.arrow} {self.base:.2f} → {self.value:.2f} (Δ {self.delta:+.2f}{ci})'
+        return f'{m.heading} {self.base:.2f} → {self.value:.2f} (Δ {self.delta:+.2f}{ci})'
 
 
 def compare(arm: dict, baseline: dict) -> list[Change]:

@@ -763,9 +763,9 @@ def metrics_reading(results: Mapping[str, Mapping], baseline: str) -> str:
         top = pick(have[arm].get(key) or 0 for arm in have)
         best = [arm for arm in have if (have[arm].get(key) or 0) == top]
         if len(best) == len(have) and len(have) > 1:
-            text.append(f'{m.label} {m.arrow}: every arm the same, {metric_cell(have[best[0]], key)}')
+            text.append(f'{m.heading}: every arm the same, {metric_cell(have[best[0]], key)}')
             continue
-        text.append(f'{m.label} {m.arrow}: best {_list(best)}, {metric_cell(have[best[0]], key)}'
+        text.append(f'{m.heading}: best {_list(best)}, {metric_cell(have[best[0]], key)}'
                     + (f' (base: {metric_cell(results[baseline], key)})' if baseline in results
                        and baseline not in best else ''))
     return ('What to read first: ' + '; '.join(text) + '. Two arms differ only where their intervals barely '

@@ -148,7 +148,7 @@ def metrics_bars(results: Mapping[str, Mapping], metrics: Sequence[str], title: 
                       color=colors[i % len(colors)])
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f'{v:.2f}', ha='center', fontsize=7)
-    ax.set_xticks(x, [f'{METRICS[k].label} {METRICS[k].arrow}' if k in METRICS else k.replace('_', ' ')
+    ax.set_xticks(x, [METRICS[k].heading if k in METRICS else k.replace('_', ' ')
                       for k in metrics], fontsize=8)
     ax.set_ylim(0, 1.12)
     ax.legend()

@@ -445,7 +445,7 @@ def comparison_reading(after: dict, before: dict, per_lang: dict[str, dict[str, 
             continue
         ka, na = after['counts'][k]
         kb, nb = before['counts'][k]
-        lines.append(f'- {m.label} {m.arrow}: {format_rate(kb, nb)} → {format_rate(ka, na)}, Δ {c.delta:+.2f} {c.interval_text} '
+        lines.append(f'- {m.heading}: {format_rate(kb, nb)} → {format_rate(ka, na)}, Δ {c.delta:+.2f} {c.interval_text} '
                      f'({c.verdict}).')
     for lang in sorted(per_lang.get(after_name, {})):
         a, b = per_lang[after_name][lang], per_lang[before_name][lang]
@@ -488,7 +488,7 @@ def sft_reading(curve: list[dict], sft: dict, steps: int | None = None) -> str:
         first, last = rows[0], rows[-1]
         moved = '; '.join(f'{label} {first[label]} → {last[label]}' for label in first
                           if label not in ('training', 'step', 'train min', 'val loss'))
-        best = max(rows, key=lambda r: int(r[f"{METRICS['args_exact_acc'].label} {METRICS['args_exact_acc'].arrow}"]
+        best = max(rows, key=lambda r: int(r[METRICS['args_exact_acc'].heading]
                                            .split('/')[0]))
         lines.append(f'{name}, step {first["step"]} → {last["step"]}: {moved} (arguments exact highest at step '
                      f'{best["step"]}).')

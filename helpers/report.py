@@ -309,7 +309,7 @@ def build_report(run: str | Path) -> tuple[Path, Path]:
     ev = info['evaluation'] or {}
     models = ev.get('models') or {}
     if models:
-        h, m = _table(['metric', *models], [[f'{d.label} {d.arrow}', *(metric_cell(models[w], k) for w in models)]
+        h, m = _table(['metric', *models], [[d.heading, *(metric_cell(models[w], k) for w in models)]
                                             for k, d in METRICS.items()]
                       + [['cases', *(models[w].get('n_cases') for w in models)]])
         img_h, img_m = image(run / 'eval' / 'before_after.png', 'before vs after')
@@ -452,7 +452,7 @@ def readme_results(summary: dict) -> str:
     for key, m in METRICS.items():
         if all(arm.get(key) is None for arm in arms.values()):
             continue
-        row = [f'{m.label} {m.arrow}', *(metric_cell(arm, key) for arm in arms.values())]
+        row = [m.heading, *(metric_cell(arm, key) for arm in arms.values())]
         if changes:
             row.append('; '.join(f'{c[key].delta:+.2f} ({c[key].verdict})' if c[key].delta is not None else '–'
                                  for c in changes.values()))
@@ -463,7 +463,7 @@ def readme_results(summary: dict) -> str:
     if per_language:
         keys = ('tool_selection_acc', 'args_exact_acc', 'false_positive_rate', 'invalid_call_rate')
         lines += ['', 'The same metrics per language of the case (the targets hold for each language):', '',
-                  '| model | language | cases | ' + ' | '.join(f'{METRICS[k].label} {METRICS[k].arrow}' for k in keys)
+                  '| model | language | cases | ' + ' | '.join(METRICS[k].heading for k in keys)
                   + ' |', '|' + '---|' * (len(keys) + 3)]
         for name, langs in per_language.items():
             for lang, m in sorted(langs.items()):
@@ -575,7 +575,7 @@ def headline(summary: dict, path: Path) -> str:
              f"{first['n_cases']} held-out cases through the real `RolePlay` loop; each cell reads "
              '`rate [95% interval] (k/n)`:', '',
              '| | ' + ' | '.join(arms) + ' |', '|---|' + '---|' * len(arms)]
-    lines += [f'| {METRICS[k].label} {METRICS[k].arrow} | ' + ' | '.join(metric_cell(a, k) for a in arms.values())
+    lines += [f'| {METRICS[k].heading} | ' + ' | '.join(metric_cell(a, k) for a in arms.values())
               + ' |' for k in keys if any(a.get(k) is not None for a in arms.values())]
     if (loops := loop_cells(arms)):
         lines.append(f'| {LOOPS} | ' + ' | '.join(loops) + ' |')
