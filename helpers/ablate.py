@@ -546,15 +546,16 @@ def run_preference_arm(arm: PreferenceArm, run_dir: str | Path, cases_path: str 
         turns, rollouts, sample_seconds = _turns(run, sample), [], 0.0
     else:
         turns, rollouts, sample_seconds, _ = _rollouts(run, sample, Path(out_dir), backend, log)
-    pairs = [] if stage == 'grpo' else preference.make_pairs(pairs_opt['source'], turns, rollouts,
-                                                               pairs_opt['per_prompt'], pairs_opt['per_kind'])
-    if stage == 'grpo':
+    if stage == 'grpo':  # the trainer samples and the judge rewards: no pairs
+        pairs = []
         (out / 'pairs').mkdir(parents=True, exist_ok=True)
         paths = {'train': out / 'pairs' / 'grpo_train.jsonl', 'val': out / 'pairs' / 'grpo_val.jsonl'}
         from .jsonl import write_jsonl
         write_jsonl(paths['train'], preference.grpo_rows(turns))
         write_jsonl(paths['val'], [])
     else:
+        pairs = preference.make_pairs(pairs_opt['source'], turns, rollouts, pairs_opt['per_prompt'],
+                                      pairs_opt['per_kind'])
         paths = preference.write_pairs(out / 'pairs', pairs)
     spec = serving.run_model_spec(run, 'finetuned', backend)
     name = f'{profile}-{stage}'

@@ -235,9 +235,9 @@ def fit(knobs: dict[str, tuple[int, int]], first_cut: dict[str, int], cost, budg
 
     def stage_one(f: float) -> dict[str, int]:
         return {**reference, **scale(first, f)}
-    if cost(stage_one(0.0)) <= budget:
+    start = stage_one(0.0)  # every first-cut knob at its value there, the rest at the recipe's
+    if cost(start) <= budget:
         return stage_one(_largest_fit(stage_one, cost, budget))
-    start = stage_one(0.0)
     rest = {k: (start[k], floor) for k, (_, floor) in knobs.items()}
     return scale(rest, _largest_fit(lambda g: scale(rest, g), cost, budget))
 

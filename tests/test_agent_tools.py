@@ -51,7 +51,6 @@ def test_an_unexpected_tool_answers_with_an_error_inside_roleplay(lang):
     assert turn.calls[0].observation.startswith('error: unit_convert is not the tool')
 
 
-
 def test_arguments_the_tool_rejects_are_recorded_with_the_reason():
     """A call without a required parameter never reaches the tool: RolePlay shows the model its failure, and the
     record says why instead of an empty result."""
@@ -62,6 +61,7 @@ def test_arguments_the_tool_rejects_are_recorded_with_the_reason():
     assert 'failed to call' in second and CALORIES not in second
     (call,) = turn.calls
     assert call.arguments is None and call.observation.startswith('error: the arguments were rejected (')
+
 
 def test_the_expected_tool_still_gets_its_observation_and_scoring_is_unchanged(tmp_path):
     """Metrics score the first output: an unexpected tool's error changes what follows it, not the score."""

@@ -48,7 +48,6 @@ def test_a_slower_machine_is_estimated_slower_and_scaled_to_its_budget():
     assert fast.training_overrides() == {}
 
 
-
 def test_the_evaluation_is_cut_before_the_training():
     """A budget a little short of the recipe cuts only cases, the early arm and replies per turn; a much shorter one
     cuts those to their first-cut values and then every knob by one factor."""
@@ -64,6 +63,7 @@ def test_the_evaluation_is_cut_before_the_training():
     uniform = budget.scale(budget.KNOBS['cpu'], 0.0)  # what scaling everything together reaches first: the floors
     assert far.settings['sft_steps'] > uniform['sft_steps']
     assert 'the evaluation first' in budget.describe(far)
+
 
 def test_a_machine_too_slow_for_the_floors_gets_the_floors_and_says_so():
     plan = budget.make_plan('cpu', 'fp32', measured=probe(2.0, py=0.5), calibration=CAL)

@@ -405,12 +405,12 @@ def test_irrelevance_detection_and_per_language():
     assert by_lang['en']['irrelevance_detection'] == 1.0 and by_lang['en']['n_cases'] == 2
     assert by_lang['zh']['irrelevance_detection'] == 0.5 and by_lang['zh']['counts']['false_positive_rate'] == [1, 2]
     assert by_lang['zh']['args_exact_acc'] == 0.0 and by_lang['en']['args_ast_acc'] == 1.0
-
     rows = evaluation.group_rows(cases, {'x': scores, 'y': scores[::-1]}, lambda c: c.lang)
     assert rows['zh']['cases'] == 3 and rows['en']['cases'] == 2
     assert rows['zh']['x · false calls ↓'] == '1/2 [0.09, 0.91]'  # a small group: count and interval
     assert {'y · tool selection ↑', 'y · arguments exact ↑'} < set(rows['en'])
     assert narrate.group_reading(rows, 'x', 'language', minimum=1).startswith("Per language, x's tool selection")
+
 
 @pytest.mark.parametrize('expected, output, kinds', [
     ({'city': 'Paris'}, format_call('book_hotel', {'city': 'Paris'}), []),  # exact

@@ -121,7 +121,6 @@ def test_perturbed_pairs_are_always_wrong_by_the_judge(turns):
         assert p.source == 'perturbed'
 
 
-
 def test_both_sources_give_every_turn_a_pair_and_the_models_own_mistakes_come_first(turns):
     case = _call_turn(turns)
     key = next(iter(case.expected_call['arguments']))
@@ -136,6 +135,7 @@ def test_both_sources_give_every_turn_a_pair_and_the_models_own_mistakes_come_fi
     assert P.make_pairs('perturbed', turns, rollouts) == P.perturbed_pairs(turns)
     with pytest.raises(ValueError, match="choose one of on-policy, perturbed, both"):
         P.make_pairs('mixed', turns, rollouts)
+
 
 def test_pairs_are_split_by_conversation(turns, tmp_path):
     pairs = P.perturbed_pairs(turns, seed=0)
